@@ -1,0 +1,27 @@
+//! Generated gRPC code for this system's contracts; modules mirror the proto packages.
+//!
+//! Services depend on this crate and never call `include_proto!` themselves, so there
+//! is one copy of each generated type in the workspace.
+
+/// `users.v1`: the users service contract (`proto/users/v1/users.proto`).
+pub mod users {
+    /// Version 1 of the users contract.
+    pub mod v1 {
+        #![allow(missing_docs)]
+        tonic::include_proto!("users.v1");
+    }
+}
+
+/// `orders.v1`: the orders service contract (`proto/orders/v1/orders.proto`).
+pub mod orders {
+    /// Version 1 of the orders contract.
+    pub mod v1 {
+        #![allow(missing_docs)]
+        tonic::include_proto!("orders.v1");
+    }
+}
+
+/// The encoded `google.protobuf.FileDescriptorSet` of every proto file above,
+/// including imports; register it with `tonic-reflection` so `grpcurl` can list
+/// and call the services without local proto files.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));
