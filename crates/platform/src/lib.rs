@@ -1,0 +1,18 @@
+//! What both services share, one module per concern: config, telemetry, the gRPC
+//! server stack, the database pool, the balanced client, shutdown.
+//!
+//! These are modules, not a framework: each service's `app.rs` calls them in a few
+//! lines and stays in charge of its own start-up.
+
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod config;
+pub mod database;
+pub mod email;
+pub mod rpc_log;
+pub mod server;
+pub mod shutdown;
+pub mod telemetry;
+#[cfg(feature = "test-support")]
+pub mod test_support;

@@ -1,0 +1,135 @@
+//! The gRPC server every service runs: one listener, the layer stack, health and reflection.
+
+use std::{convert::Infallible, future::Future, io, net::SocketAddr, time::Duration};
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{server::NamedService, service::Routes, transport::Server};
+use tonic_health::{ServingStatus, server::HealthReporter};
+use tower::ServiceBuilder;
+
+use crate::{config::ServerConfig, rpc_log::RpcLogLayer};
+
+/// A bound, not yet serving, gRPC server with `grpc.health.v1.Health` and server
+/// reflection (`grpc.reflection.v1`) already registered.
+pub struct GrpcServer {
+    listener: TcpListener,
+    routes: Routes,
+    health: Health,
+    shutdown_grace: Duration,
+}
+
+impl GrpcServer {
+    /// Binds `config.addr()` (port 0 picks a free port) and registers health and
+    /// reflection; `descriptor_set` is the encoded `FileDescriptorSet` reflection serves.
+    ///
+    /// # Errors
+    /// When the address cannot be bound or the descriptor set does not decode.
+    pub async fn bind(config: &ServerConfig, descriptor_set: &'static [u8]) -> io::Result<Self> {
+        let listener = TcpListener::bind(config.addr()).await?;
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(descriptor_set)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(io::Error::other)?;
+        Ok(Self {
+            listener,
+            routes: Routes::new(health_service).add_service(reflection),
+            health: Health { reporter, services: Vec::new() },
+            shutdown_grace: config.shutdown_grace,
+        })
+    }
+
+    /// The bound address; its port is the real one when the config said 0.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound TCP listener has a local address")
+    }
+
+    /// Handle to this server's health statuses (the server as a whole and each added service).
+    pub fn health(&self) -> Health {
+        self.health.clone()
+    }
+
+    /// Adds an application service; its health status starts as SERVING.
+    pub fn add_service<S>(mut self, service: S) -> Self
+    where
+        S: tower::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<tonic::body::Body>,
+                Error = Infallible,
+            > + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.health.services.push(S::NAME);
+        self.routes = self.routes.add_service(service);
+        self
+    }
+
+    /// Serves until `shutdown` resolves, then reports NOT_SERVING, stops accepting,
+    /// and lets in-flight RPCs finish for at most the configured `shutdown_grace`.
+    ///
+    /// # Errors
+    /// A transport error from the server itself (not from individual RPCs).
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), tonic::transport::Error> {
+        let Self { listener, routes, health, shutdown_grace } = self;
+        for service in &health.services {
+            health.reporter.set_service_status(*service, ServingStatus::Serving).await;
+        }
+        let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
+        let signal = {
+            let health = health.clone();
+            async move {
+                shutdown.await;
+                health.set_serving(false).await;
+                let _ = stopping_tx.send(true);
+            }
+        };
+        let server = Server::builder()
+            // gRPC-Web clients (browsers) speak HTTP/1.1; gRPC and gRPC-Web share the port.
+            .accept_http1(true)
+            .layer(
+                ServiceBuilder::new()
+                    // Translate gRPC-Web to gRPC first, so every layer below sees plain gRPC
+                    // (and its trailers) whichever protocol the client spoke.
+                    .layer(tonic_web::GrpcWebLayer::new())
+                    // One log line per RPC with its final status code and duration.
+                    .layer(RpcLogLayer),
+            )
+            .add_routes(routes)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+        tokio::pin!(server);
+        tokio::select! {
+            result = &mut server => result,
+            _ = async {
+                let _ = stopping.wait_for(|stopping| *stopping).await;
+                tokio::time::sleep(shutdown_grace).await;
+            } => {
+                tracing::warn!(grace_ms = shutdown_grace.as_millis() as u64, "shutdown grace period over; cutting remaining RPCs");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The health statuses a server reports through `grpc.health.v1.Health`.
+#[derive(Clone)]
+pub struct Health {
+    reporter: HealthReporter,
+    services: Vec<&'static str>,
+}
+
+impl Health {
+    /// Sets the server (`""`) and every added service to SERVING or NOT_SERVING.
+    pub async fn set_serving(&self, serving: bool) {
+        let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
+        self.reporter.set_service_status("", status).await;
+        for service in &self.services {
+            self.reporter.set_service_status(*service, status).await;
+        }
+    }
+}
