@@ -1,0 +1,72 @@
+//! Start-up: the one path production and tests share. `App::build` connects,
+//! migrates and binds; `run_until_stopped` serves.
+
+use std::future::Future;
+
+use anyhow::Context;
+use api::users::v1::user_service_server::UserServiceServer;
+use platform::{config::DatabaseConfig, database, server::GrpcServer, shutdown};
+use sqlx::AnyPool;
+
+use crate::{
+    config::Config,
+    domain::Users,
+    grpc::UserGrpc,
+    repository::{MIGRATOR, UserRepository},
+};
+
+/// A built users service: database ready, listener bound, not yet serving.
+pub struct App {
+    server: GrpcServer,
+    pool: AnyPool,
+    database: DatabaseConfig,
+}
+
+impl App {
+    /// Connects to `config.database`, applies migrations, and binds `config.server`
+    /// (port 0 picks a free port; see [`App::port`]).
+    ///
+    /// # Errors
+    /// When the database cannot be reached or migrated, or the port cannot be bound;
+    /// the message says which.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let pool = database::connect(&config.database).await.context("connect to the database (database.url)")?;
+        MIGRATOR.run(&pool).await.context("apply database migrations")?;
+        let users = Users::new(UserRepository::new(pool.clone()));
+        let server = GrpcServer::bind(&config.server, api::FILE_DESCRIPTOR_SET)
+            .await
+            .with_context(|| format!("bind {} (server.host, server.port)", config.server.addr()))?
+            .add_service(UserServiceServer::new(UserGrpc::new(users)));
+        tracing::info!(address = %server.local_addr(), "users listening");
+        Ok(Self { server, pool, database: config.database })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.server.local_addr().port()
+    }
+
+    /// Serves until SIGTERM or SIGINT, then drains (see [`GrpcServer::serve`]).
+    ///
+    /// # Errors
+    /// A transport error of the server.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.run_until(shutdown::signal()).await
+    }
+
+    /// Serves until `stop` resolves, then drains. Tests pass their own `stop`.
+    ///
+    /// # Errors
+    /// A transport error of the server.
+    pub async fn run_until(self, stop: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+        let health = database::watch_health(self.pool.clone(), &self.database, self.server.health());
+        let stop = async move {
+            stop.await;
+            // The probe must not report SERVING again while we drain.
+            health.abort();
+        };
+        self.server.serve(stop).await?;
+        self.pool.close().await;
+        Ok(())
+    }
+}

@@ -1,0 +1,39 @@
+//! The users service's configuration: defaults, then `--config` TOML, then `USERS_*` env vars.
+
+use std::path::Path;
+
+use platform::config::{ConfigError, DatabaseConfig, LogConfig, ServerConfig};
+use serde::{Deserialize, Serialize};
+
+/// Everything the users service can be told. Keys are nested TOML sections; the env
+/// var for `database.url` is `USERS_DATABASE__URL`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listener: `server.host` (127.0.0.1), `server.port` (50051), `server.shutdown_grace` (10s).
+    pub server: ServerConfig,
+    /// Storage: `database.url` defaults to the embedded SQLite file `users.db`.
+    pub database: DatabaseConfig,
+    /// Logging: `log.level` (info), `log.format` (json).
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::on_port(50051),
+            database: DatabaseConfig::at("sqlite://users.db?mode=rwc"),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads the layers (see [`platform::config::load`]) with the `USERS_` prefix.
+    ///
+    /// # Errors
+    /// One-line [`ConfigError`] naming the bad key and its source.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        platform::config::load("USERS_", file)
+    }
+}

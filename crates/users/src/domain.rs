@@ -1,0 +1,178 @@
+//! Users, the rules that make one valid, and the use cases the gRPC layer calls.
+
+use std::{fmt, time::SystemTime};
+
+use platform::{
+    database::{from_micros, to_micros},
+    email::Email,
+};
+use uuid::Uuid;
+
+use crate::repository::UserRepository;
+
+/// A user's id: a UUID (version 7 when we create it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UserId(Uuid);
+
+impl UserId {
+    /// A fresh, time-ordered id.
+    pub fn generate() -> Self {
+        Self(Uuid::now_v7())
+    }
+
+    /// Parses a UUID in any of its usual text forms.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for `field` when `input` is not a UUID.
+    pub fn parse(input: &str, field: &'static str) -> Result<Self, Error> {
+        Uuid::parse_str(input.trim()).map(Self).map_err(|_| Error::invalid(field, "must be a UUID"))
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+/// A display name: 1 to 200 characters after trimming, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserName(String);
+
+impl UserName {
+    /// Parses `input`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] naming `name`.
+    pub fn parse(input: &str) -> Result<Self, Error> {
+        let trimmed = input.trim();
+        match trimmed.chars().count() {
+            0 => Err(Error::invalid("name", "must not be empty")),
+            201.. => Err(Error::invalid("name", "must be at most 200 characters")),
+            _ if trimmed.chars().any(char::is_control) => {
+                Err(Error::invalid("name", "must not contain control characters"))
+            }
+            _ => Ok(Self(trimmed.to_owned())),
+        }
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What it takes to create a user: already-parsed fields.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    /// Unique email.
+    pub email: Email,
+    /// Display name.
+    pub name: UserName,
+}
+
+/// A stored user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// Id.
+    pub id: UserId,
+    /// Unique, normalised email.
+    pub email: Email,
+    /// Display name.
+    pub name: UserName,
+    /// Creation time (microsecond precision).
+    pub created_at: SystemTime,
+}
+
+/// Why a users use case failed. `grpc.rs` maps each variant to one gRPC code.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A request field is malformed (INVALID_ARGUMENT).
+    #[error("invalid {field}: {reason}")]
+    InvalidArgument {
+        /// The request field, as named in the proto.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// No such user (NOT_FOUND).
+    #[error("user not found")]
+    NotFound,
+    /// The email belongs to another user (ALREADY_EXISTS).
+    #[error("a user with email {0} already exists")]
+    EmailTaken(Email),
+    /// The database could not be reached in time (UNAVAILABLE).
+    #[error("database unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    /// Anything else (INTERNAL); the detail is logged, never sent.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl Error {
+    /// An [`Error::InvalidArgument`].
+    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        Self::InvalidArgument { field, reason: reason.into() }
+    }
+}
+
+/// The users use cases over a repository.
+#[derive(Clone)]
+pub struct Users {
+    repository: UserRepository,
+}
+
+impl Users {
+    /// Use cases over `repository`.
+    pub fn new(repository: UserRepository) -> Self {
+        Self { repository }
+    }
+
+    /// Stores a new user with a fresh id and the current time.
+    ///
+    /// # Errors
+    /// [`Error::EmailTaken`], or a storage error.
+    pub async fn create(&self, new: NewUser) -> Result<User, Error> {
+        // Stored with microsecond precision: return what a later read will return.
+        let created_at = from_micros(to_micros(SystemTime::now()));
+        let user = User { id: UserId::generate(), email: new.email, name: new.name, created_at };
+        self.repository.insert(&user).await?;
+        Ok(user)
+    }
+
+    /// The user with `id`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], or a storage error.
+    pub async fn get(&self, id: UserId) -> Result<User, Error> {
+        self.repository.get(id).await?.ok_or(Error::NotFound)
+    }
+
+    /// The user that owns `email`.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], or a storage error.
+    pub async fn by_email(&self, email: &Email) -> Result<User, Error> {
+        self.repository.by_email(email).await?.ok_or(Error::NotFound)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_is_trimmed_and_must_not_be_blank_or_too_long() {
+        assert_eq!(UserName::parse("  Ada ").map(|n| n.as_str().to_owned()).ok(), Some("Ada".to_owned()));
+        assert!(matches!(UserName::parse("   "), Err(Error::InvalidArgument { field: "name", .. })));
+        assert!(UserName::parse(&"é".repeat(200)).is_ok());
+        assert!(matches!(UserName::parse(&"é".repeat(201)), Err(Error::InvalidArgument { field: "name", .. })));
+        assert!(matches!(UserName::parse("a\u{0}b"), Err(Error::InvalidArgument { field: "name", .. })));
+    }
+
+    #[test]
+    fn a_user_id_must_be_a_uuid_and_names_its_field() {
+        assert!(UserId::parse(&UserId::generate().to_string(), "id").is_ok());
+        assert!(matches!(UserId::parse("42", "id"), Err(Error::InvalidArgument { field: "id", .. })));
+    }
+}

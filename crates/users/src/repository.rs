@@ -1,0 +1,101 @@
+//! Storage of users over sqlx; the same SQL runs on PostgreSQL and SQLite.
+
+use platform::{
+    database::{from_micros, is_unavailable, to_micros},
+    email::Email,
+};
+use sqlx::{AnyPool, FromRow, error::ErrorKind};
+
+use crate::domain::{Error, User, UserId, UserName};
+
+/// The embedded migrations of the users database (`crates/users/migrations`).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Reads and writes the `users` table.
+#[derive(Clone)]
+pub struct UserRepository {
+    pool: AnyPool,
+}
+
+/// A `users` row as stored.
+#[derive(FromRow)]
+struct UserRow {
+    id: String,
+    email: String,
+    name: String,
+    created_at: i64,
+}
+
+impl UserRepository {
+    /// A repository over `pool` (migrated with [`MIGRATOR`]).
+    pub fn new(pool: AnyPool) -> Self {
+        Self { pool }
+    }
+
+    /// Inserts `user`.
+    ///
+    /// # Errors
+    /// [`Error::EmailTaken`] when the email is taken; [`Error::Unavailable`] or [`Error::Internal`].
+    pub async fn insert(&self, user: &User) -> Result<(), Error> {
+        sqlx::query("INSERT INTO users (id, email, name, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(user.id.to_string())
+            .bind(user.email.as_str())
+            .bind(user.name.as_str())
+            .bind(to_micros(user.created_at))
+            .execute(&self.pool)
+            .await
+            .map_err(|e| match &e {
+                sqlx::Error::Database(db) if db.kind() == ErrorKind::UniqueViolation => {
+                    Error::EmailTaken(user.email.clone())
+                }
+                _ => storage_error(e),
+            })?;
+        Ok(())
+    }
+
+    /// The user with `id`, if any.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] or [`Error::Internal`].
+    pub async fn get(&self, id: UserId) -> Result<Option<User>, Error> {
+        let row = sqlx::query_as::<_, UserRow>("SELECT id, email, name, created_at FROM users WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(storage_error)?;
+        row.map(User::try_from).transpose()
+    }
+
+    /// The user whose email is `email`, if any.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] or [`Error::Internal`].
+    pub async fn by_email(&self, email: &Email) -> Result<Option<User>, Error> {
+        let row = sqlx::query_as::<_, UserRow>("SELECT id, email, name, created_at FROM users WHERE email = $1")
+            .bind(email.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(storage_error)?;
+        row.map(User::try_from).transpose()
+    }
+}
+
+impl TryFrom<UserRow> for User {
+    type Error = Error;
+
+    fn try_from(row: UserRow) -> Result<Self, Error> {
+        let corrupt = |what: &str| Error::Internal(anyhow::anyhow!("stored user {} has an invalid {what}", row.id));
+        Ok(User {
+            id: UserId::parse(&row.id, "id").map_err(|_| corrupt("id"))?,
+            email: Email::parse(&row.email).map_err(|_| corrupt("email"))?,
+            name: UserName::parse(&row.name).map_err(|_| corrupt("name"))?,
+            created_at: from_micros(row.created_at),
+        })
+    }
+}
+
+/// Classifies a sqlx error: could-not-reach-the-database is UNAVAILABLE (worth a
+/// retry elsewhere), everything else INTERNAL.
+fn storage_error(error: sqlx::Error) -> Error {
+    if is_unavailable(&error) { Error::Unavailable(error) } else { Error::Internal(error.into()) }
+}

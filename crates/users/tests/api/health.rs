@@ -1,0 +1,48 @@
+//! grpc.health.v1 follows the database.
+
+use std::time::Duration;
+
+use platform::test_support;
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+
+use crate::helpers::spawn_app;
+
+/// Upper bound for a status change to be observed: a guard against a hung test, not a wait.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+#[tokio::test]
+async fn health_reports_serving_for_the_server_and_the_service() {
+    let app = spawn_app().await;
+    let mut health = HealthClient::new(app.channel().await);
+    for service in ["", "users.v1.UserService"] {
+        let response = health.check(HealthCheckRequest { service: service.into() }).await.expect("health answers");
+        assert_eq!(response.into_inner().status(), ServingStatus::Serving, "service {service:?}");
+    }
+}
+
+#[tokio::test]
+async fn health_turns_not_serving_when_the_database_goes_away() {
+    let app = spawn_app().await;
+    let mut health = HealthClient::new(app.channel().await);
+    let mut updates = health
+        .watch(HealthCheckRequest { service: "users.v1.UserService".into() })
+        .await
+        .expect("watch starts")
+        .into_inner();
+    let first = updates.message().await.expect("a status").expect("the stream is open");
+    assert_eq!(first.status(), ServingStatus::Serving);
+
+    test_support::drop_postgres_database(&app.database_url).await;
+
+    let not_serving = tokio::time::timeout(PATIENCE, async {
+        while let Some(update) = updates.message().await.expect("the watch stays open") {
+            if update.status() == ServingStatus::NotServing {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .expect("NOT_SERVING is reported within the patience window");
+    assert!(not_serving);
+}

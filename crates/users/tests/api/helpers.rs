@@ -1,0 +1,43 @@
+//! `spawn_app`: a users service on a free port over a fresh database, with a typed client.
+
+use std::time::Duration;
+
+use api::users::v1::user_service_client::UserServiceClient;
+use platform::{config::DatabaseConfig, test_support};
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+use users::{App, Config};
+
+/// A running users service for one test; it stops when dropped.
+pub struct TestApp {
+    pub address: String,
+    pub database_url: String,
+    pub client: UserServiceClient<Channel>,
+    _stop: oneshot::Sender<()>,
+}
+
+impl TestApp {
+    /// A plain channel to the service, for the health client.
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(self.address.clone()).expect("a valid address").connect().await.expect("connect")
+    }
+}
+
+/// Builds the app exactly as `main` does, on port 0 and a fresh database.
+pub async fn spawn_app() -> TestApp {
+    platform::telemetry::init_for_tests();
+    let database_url = test_support::fresh_postgres_database("users_test").await;
+    let mut config = Config::default();
+    config.server.port = 0;
+    config.database = DatabaseConfig::at(&database_url);
+    config.database.health_check_interval = Duration::from_millis(50);
+    config.database.acquire_timeout = Duration::from_millis(500);
+    let app = App::build(config).await.expect("the app builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(app.run_until(async move {
+        let _ = stopped.await;
+    }));
+    let client = UserServiceClient::connect(address.clone()).await.expect("connect to the users service");
+    TestApp { address, database_url, client, _stop: stop }
+}
