@@ -10,6 +10,7 @@ pub mod client;
 pub mod config;
 pub mod database;
 pub mod email;
+pub mod id;
 pub mod rpc_log;
 pub mod server;
 pub mod shutdown;

@@ -1,38 +1,24 @@
 //! Users, the rules that make one valid, and the use cases the gRPC layer calls.
 
-use std::{fmt, time::SystemTime};
+use std::time::SystemTime;
 
 use platform::{
     database::{from_micros, to_micros},
     email::Email,
+    id::Id,
 };
-use uuid::Uuid;
 
 use crate::repository::UserRepository;
 
-/// A user's id: a UUID (version 7 when we create it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct UserId(Uuid);
+/// A user's id.
+pub type UserId = Id<User>;
 
-impl UserId {
-    /// A fresh, time-ordered id.
-    pub fn generate() -> Self {
-        Self(Uuid::now_v7())
-    }
-
-    /// Parses a UUID in any of its usual text forms.
-    ///
-    /// # Errors
-    /// [`Error::InvalidArgument`] for `field` when `input` is not a UUID.
-    pub fn parse(input: &str, field: &'static str) -> Result<Self, Error> {
-        Uuid::parse_str(input.trim()).map(Self).map_err(|_| Error::invalid(field, "must be a UUID"))
-    }
-}
-
-impl fmt::Display for UserId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.hyphenated().fmt(f)
-    }
+/// Parses a [`UserId`] from request field `field`.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming `field`.
+pub fn parse_user_id(input: &str, field: &'static str) -> Result<UserId, Error> {
+    UserId::parse(input).map_err(|reason| Error::invalid(field, reason))
 }
 
 /// A display name: 1 to 200 characters after trimming, no control characters.
@@ -172,7 +158,7 @@ mod tests {
 
     #[test]
     fn a_user_id_must_be_a_uuid_and_names_its_field() {
-        assert!(UserId::parse(&UserId::generate().to_string(), "id").is_ok());
-        assert!(matches!(UserId::parse("42", "id"), Err(Error::InvalidArgument { field: "id", .. })));
+        assert!(parse_user_id(&UserId::generate().to_string(), "id").is_ok());
+        assert!(matches!(parse_user_id("42", "id"), Err(Error::InvalidArgument { field: "id", .. })));
     }
 }

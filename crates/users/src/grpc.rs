@@ -7,7 +7,7 @@ use api::users::v1::{
 use platform::email::Email;
 use tonic::{Request, Response, Status};
 
-use crate::domain::{Error, NewUser, User, UserId, UserName, Users};
+use crate::domain::{Error, NewUser, User, UserName, Users, parse_user_id};
 
 /// The `users.v1.UserService` implementation.
 pub struct UserGrpc {
@@ -30,7 +30,7 @@ impl UserService for UserGrpc {
     }
 
     async fn get_user(&self, request: Request<GetUserRequest>) -> Result<Response<GetUserResponse>, Status> {
-        let id = UserId::parse(&request.get_ref().id, "id")?;
+        let id = parse_user_id(&request.get_ref().id, "id")?;
         let user = self.users.get(id).await?;
         Ok(Response::new(GetUserResponse { user: Some(user.into()) }))
     }

@@ -86,7 +86,7 @@ impl TryFrom<UserRow> for User {
     fn try_from(row: UserRow) -> Result<Self, Error> {
         let corrupt = |what: &str| Error::Internal(anyhow::anyhow!("stored user {} has an invalid {what}", row.id));
         Ok(User {
-            id: UserId::parse(&row.id, "id").map_err(|_| corrupt("id"))?,
+            id: UserId::parse(&row.id).map_err(|_| corrupt("id"))?,
             email: Email::parse(&row.email).map_err(|_| corrupt("email"))?,
             name: UserName::parse(&row.name).map_err(|_| corrupt("name"))?,
             created_at: from_micros(row.created_at),
