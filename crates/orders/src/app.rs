@@ -1,0 +1,102 @@
+//! Start-up: the one path production and tests share. `App::build` connects,
+//! migrates, wires the users client and binds; `run_until_stopped` serves.
+
+use std::future::Future;
+
+use anyhow::Context;
+use api::orders::v1::order_service_server::OrderServiceServer;
+use platform::{
+    client::{self, RoundRobin},
+    config::DatabaseConfig,
+    database::{self, Backend},
+    server::GrpcServer,
+    shutdown,
+};
+use sqlx::AnyPool;
+use tokio::task::JoinHandle;
+
+use crate::{
+    changes::Changes,
+    config::Config,
+    domain::Orders,
+    grpc::OrderGrpc,
+    page_token::PageTokens,
+    repository::{MIGRATOR, OrderRepository},
+    users_client::UsersClient,
+};
+
+/// A built orders service: database ready, listener bound, not yet serving.
+pub struct App {
+    server: GrpcServer,
+    pool: AnyPool,
+    database: DatabaseConfig,
+    listener: Option<JoinHandle<()>>,
+}
+
+impl App {
+    /// Connects to `config.database`, applies migrations, starts listening for other
+    /// replicas' changes (PostgreSQL), builds the users client over the
+    /// `users.endpoints` list, and binds `config.server` (port 0 picks a free port).
+    ///
+    /// # Errors
+    /// When the database cannot be reached or migrated, an endpoint is malformed, or
+    /// the port cannot be bound; the message says which.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let pool = database::connect(&config.database).await.context("connect to the database (database.url)")?;
+        MIGRATOR.run(&pool).await.context("apply database migrations")?;
+        let (changes, listener) = match Backend::of_url(&config.database.url).map_err(anyhow::Error::msg)? {
+            Backend::Postgres => {
+                let (changes, task) =
+                    Changes::listen(&config.database.url).await.context("LISTEN for order changes (database.url)")?;
+                (changes, Some(task))
+            }
+            Backend::Sqlite => (Changes::local(), None),
+        };
+        let endpoints = config.users.endpoint_uris("users.endpoints").map_err(anyhow::Error::msg)?;
+        let users = RoundRobin::new("users", client::fixed(endpoints), config.users.connect_timeout);
+        let orders = Orders::new(
+            OrderRepository::new(pool.clone(), changes.clone()),
+            UsersClient::new(users, config.users.timeout),
+            PageTokens::new(&config.paging.token_secret),
+            changes,
+        );
+        let server = GrpcServer::bind(&config.server, api::FILE_DESCRIPTOR_SET)
+            .await
+            .with_context(|| format!("bind {} (server.host, server.port)", config.server.addr()))?
+            .add_service(OrderServiceServer::new(OrderGrpc::new(orders, config.paging)));
+        tracing::info!(address = %server.local_addr(), "orders listening");
+        Ok(Self { server, pool, database: config.database, listener })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.server.local_addr().port()
+    }
+
+    /// Serves until SIGTERM or SIGINT, then drains (see [`GrpcServer::serve`]).
+    ///
+    /// # Errors
+    /// A transport error of the server.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.run_until(shutdown::signal()).await
+    }
+
+    /// Serves until `stop` resolves, then drains. Tests pass their own `stop`.
+    ///
+    /// # Errors
+    /// A transport error of the server.
+    pub async fn run_until(self, stop: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+        let health = database::watch_health(self.pool.clone(), &self.database, self.server.health());
+        let stop = async move {
+            stop.await;
+            // The probe must not report SERVING again while we drain.
+            health.abort();
+        };
+        self.server.serve(stop).await?;
+        if let Some(listener) = self.listener {
+            listener.abort();
+        }
+        self.pool.close().await;
+        Ok(())
+    }
+}

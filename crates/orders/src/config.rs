@@ -1,0 +1,63 @@
+//! The orders service's configuration: defaults, then `--config` TOML, then `ORDERS_*` env vars.
+
+use std::path::Path;
+
+use platform::{
+    client::ClientConfig,
+    config::{ConfigError, DatabaseConfig, LogConfig, ServerConfig},
+};
+use serde::{Deserialize, Serialize};
+
+/// Everything the orders service can be told. Keys are nested TOML sections; the env
+/// var for `users.endpoints` is `ORDERS_USERS__ENDPOINTS` (a list: `[http://a:1,http://b:2]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listener: `server.host` (127.0.0.1), `server.port` (50052), `server.shutdown_grace` (10s).
+    pub server: ServerConfig,
+    /// Storage: `database.url` defaults to the embedded SQLite file `orders.db`.
+    pub database: DatabaseConfig,
+    /// Logging: `log.level` (info), `log.format` (json).
+    pub log: LogConfig,
+    /// The users service: `users.endpoints` (`["http://127.0.0.1:50051"]`),
+    /// `users.timeout` (1s deadline per call), `users.connect_timeout` (500ms).
+    pub users: ClientConfig,
+    /// ListOrders paging.
+    pub paging: PagingConfig,
+}
+
+/// ListOrders paging.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PagingConfig {
+    /// Key that signs page tokens (`paging.token_secret`). Every replica behind one
+    /// address must share it, or a token from one is refused by another. Empty (the
+    /// default) means a random key per process: fine for one replica.
+    pub token_secret: String,
+    /// Page size when the request says 0 (`paging.default_page_size`, 50).
+    pub default_page_size: u32,
+    /// Largest page size a request may ask for (`paging.max_page_size`, 1000).
+    pub max_page_size: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::on_port(50052),
+            database: DatabaseConfig::at("sqlite://orders.db?mode=rwc"),
+            log: LogConfig::default(),
+            users: ClientConfig::with_endpoints(vec!["http://127.0.0.1:50051".to_owned()]),
+            paging: PagingConfig { token_secret: String::new(), default_page_size: 50, max_page_size: 1000 },
+        }
+    }
+}
+
+impl Config {
+    /// Loads the layers (see [`platform::config::load`]) with the `ORDERS_` prefix.
+    ///
+    /// # Errors
+    /// One-line [`ConfigError`] naming the bad key and its source.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        platform::config::load("ORDERS_", file)
+    }
+}

@@ -1,0 +1,43 @@
+//! The orders binary: load config, start logging, build the app, serve until SIGTERM.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::Parser;
+use orders::{App, Config};
+use platform::telemetry;
+
+/// Command line of the users service; everything else is config.
+#[derive(Parser)]
+#[command(version, about = "The orders gRPC service")]
+struct Args {
+    /// TOML config file, applied over the defaults and under `ORDERS_*` env vars.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match Config::load(args.config.as_deref()) {
+        Ok(config) => config,
+        Err(error) => return exit("config", error, 78),
+    };
+    match telemetry::subscriber(&config.log, std::io::stdout) {
+        Ok(subscriber) => telemetry::init(subscriber),
+        Err(error) => return exit("config", error, 78),
+    }
+    let app = match App::build(config).await {
+        Ok(app) => app,
+        Err(error) => return exit("start-up", format!("{error:#}"), 1),
+    };
+    match app.run_until_stopped().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => exit("server", format!("{error:#}"), 1),
+    }
+}
+
+/// Prints one line naming what failed and exits with `code` (78 = EX_CONFIG).
+fn exit(stage: &str, error: impl std::fmt::Display, code: u8) -> ExitCode {
+    eprintln!("orders: {stage} error: {error}");
+    ExitCode::from(code)
+}

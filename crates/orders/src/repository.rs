@@ -1,0 +1,266 @@
+//! Storage of orders and their events over sqlx; the same SQL runs on PostgreSQL and SQLite.
+
+use std::time::SystemTime;
+
+use platform::{
+    database::{from_micros, is_unavailable, to_micros},
+    email::Email,
+};
+use sqlx::{Any, AnyPool, FromRow, Transaction};
+
+use crate::{
+    changes::{CHANNEL, Changes},
+    domain::{Cents, Currency, Error, IdempotencyKey, Order, OrderEvent, OrderId, OrderStatus},
+};
+
+/// The embedded migrations of the orders database (`crates/orders/migrations`).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+const ORDER_COLUMNS: &str = "id, customer_email, total_cents, currency, status, created_at";
+
+/// The outcome of [`OrderRepository::insert`].
+#[derive(Debug)]
+pub enum Inserted {
+    /// The order was stored.
+    New,
+    /// Its idempotency key already names this (earlier) order; nothing was stored.
+    KeyTaken(Order),
+}
+
+/// Reads and writes the `orders` and `order_events` tables, and announces changes.
+#[derive(Clone)]
+pub struct OrderRepository {
+    pool: AnyPool,
+    changes: Changes,
+}
+
+#[derive(FromRow)]
+struct OrderRow {
+    id: String,
+    customer_email: String,
+    total_cents: i64,
+    currency: String,
+    status: i64,
+    created_at: i64,
+}
+
+#[derive(FromRow)]
+struct EventRow {
+    order_id: String,
+    status: i64,
+    occurred_at: i64,
+}
+
+impl OrderRepository {
+    /// A repository over `pool` (migrated with [`MIGRATOR`]) that announces writes on `changes`.
+    pub fn new(pool: AnyPool, changes: Changes) -> Self {
+        Self { pool, changes }
+    }
+
+    /// Stores `order` (status CREATED) and its CREATED event, unless `key` already
+    /// names an order. Concurrent inserts with one key store exactly one order.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] or [`Error::Internal`].
+    pub async fn insert(&self, order: &Order, key: Option<&IdempotencyKey>) -> Result<Inserted, Error> {
+        let mut tx = self.pool.begin().await.map_err(storage_error)?;
+        let created_at = to_micros(order.created_at);
+        let stored = sqlx::query(
+            "INSERT INTO orders (id, customer_email, total_cents, currency, status, created_at, updated_at, idempotency_key) \
+             VALUES ($1, $2, $3, $4, $5, $6, $6, $7) ON CONFLICT (idempotency_key) DO NOTHING",
+        )
+        .bind(order.id.to_string())
+        .bind(order.customer.as_str())
+        .bind(order.total.get())
+        .bind(order.currency.code())
+        .bind(order.status.number())
+        .bind(created_at)
+        .bind(key.map(|k| k.as_str().to_owned()))
+        .execute(&mut *tx)
+        .await
+        .map_err(storage_error)?
+        .rows_affected();
+        if stored == 0 {
+            tx.rollback().await.map_err(storage_error)?;
+            let key = key.ok_or_else(|| Error::Internal(anyhow::anyhow!("insert without a key stored nothing")))?;
+            let first = self.by_idempotency_key(key).await?;
+            return first
+                .map(Inserted::KeyTaken)
+                .ok_or_else(|| Error::Internal(anyhow::anyhow!("conflicting idempotency key vanished")));
+        }
+        self.record_event(&mut tx, order.id, order.status, order.created_at).await?;
+        tx.commit().await.map_err(storage_error)?;
+        self.changes.committed(order.id);
+        Ok(Inserted::New)
+    }
+
+    /// Moves order `id` from `from` to `to` and records the event, in one transaction.
+    /// `None` when the order does not exist or is not in status `from`.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] or [`Error::Internal`].
+    pub async fn transition(
+        &self,
+        id: OrderId,
+        from: OrderStatus,
+        to: OrderStatus,
+        at: SystemTime,
+    ) -> Result<Option<Order>, Error> {
+        let mut tx = self.pool.begin().await.map_err(storage_error)?;
+        let moved = sqlx::query("UPDATE orders SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4")
+            .bind(to.number())
+            .bind(to_micros(at))
+            .bind(id.to_string())
+            .bind(from.number())
+            .execute(&mut *tx)
+            .await
+            .map_err(storage_error)?
+            .rows_affected();
+        if moved == 0 {
+            tx.rollback().await.map_err(storage_error)?;
+            return Ok(None);
+        }
+        self.record_event(&mut tx, id, to, at).await?;
+        let order = sqlx::query_as::<_, OrderRow>(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(storage_error)?;
+        tx.commit().await.map_err(storage_error)?;
+        self.changes.committed(id);
+        order.try_into().map(Some)
+    }
+
+    /// The order with `id`, if any.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] or [`Error::Internal`].
+    pub async fn get(&self, id: OrderId) -> Result<Option<Order>, Error> {
+        let row = sqlx::query_as::<_, OrderRow>(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(storage_error)?;
+        row.map(Order::try_from).transpose()
+    }
+
+    /// The order an idempotency key names, if any.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] or [`Error::Internal`].
+    pub async fn by_idempotency_key(&self, key: &IdempotencyKey) -> Result<Option<Order>, Error> {
+        let row =
+            sqlx::query_as::<_, OrderRow>(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE idempotency_key = $1"))
+                .bind(key.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(storage_error)?;
+        row.map(Order::try_from).transpose()
+    }
+
+    /// Up to `limit` orders after order `after` (by id, which is creation order),
+    /// optionally only `customer`'s.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] or [`Error::Internal`].
+    pub async fn list(
+        &self,
+        customer: Option<&Email>,
+        after: Option<OrderId>,
+        limit: u32,
+    ) -> Result<Vec<Order>, Error> {
+        // Placeholders are numbered by hand: the Any driver's query builder writes `?`,
+        // which PostgreSQL does not accept.
+        let mut sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE 1 = 1");
+        let mut binds = Vec::new();
+        if let Some(customer) = customer {
+            binds.push(customer.to_string());
+            sql.push_str(&format!(" AND customer_email = ${}", binds.len()));
+        }
+        if let Some(after) = after {
+            binds.push(after.to_string());
+            sql.push_str(&format!(" AND id > ${}", binds.len()));
+        }
+        sql.push_str(&format!(" ORDER BY id LIMIT ${}", binds.len() + 1));
+        let query = binds.into_iter().fold(sqlx::query_as::<_, OrderRow>(&sql), |query, value| query.bind(value));
+        let rows = query.bind(i64::from(limit)).fetch_all(&self.pool).await.map_err(storage_error)?;
+        rows.into_iter().map(Order::try_from).collect()
+    }
+
+    /// The events of order `id`, in the order they happened; empty when there is no such order.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] or [`Error::Internal`].
+    pub async fn events(&self, id: OrderId) -> Result<Vec<OrderEvent>, Error> {
+        let rows = sqlx::query_as::<_, EventRow>(
+            "SELECT order_id, status, occurred_at FROM order_events WHERE order_id = $1 ORDER BY status",
+        )
+        .bind(id.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(storage_error)?;
+        rows.into_iter().map(OrderEvent::try_from).collect()
+    }
+
+    async fn record_event(
+        &self,
+        tx: &mut Transaction<'static, Any>,
+        id: OrderId,
+        reached: OrderStatus,
+        at: SystemTime,
+    ) -> Result<(), Error> {
+        sqlx::query("INSERT INTO order_events (order_id, status, occurred_at) VALUES ($1, $2, $3)")
+            .bind(id.to_string())
+            .bind(reached.number())
+            .bind(to_micros(at))
+            .execute(&mut **tx)
+            .await
+            .map_err(storage_error)?;
+        if self.changes.via_postgres() {
+            // Delivered to every replica's LISTEN when, and only if, the transaction commits.
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CHANNEL)
+                .bind(id.to_string())
+                .execute(&mut **tx)
+                .await
+                .map_err(storage_error)?;
+        }
+        Ok(())
+    }
+}
+
+fn corrupt(what: &str, id: &str) -> Error {
+    Error::Internal(anyhow::anyhow!("stored order {id} has an invalid {what}"))
+}
+
+impl TryFrom<OrderRow> for Order {
+    type Error = Error;
+
+    fn try_from(row: OrderRow) -> Result<Self, Error> {
+        Ok(Order {
+            id: OrderId::parse(&row.id).map_err(|_| corrupt("id", &row.id))?,
+            customer: Email::parse(&row.customer_email).map_err(|_| corrupt("customer_email", &row.id))?,
+            total: Cents::parse(row.total_cents).map_err(|_| corrupt("total_cents", &row.id))?,
+            currency: Currency::parse(&row.currency).map_err(|_| corrupt("currency", &row.id))?,
+            status: OrderStatus::from_number(row.status).ok_or_else(|| corrupt("status", &row.id))?,
+            created_at: from_micros(row.created_at),
+        })
+    }
+}
+
+impl TryFrom<EventRow> for OrderEvent {
+    type Error = Error;
+
+    fn try_from(row: EventRow) -> Result<Self, Error> {
+        Ok(OrderEvent {
+            order_id: OrderId::parse(&row.order_id).map_err(|_| corrupt("id", &row.order_id))?,
+            reached: OrderStatus::from_number(row.status).ok_or_else(|| corrupt("event status", &row.order_id))?,
+            occurred_at: from_micros(row.occurred_at),
+        })
+    }
+}
+
+/// Classifies a sqlx error as UNAVAILABLE (could not reach the database) or INTERNAL.
+fn storage_error(error: sqlx::Error) -> Error {
+    if is_unavailable(&error) { Error::Unavailable(error) } else { Error::Internal(error.into()) }
+}

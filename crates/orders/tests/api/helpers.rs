@@ -1,0 +1,124 @@
+//! `spawn_stack`: users and orders on free ports over fresh databases, with typed clients.
+
+use std::time::Duration;
+
+use api::{
+    orders::v1::{CreateOrderRequest, Order, order_service_client::OrderServiceClient},
+    users::v1::{CreateUserRequest, user_service_client::UserServiceClient},
+};
+use platform::{client::ClientConfig, config::DatabaseConfig, test_support};
+use tokio::sync::oneshot;
+use tonic::transport::Channel;
+
+/// Services started for one test; they stop when this is dropped.
+pub struct TestStack {
+    pub orders: OrderServiceClient<Channel>,
+    pub users: UserServiceClient<Channel>,
+    pub users_address: String,
+    pub orders_database_url: String,
+    _stops: Vec<oneshot::Sender<()>>,
+}
+
+impl TestStack {
+    /// Creates a user with `email`.
+    pub async fn create_user(&mut self, email: &str) {
+        let request = CreateUserRequest { email: email.to_owned(), name: "Test Customer".to_owned() };
+        self.users.create_user(request).await.expect("the user is created");
+    }
+
+    /// Places an order without an idempotency key.
+    pub async fn create_order(&mut self, email: &str, total_cents: i64) -> Order {
+        self.orders
+            .create_order(order_request(email, total_cents, ""))
+            .await
+            .expect("the order is created")
+            .into_inner()
+            .order
+            .expect("an order")
+    }
+
+    /// Starts another orders replica on the same database and users service.
+    pub async fn another_orders_replica(&mut self) -> OrderServiceClient<Channel> {
+        let (address, stop) = start_orders(&self.orders_database_url, vec![self.users_address.clone()], None).await;
+        self._stops.push(stop);
+        OrderServiceClient::connect(address).await.expect("connect to orders")
+    }
+}
+
+/// A CreateOrder request in USD.
+pub fn order_request(email: &str, total_cents: i64, key: &str) -> CreateOrderRequest {
+    CreateOrderRequest {
+        customer_email: email.to_owned(),
+        total_cents,
+        currency: "USD".to_owned(),
+        idempotency_key: key.to_owned(),
+    }
+}
+
+/// One users and one orders service.
+pub async fn spawn_stack() -> TestStack {
+    platform::telemetry::init_for_tests();
+    let (users_address, users_stop) = start_users().await;
+    let orders_database_url = test_support::fresh_postgres_database("orders_test").await;
+    let (orders_address, orders_stop) = start_orders(&orders_database_url, vec![users_address.clone()], None).await;
+    TestStack {
+        orders: OrderServiceClient::connect(orders_address).await.expect("connect to orders"),
+        users: UserServiceClient::connect(users_address.clone()).await.expect("connect to users"),
+        users_address,
+        orders_database_url,
+        _stops: vec![users_stop, orders_stop],
+    }
+}
+
+/// An orders service whose users endpoint is `users_endpoint`, with deadline `timeout`.
+pub async fn spawn_orders_with_users_at(users_endpoint: String, timeout: Duration) -> TestStack {
+    platform::telemetry::init_for_tests();
+    let (users_address, users_stop) = start_users().await;
+    let orders_database_url = test_support::fresh_postgres_database("orders_test").await;
+    let (orders_address, orders_stop) = start_orders(&orders_database_url, vec![users_endpoint], Some(timeout)).await;
+    TestStack {
+        orders: OrderServiceClient::connect(orders_address).await.expect("connect to orders"),
+        users: UserServiceClient::connect(users_address.clone()).await.expect("connect to users"),
+        users_address,
+        orders_database_url,
+        _stops: vec![users_stop, orders_stop],
+    }
+}
+
+async fn start_users() -> (String, oneshot::Sender<()>) {
+    let mut config = users::Config::default();
+    config.server.port = 0;
+    config.database = DatabaseConfig::at(test_support::fresh_postgres_database("users_test").await);
+    let app = users::App::build(config).await.expect("users builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    (address, run(|stop| app.run_until(stop)))
+}
+
+async fn start_orders(
+    database_url: &str,
+    users_endpoints: Vec<String>,
+    timeout: Option<Duration>,
+) -> (String, oneshot::Sender<()>) {
+    let mut config = orders::Config::default();
+    config.server.port = 0;
+    config.database = DatabaseConfig::at(database_url);
+    config.users = ClientConfig::with_endpoints(users_endpoints);
+    config.users.timeout = timeout.unwrap_or(Duration::from_secs(5));
+    config.paging.token_secret = "test-secret".to_owned();
+    let app = orders::App::build(config).await.expect("orders builds");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    (address, run(|stop| app.run_until(stop)))
+}
+
+/// Spawns `serve` with a stop future; dropping the returned sender stops it.
+fn run<F, Fut>(serve: F) -> oneshot::Sender<()>
+where
+    F: FnOnce(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(serve(Box::pin(async move {
+        let _ = stopped.await;
+    })));
+    stop
+}
