@@ -1,1 +1,157 @@
-//! placeholder
+//! Runs the services from their release binaries, as an operator would: the process
+//! supervision shared by the `demo` driver and the system tests.
+//!
+//! Each service is started with its config in `*_`-prefixed env vars and port 0; its
+//! JSON log goes to a file, and the address it binds is read from its
+//! `"listening"` log line, so nothing waits on a fixed port or a sleep.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+use tokio::{
+    fs::File,
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    process::{Child, Command},
+    sync::oneshot,
+};
+
+/// How long a service may take to bind: a guard against a hung start, not a wait.
+const START_PATIENCE: Duration = Duration::from_secs(60);
+
+/// A running service process; killed if dropped without [`Service::stop`].
+pub struct Service {
+    /// Its name in logs and summaries, e.g. `users-a`.
+    pub name: String,
+    /// `http://127.0.0.1:PORT`.
+    pub address: String,
+    /// Where its stdout (JSON log lines) is copied.
+    pub log_path: PathBuf,
+    child: Child,
+    /// Copies stdout to the log file; done once the process has exited.
+    copier: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// The directory of the release binaries: `$STACK_BIN_DIR`, else the workspace's
+/// `target/release`.
+pub fn bin_dir() -> PathBuf {
+    std::env::var_os("STACK_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/release"))
+}
+
+impl Service {
+    /// Starts `bin_dir/binary` with `env`, logging to `log_dir/name.log`, and returns
+    /// once it has logged the address it listens on.
+    ///
+    /// # Errors
+    /// When the binary is missing, exits early, or does not bind within a minute.
+    pub async fn start(binary: &str, name: &str, env: &[(&str, String)], log_dir: &Path) -> anyhow::Result<Self> {
+        let path = bin_dir().join(binary);
+        if !path.is_file() {
+            bail!("{} not found: build the release binaries first (`cargo build --release`)", path.display());
+        }
+        let mut command = Command::new(&path);
+        command.stdout(Stdio::piped()).stderr(Stdio::inherit()).kill_on_drop(true).env("RUST_LOG", "info");
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().with_context(|| format!("start {}", path.display()))?;
+        let stdout = child.stdout.take().context("the child's stdout is piped")?;
+        let log_path = log_dir.join(format!("{name}.log"));
+        let mut log = File::create(&log_path).await.with_context(|| format!("create {}", log_path.display()))?;
+        let (bound, address) = oneshot::channel();
+        let copier = tokio::spawn(async move {
+            let mut bound = Some(bound);
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if bound.is_some()
+                    && let Some(address) = listening_address(&line)
+                    && let Some(bound) = bound.take()
+                {
+                    let _ = bound.send(address);
+                }
+                let _ = log.write_all(line.as_bytes()).await;
+                let _ = log.write_all(b"\n").await;
+                let _ = log.flush().await;
+            }
+        });
+        let address = match tokio::time::timeout(START_PATIENCE, address).await {
+            Ok(Ok(address)) => address,
+            Ok(Err(_)) => bail!("{name} exited before it listened; see {}", log_path.display()),
+            Err(_) => bail!("{name} did not listen within {START_PATIENCE:?}; see {}", log_path.display()),
+        };
+        Ok(Self { name: name.to_owned(), address: format!("http://{address}"), log_path, child, copier: Some(copier) })
+    }
+
+    /// Sends SIGTERM, waits for the process to exit and for its last log line to
+    /// reach the log file; returns its exit code.
+    ///
+    /// # Errors
+    /// When the signal cannot be sent or the process is killed by a signal.
+    pub async fn stop(&mut self) -> anyhow::Result<i32> {
+        let pid = self.child.id().context("the process is still running")?;
+        let sent = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status()?;
+        if !sent.success() {
+            bail!("kill -TERM {pid} failed");
+        }
+        let status = self.child.wait().await?;
+        if let Some(copier) = self.copier.take() {
+            let _ = copier.await;
+        }
+        status.code().with_context(|| format!("{} was killed by a signal", self.name))
+    }
+
+    /// Every JSON line the service has logged so far.
+    ///
+    /// # Errors
+    /// When the log file cannot be read.
+    pub fn log_lines(&self) -> anyhow::Result<Vec<Value>> {
+        let text = std::fs::read_to_string(&self.log_path)?;
+        Ok(text.lines().filter_map(|line| serde_json::from_str(line).ok()).collect())
+    }
+
+    /// How many RPCs of `method` (e.g. `GetUserByEmail`) this service has finished.
+    ///
+    /// # Errors
+    /// When the log file cannot be read.
+    pub fn rpcs_finished(&self, method: &str) -> anyhow::Result<usize> {
+        Ok(self
+            .log_lines()?
+            .iter()
+            .filter(|line| line["message"] == "rpc finished" && line["rpc.method"] == method)
+            .count())
+    }
+}
+
+/// The address in a `{"message": "... listening", "address": "..."}` log line.
+fn listening_address(line: &str) -> Option<String> {
+    let value: Value = serde_json::from_str(line).ok()?;
+    let message = value.get("message")?.as_str()?;
+    if !message.ends_with("listening") {
+        return None;
+    }
+    value.get("address")?.as_str().map(str::to_owned)
+}
+
+/// Env vars for a users replica over the SQLite file `database`.
+pub fn users_env(database: &Path) -> Vec<(&'static str, String)> {
+    vec![
+        ("USERS_SERVER__PORT", "0".to_owned()),
+        ("USERS_DATABASE__URL", format!("sqlite://{}?mode=rwc", database.display())),
+    ]
+}
+
+/// Env vars for an orders replica over the SQLite file `database`, calling `users`.
+pub fn orders_env(database: &Path, users: &[&Service]) -> Vec<(&'static str, String)> {
+    let endpoints: Vec<&str> = users.iter().map(|s| s.address.as_str()).collect();
+    vec![
+        ("ORDERS_SERVER__PORT", "0".to_owned()),
+        ("ORDERS_DATABASE__URL", format!("sqlite://{}?mode=rwc", database.display())),
+        ("ORDERS_USERS__ENDPOINTS", format!("[{}]", endpoints.join(","))),
+    ]
+}

@@ -1,1 +1,206 @@
-fn main() {}
+//! `make demo`: the embedded default (SQLite, static endpoints) with two users replicas
+//! and one orders replica, driven by real traffic, then a summary.
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, ensure};
+use api::{
+    orders::v1::{
+        CreateOrderRequest, DeliverOrderRequest, ListOrdersRequest, OrderEventKind, ShipOrderRequest,
+        WatchOrderRequest, order_service_client::OrderServiceClient,
+    },
+    users::v1::{CreateUserRequest, user_service_client::UserServiceClient},
+};
+use clap::Parser;
+use demo::{Service, orders_env, users_env};
+use tonic::{Code, Status, transport::Channel};
+
+/// Command line of the demo.
+#[derive(Parser)]
+#[command(about = "Run users x2 + orders on the embedded default and drive traffic through them")]
+struct Args {
+    /// Working directory for the SQLite files and the service logs (emptied first).
+    #[arg(long, default_value = ".demo")]
+    dir: PathBuf,
+    /// Orders to place.
+    #[arg(long, default_value_t = 40)]
+    orders: usize,
+}
+
+/// Every call the demo made: method, code, latency.
+#[derive(Default)]
+struct Recorder {
+    calls: Vec<(&'static str, Code, Duration)>,
+}
+
+impl Recorder {
+    async fn call<T>(
+        &mut self,
+        method: &'static str,
+        call: impl Future<Output = Result<T, Status>>,
+    ) -> Result<T, Status> {
+        let start = Instant::now();
+        let result = call.await;
+        let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
+        self.calls.push((method, code, start.elapsed()));
+        result
+    }
+
+    fn percentile(&self, p: f64) -> Duration {
+        let mut latencies: Vec<_> = self.calls.iter().map(|(_, _, d)| *d).collect();
+        latencies.sort();
+        let rank = ((p / 100.0) * latencies.len() as f64).ceil() as usize;
+        latencies.get(rank.saturating_sub(1)).copied().unwrap_or_default()
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.dir.exists() {
+        std::fs::remove_dir_all(&args.dir).with_context(|| format!("empty {}", args.dir.display()))?;
+    }
+    std::fs::create_dir_all(&args.dir)?;
+    let dir = std::fs::canonicalize(&args.dir)?;
+    let users_db = dir.join("users.db");
+
+    println!("starting users-a, users-b (sharing {}) and orders ...", users_db.display());
+    // Replicas start one after the other: the first one creates the schema.
+    let mut users_a = Service::start("users", "users-a", &users_env(&users_db), &dir).await?;
+    let mut users_b = Service::start("users", "users-b", &users_env(&users_db), &dir).await?;
+    let orders_env = orders_env(&dir.join("orders.db"), &[&users_a, &users_b]);
+    let mut orders = Service::start("orders", "orders", &orders_env, &dir).await?;
+    println!("  users-a {}  users-b {}  orders {}", users_a.address, users_b.address, orders.address);
+
+    let mut recorder = Recorder::default();
+    let outcome = drive(&mut recorder, &users_a.address, &orders.address, args.orders).await;
+
+    let mut exits = Vec::new();
+    for service in [&mut orders, &mut users_a, &mut users_b] {
+        exits.push((service.name.clone(), service.stop().await?));
+    }
+    let spread = [
+        (users_a.name.clone(), users_a.rpcs_finished("GetUserByEmail")?),
+        (users_b.name.clone(), users_b.rpcs_finished("GetUserByEmail")?),
+    ];
+
+    let mut by_code: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, code, _) in &recorder.calls {
+        if *code != Code::Ok {
+            *by_code.entry(format!("{code:?}")).or_default() += 1;
+        }
+    }
+    let story = outcome?;
+    println!("\n== traffic ==");
+    for line in &story {
+        println!("{line}");
+    }
+    println!("\n== summary ==");
+    println!("calls: {}", recorder.calls.len());
+    println!("errors by code: {}", if by_code.is_empty() { "none".to_owned() } else { format!("{by_code:?}") });
+    println!("latency: p50 {:.2} ms, p99 {:.2} ms", ms(recorder.percentile(50.0)), ms(recorder.percentile(99.0)));
+    println!(
+        "users.v1.UserService/GetUserByEmail per replica (orders' round-robin): {}",
+        spread.iter().map(|(name, n)| format!("{name} {n}")).collect::<Vec<_>>().join(", ")
+    );
+    println!(
+        "exit codes after SIGTERM: {}",
+        exits.iter().map(|(n, c)| format!("{n} {c}")).collect::<Vec<_>>().join(", ")
+    );
+    println!("logs: {}", dir.display());
+    ensure!(spread.iter().all(|(_, n)| *n > 0), "every users replica should have served GetUserByEmail");
+    ensure!(exits.iter().all(|(_, code)| *code == 0), "every service should exit 0 after SIGTERM");
+    let unexpected: usize = by_code.iter().filter(|(code, _)| *code != "InvalidArgument").map(|(_, n)| n).sum();
+    ensure!(unexpected == 0, "calls failed unexpectedly: {by_code:?}");
+    println!("demo ok");
+    Ok(())
+}
+
+/// The traffic: users, orders (one retried with its idempotency key), one invalid
+/// request, paging, and a watched order going through its life. Returns what it saw.
+async fn drive(recorder: &mut Recorder, users: &str, orders: &str, order_count: usize) -> anyhow::Result<Vec<String>> {
+    let mut users = UserServiceClient::new(Channel::from_shared(users.to_owned())?.connect().await?);
+    let mut orders = OrderServiceClient::new(Channel::from_shared(orders.to_owned())?.connect().await?);
+    let mut story = Vec::new();
+
+    let customers: Vec<String> = (1..=5).map(|i| format!("customer{i}@example.com")).collect();
+    for (i, email) in customers.iter().enumerate() {
+        let request = CreateUserRequest { email: email.clone(), name: format!("Customer {}", i + 1) };
+        recorder.call("CreateUser", users.create_user(request)).await?;
+    }
+
+    let mut placed = Vec::new();
+    for i in 0..order_count {
+        let request = CreateOrderRequest {
+            customer_email: customers[i % customers.len()].clone(),
+            total_cents: 500 + 137 * i as i64,
+            currency: ["USD", "EUR", "GBP"][i % 3].to_owned(),
+            idempotency_key: format!("demo-order-{i}"),
+        };
+        let order = recorder.call("CreateOrder", orders.create_order(request)).await?.into_inner().order;
+        placed.push(order.context("CreateOrder returns the order")?);
+    }
+
+    // A client retry: the same request with the same idempotency key.
+    let retry = CreateOrderRequest {
+        customer_email: customers[0].clone(),
+        total_cents: 500,
+        currency: "USD".to_owned(),
+        idempotency_key: "demo-order-0".to_owned(),
+    };
+    let replayed = recorder.call("CreateOrder", orders.create_order(retry)).await?.into_inner().order;
+    ensure!(replayed.as_ref().map(|o| &o.id) == Some(&placed[0].id), "a retried CreateOrder returns the first order");
+    story.push(format!("idempotent retry: same key returned order {} again", placed[0].id));
+
+    let invalid = CreateOrderRequest {
+        customer_email: customers[1].clone(),
+        total_cents: 100,
+        currency: "ZZZ".to_owned(),
+        idempotency_key: String::new(),
+    };
+    let status = recorder.call("CreateOrder", orders.create_order(invalid)).await.expect_err("an invalid request");
+    ensure!(status.code() == Code::InvalidArgument, "an invalid request is InvalidArgument, got {status:?}");
+    story.push(format!("invalid request: {:?} \"{}\"", status.code(), status.message()));
+
+    let (mut listed, mut pages, mut token) = (0, 0, String::new());
+    loop {
+        let request = ListOrdersRequest { page_size: 15, page_token: token.clone(), ..Default::default() };
+        let mut stream = recorder.call("ListOrders", orders.list_orders(request)).await?.into_inner();
+        pages += 1;
+        token.clear();
+        while let Some(message) = stream.message().await? {
+            listed += 1;
+            token = message.next_page_token;
+        }
+        if token.is_empty() {
+            break;
+        }
+    }
+    ensure!(listed == placed.len(), "paging lists every order once: {listed} of {}", placed.len());
+    story.push(format!("paging: {listed} orders in {pages} pages of up to 15"));
+
+    let watched = placed[placed.len() / 2].id.clone();
+    let mut events = recorder
+        .call("WatchOrder", orders.watch_order(WatchOrderRequest { order_id: watched.clone() }))
+        .await?
+        .into_inner();
+    let first = events.message().await?.and_then(|m| m.event).context("the created event")?;
+    recorder.call("ShipOrder", orders.ship_order(ShipOrderRequest { id: watched.clone() })).await?;
+    recorder.call("DeliverOrder", orders.deliver_order(DeliverOrderRequest { id: watched.clone() })).await?;
+    let mut kinds = vec![first.kind()];
+    while let Some(message) = events.message().await? {
+        kinds.push(message.event.context("an event")?.kind());
+    }
+    let expected = [OrderEventKind::Created, OrderEventKind::Shipped, OrderEventKind::Delivered];
+    ensure!(kinds == expected, "WatchOrder sees created, shipped, delivered; saw {kinds:?}");
+    story.push(format!("watch {watched}: {}", kinds.iter().map(|k| k.as_str_name()).collect::<Vec<_>>().join(" -> ")));
+    Ok(story)
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e3
+}

@@ -1,0 +1,122 @@
+//! System tests: the release binaries started as processes, called with grpcurl
+//! through server reflection and with typed clients; logs read as an operator would.
+
+use std::{path::PathBuf, process::Command};
+
+use api::orders::v1::{CreateOrderRequest, order_service_client::OrderServiceClient};
+use demo::{Service, orders_env, users_env};
+use serde_json::{Value, json};
+
+/// grpcurl: `$GRPCURL`, else the one `make tools` builds, else `grpcurl` on PATH.
+fn grpcurl() -> PathBuf {
+    if let Some(path) = std::env::var_os("GRPCURL") {
+        return PathBuf::from(path);
+    }
+    let built = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.tools/bin/grpcurl");
+    if built.is_file() { built } else { PathBuf::from("grpcurl") }
+}
+
+/// Runs grpcurl against `service` (plaintext) and returns its stdout, or panics with its stderr.
+fn call(service: &Service, args: &[&str]) -> String {
+    let authority = service.address.trim_start_matches("http://");
+    let output = Command::new(grpcurl())
+        .arg("-plaintext")
+        .args(args.iter().take(args.len().saturating_sub(1)))
+        .arg(authority)
+        .args(args.last())
+        .output()
+        .expect("grpcurl runs (make tools builds it)");
+    assert!(output.status.success(), "grpcurl {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).expect("utf-8")
+}
+
+fn call_json(service: &Service, data: Value, method: &str) -> Value {
+    let out = call(service, &["-d", &data.to_string(), method]);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("grpcurl printed JSON for {method}: {e}: {out}"))
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("stack-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    dir
+}
+
+#[tokio::test]
+async fn grpcurl_lists_and_calls_both_services_through_reflection() {
+    let dir = temp_dir("grpcurl");
+    let mut users = Service::start("users", "users", &users_env(&dir.join("users.db")), &dir).await.expect("users");
+    let mut orders =
+        Service::start("orders", "orders", &orders_env(&dir.join("orders.db"), &[&users]), &dir).await.expect("orders");
+
+    let listed = call(&users, &["list"]);
+    for service in ["users.v1.UserService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"] {
+        assert!(listed.lines().any(|l| l == service), "users lists {service}: {listed}");
+    }
+    assert!(call(&orders, &["list"]).lines().any(|l| l == "orders.v1.OrderService"));
+
+    let user = call_json(&users, json!({"email": "ada@example.com", "name": "Ada"}), "users.v1.UserService/CreateUser");
+    assert_eq!(user["user"]["email"], "ada@example.com");
+
+    let order = call_json(
+        &orders,
+        json!({"customer_email": "ada@example.com", "total_cents": 1250, "currency": "EUR"}),
+        "orders.v1.OrderService/CreateOrder",
+    );
+    assert_eq!(order["order"]["status"], "ORDER_STATUS_CREATED");
+    assert_eq!(order["order"]["totalCents"], "1250");
+
+    for service in [&users, &orders] {
+        let health = call_json(service, json!({}), "grpc.health.v1.Health/Check");
+        assert_eq!(health["status"], "SERVING");
+    }
+
+    assert_eq!(orders.stop().await.expect("orders stops"), 0);
+    assert_eq!(users.stop().await.expect("users stops"), 0);
+}
+
+#[tokio::test]
+async fn create_order_calls_reach_both_users_replicas_in_turn() {
+    let dir = temp_dir("round-robin");
+    let users_db = dir.join("users.db");
+    let mut users_a = Service::start("users", "users-a", &users_env(&users_db), &dir).await.expect("users-a");
+    let mut users_b = Service::start("users", "users-b", &users_env(&users_db), &dir).await.expect("users-b");
+    let mut orders =
+        Service::start("orders", "orders", &orders_env(&dir.join("orders.db"), &[&users_a, &users_b]), &dir)
+            .await
+            .expect("orders");
+    call_json(&users_a, json!({"email": "rr@example.com", "name": "RR"}), "users.v1.UserService/CreateUser");
+
+    let mut client = OrderServiceClient::connect(orders.address.clone()).await.expect("connect");
+    let calls = 10;
+    for i in 0..calls {
+        let request = CreateOrderRequest {
+            customer_email: "rr@example.com".into(),
+            total_cents: 100 + i,
+            currency: "USD".into(),
+            idempotency_key: String::new(),
+        };
+        client.create_order(request).await.expect("created");
+    }
+    // Stopping first puts every log line in the files.
+    for service in [&mut orders, &mut users_a, &mut users_b] {
+        assert_eq!(service.stop().await.expect("stops"), 0, "{} exits 0 on SIGTERM", service.name);
+    }
+    // Each CreateOrder makes one GetUserByEmail; round-robin alternates the replicas.
+    let a = users_a.rpcs_finished("GetUserByEmail").expect("users-a log");
+    let b = users_b.rpcs_finished("GetUserByEmail").expect("users-b log");
+    assert_eq!(a + b, calls as usize);
+    assert!(a.abs_diff(b) <= 1, "round-robin spreads evenly: users-a {a}, users-b {b}");
+}
+
+#[test]
+fn a_bad_config_value_exits_78_with_one_line_naming_the_key_and_the_variable() {
+    let output = Command::new(demo::bin_dir().join("orders"))
+        .env("ORDERS_USERS__TIMEOUT", "soon")
+        .output()
+        .expect("the orders binary runs (build the release binaries first)");
+    assert_eq!(output.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("users.timeout") && stderr.contains("ORDERS_USERS__TIMEOUT"), "{stderr}");
+}
