@@ -74,6 +74,11 @@ impl Changes {
         self.sender.subscribe()
     }
 
+    /// How many watchers are subscribed now.
+    pub fn watchers(&self) -> usize {
+        self.sender.receiver_count()
+    }
+
     /// Whether writers must `pg_notify` inside their transaction (PostgreSQL) rather
     /// than call [`Changes::committed`].
     pub fn via_postgres(&self) -> bool {

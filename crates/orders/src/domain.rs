@@ -418,7 +418,76 @@ fn replay(first: Order, new: &NewOrder, key: &IdempotencyKey) -> Result<Order, E
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use platform::{
+        client::{RoundRobin, fixed},
+        config::DatabaseConfig,
+    };
+    use tokio_stream::StreamExt;
+
     use super::*;
+    use crate::repository::MIGRATOR;
+
+    /// Use cases over an in-memory SQLite database (the embedded path) and a users
+    /// client with no endpoints (these tests never reach it).
+    async fn embedded_orders() -> (Orders, OrderRepository, Changes) {
+        let mut config = DatabaseConfig::at("sqlite::memory:");
+        // Each in-memory SQLite connection is its own database: keep one.
+        config.max_connections = 1;
+        let pool = platform::database::connect(&config).await.expect("in-memory SQLite");
+        MIGRATOR.run(&pool).await.expect("migrations apply on SQLite");
+        let changes = Changes::local();
+        let repository = OrderRepository::new(pool, changes.clone());
+        let users =
+            UsersClient::new(RoundRobin::new("users", fixed(vec![]), Duration::from_secs(1)), Duration::from_secs(1));
+        let orders = Orders::new(repository.clone(), users, PageTokens::new("k"), changes.clone());
+        (orders, repository, changes)
+    }
+
+    async fn stored_order(repository: &OrderRepository) -> Order {
+        let order = Order {
+            id: OrderId::generate(),
+            customer: Email::parse("sqlite@example.com").unwrap(),
+            total: Cents::parse(100).unwrap(),
+            currency: Currency::parse("USD").unwrap(),
+            status: OrderStatus::Created,
+            created_at: from_micros(to_micros(SystemTime::now())),
+        };
+        assert!(matches!(repository.insert(&order, None).await, Ok(Inserted::New)));
+        order
+    }
+
+    #[tokio::test]
+    async fn on_sqlite_a_watch_follows_local_changes_to_delivery() {
+        let (orders, repository, _) = embedded_orders().await;
+        let order = stored_order(&repository).await;
+        let mut events = orders.watch(order.id).await.expect("the order exists");
+        assert_eq!(events.next().await.map(|e| e.unwrap().reached), Some(OrderStatus::Created));
+        orders.advance(order.id, OrderStatus::Shipped).await.expect("shipped");
+        assert_eq!(events.next().await.map(|e| e.unwrap().reached), Some(OrderStatus::Shipped));
+        orders.advance(order.id, OrderStatus::Delivered).await.expect("delivered");
+        assert_eq!(events.next().await.map(|e| e.unwrap().reached), Some(OrderStatus::Delivered));
+        assert!(events.next().await.is_none(), "the stream ends after delivery");
+    }
+
+    #[tokio::test]
+    async fn a_watch_unsubscribes_when_its_client_goes_away() {
+        let (orders, repository, changes) = embedded_orders().await;
+        let order = stored_order(&repository).await;
+        let mut events = orders.watch(order.id).await.expect("the order exists");
+        events.next().await.expect("the created event").expect("no error");
+        assert_eq!(changes.watchers(), 1);
+        drop(events);
+        // The watch task notices the closed stream and drops its subscription.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while changes.watchers() > 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the watcher unsubscribes");
+    }
 
     #[test]
     fn total_cents_must_be_positive() {

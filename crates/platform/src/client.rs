@@ -184,3 +184,113 @@ where
         Err(_) => Err(Status::deadline_exceeded(format!("no answer within {} ms", timeout.as_millis()))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use api::users::v1::{
+        GetUserByEmailRequest, GetUserByEmailResponse,
+        user_service_client::UserServiceClient,
+        user_service_server::{UserService, UserServiceServer},
+    };
+    use tokio::net::TcpListener;
+    use tokio_stream::wrappers::TcpListenerStream;
+    use tonic::{Code, Request, Response};
+
+    use super::*;
+
+    /// A users service that only counts the calls it gets.
+    #[derive(Clone, Default)]
+    struct Counting(Arc<AtomicUsize>);
+
+    #[tonic::async_trait]
+    impl UserService for Counting {
+        async fn create_user(
+            &self,
+            _: Request<api::users::v1::CreateUserRequest>,
+        ) -> Result<Response<api::users::v1::CreateUserResponse>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+
+        async fn get_user(
+            &self,
+            _: Request<api::users::v1::GetUserRequest>,
+        ) -> Result<Response<api::users::v1::GetUserResponse>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+
+        async fn get_user_by_email(
+            &self,
+            _: Request<GetUserByEmailRequest>,
+        ) -> Result<Response<GetUserByEmailResponse>, Status> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(Response::new(GetUserByEmailResponse { user: None }))
+        }
+    }
+
+    async fn serve_counting() -> (Uri, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let uri = format!("http://{}", listener.local_addr().expect("addr")).parse().expect("uri");
+        let service = Counting::default();
+        let count = service.0.clone();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(UserServiceServer::new(service))
+                .serve_with_incoming(TcpListenerStream::new(listener)),
+        );
+        (uri, count)
+    }
+
+    async fn call(client: &mut UserServiceClient<RoundRobin>) -> Result<(), Status> {
+        client.get_user_by_email(GetUserByEmailRequest { email: "a@example.com".into() }).await.map(|_| ())
+    }
+
+    #[tokio::test]
+    async fn calls_alternate_over_the_endpoints() {
+        let (a, count_a) = serve_counting().await;
+        let (b, count_b) = serve_counting().await;
+        let mut client = UserServiceClient::new(RoundRobin::new("users", fixed(vec![a, b]), Duration::from_secs(1)));
+        for _ in 0..10 {
+            call(&mut client).await.expect("the call succeeds");
+        }
+        assert_eq!((count_a.load(Ordering::SeqCst), count_b.load(Ordering::SeqCst)), (5, 5));
+    }
+
+    #[tokio::test]
+    async fn a_new_endpoint_set_takes_effect_on_the_next_call() {
+        let (a, count_a) = serve_counting().await;
+        let (b, count_b) = serve_counting().await;
+        let (publish, resolver) = watch::channel(vec![a]);
+        let mut client = UserServiceClient::new(RoundRobin::new("users", resolver, Duration::from_secs(1)));
+        call(&mut client).await.expect("a answers");
+        publish.send(vec![b]).expect("the balancer listens");
+        for _ in 0..3 {
+            call(&mut client).await.expect("b answers");
+        }
+        assert_eq!((count_a.load(Ordering::SeqCst), count_b.load(Ordering::SeqCst)), (1, 3));
+    }
+
+    #[tokio::test]
+    async fn no_endpoints_is_unavailable_naming_the_target() {
+        let mut client = UserServiceClient::new(RoundRobin::new("users", fixed(vec![]), Duration::from_secs(1)));
+        let status = call(&mut client).await.expect_err("nowhere to send it");
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(status.message().contains("users"), "{}", status.message());
+    }
+
+    #[test]
+    fn endpoints_must_be_absolute_http_addresses_and_errors_name_the_key() {
+        let config = ClientConfig::with_endpoints(vec!["http://127.0.0.1:1".into(), "localhost".into()]);
+        let error = config.endpoint_uris("users.endpoints").expect_err("no scheme");
+        assert!(error.contains("users.endpoints") && error.contains("localhost"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_call_past_its_deadline_is_deadline_exceeded() {
+        let status = with_deadline((), Duration::from_millis(10), |_| std::future::pending::<Result<(), Status>>())
+            .await
+            .expect_err("never answers");
+        assert_eq!(status.code(), Code::DeadlineExceeded);
+    }
+}
