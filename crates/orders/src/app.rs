@@ -7,7 +7,6 @@ use anyhow::Context;
 use api::orders::v1::order_service_server::OrderServiceServer;
 use platform::{
     client::{self, RoundRobin},
-    config::DatabaseConfig,
     database::{self, Backend},
     server::GrpcServer,
     shutdown,
@@ -29,7 +28,6 @@ use crate::{
 pub struct App {
     server: GrpcServer,
     pool: AnyPool,
-    database: DatabaseConfig,
     listener: Option<JoinHandle<()>>,
 }
 
@@ -63,9 +61,10 @@ impl App {
         let server = GrpcServer::bind(&config.server, api::FILE_DESCRIPTOR_SET)
             .await
             .with_context(|| format!("bind {} (server.host, server.port)", config.server.addr()))?
-            .add_service(OrderServiceServer::new(OrderGrpc::new(orders, config.paging)));
+            .add_service(OrderServiceServer::new(OrderGrpc::new(orders, config.paging)))
+            .probe_database(pool.clone(), &config.database);
         tracing::info!(address = %server.local_addr(), "orders listening");
-        Ok(Self { server, pool, database: config.database, listener })
+        Ok(Self { server, pool, listener })
     }
 
     /// The bound port.
@@ -86,12 +85,6 @@ impl App {
     /// # Errors
     /// A transport error of the server.
     pub async fn run_until(self, stop: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
-        let health = database::watch_health(self.pool.clone(), &self.database, self.server.health());
-        let stop = async move {
-            stop.await;
-            // The probe must not report SERVING again while we drain.
-            health.abort();
-        };
         self.server.serve(stop).await?;
         if let Some(listener) = self.listener {
             listener.abort();

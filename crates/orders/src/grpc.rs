@@ -8,7 +8,7 @@ use api::orders::v1::{
     WatchOrderRequest, WatchOrderResponse, order_service_server::OrderService,
 };
 use futures::{Stream, StreamExt};
-use platform::email::Email;
+use platform::{email::Email, status};
 use tonic::{Request, Response, Status};
 
 use crate::{
@@ -187,14 +187,8 @@ impl From<Error> for Status {
             Error::KeyReused(_) => Status::already_exists(error.to_string()),
             Error::UnknownCustomer(_) | Error::WrongStatus { .. } => Status::failed_precondition(error.to_string()),
             Error::UsersUnavailable(_) => Status::unavailable(error.to_string()),
-            Error::Unavailable(source) => {
-                tracing::warn!(error = %source, "database unavailable");
-                Status::unavailable("database unavailable")
-            }
-            Error::Internal(source) => {
-                tracing::error!(error = format!("{source:#}"), "internal error");
-                Status::internal("internal error")
-            }
+            Error::Unavailable(source) => status::unavailable("database", source),
+            Error::Internal(source) => status::internal(source),
         }
     }
 }
@@ -227,7 +221,7 @@ mod tests {
 
     #[test]
     fn an_unknown_customer_is_failed_precondition_naming_the_email() {
-        let status = Status::from(Error::UnknownCustomer(Email::parse("who@example.com").unwrap()));
+        let status = Status::from(Error::UnknownCustomer(Email::parse("who@example.com").expect("valid")));
         assert_eq!(status.code(), tonic::Code::FailedPrecondition);
         assert!(status.message().contains("who@example.com"));
     }

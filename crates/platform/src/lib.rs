@@ -14,6 +14,7 @@ pub mod id;
 pub mod rpc_log;
 pub mod server;
 pub mod shutdown;
+pub mod status;
 pub mod telemetry;
 #[cfg(feature = "test-support")]
 pub mod test_support;

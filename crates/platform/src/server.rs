@@ -8,7 +8,13 @@ use tonic::{server::NamedService, service::Routes, transport::Server};
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::ServiceBuilder;
 
-use crate::{config::ServerConfig, rpc_log::RpcLogLayer};
+use sqlx::AnyPool;
+
+use crate::{
+    config::{DatabaseConfig, ServerConfig},
+    database,
+    rpc_log::RpcLogLayer,
+};
 
 /// A bound, not yet serving, gRPC server with `grpc.health.v1.Health` and server
 /// reflection (`grpc.reflection.v1`) already registered.
@@ -17,6 +23,7 @@ pub struct GrpcServer {
     routes: Routes,
     health: Health,
     shutdown_grace: Duration,
+    database_probe: Option<(AnyPool, DatabaseConfig)>,
 }
 
 impl GrpcServer {
@@ -38,6 +45,7 @@ impl GrpcServer {
             routes: Routes::new(health_service).add_service(reflection),
             health: Health { reporter, services: Vec::new() },
             shutdown_grace: config.shutdown_grace,
+            database_probe: None,
         })
     }
 
@@ -70,21 +78,33 @@ impl GrpcServer {
         self
     }
 
+    /// While serving, ping `pool` and report NOT_SERVING while it does not answer
+    /// (see [`database::watch_health`]).
+    pub fn probe_database(mut self, pool: AnyPool, config: &DatabaseConfig) -> Self {
+        self.database_probe = Some((pool, config.clone()));
+        self
+    }
+
     /// Serves until `shutdown` resolves, then reports NOT_SERVING, stops accepting,
     /// and lets in-flight RPCs finish for at most the configured `shutdown_grace`.
     ///
     /// # Errors
     /// A transport error from the server itself (not from individual RPCs).
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), tonic::transport::Error> {
-        let Self { listener, routes, health, shutdown_grace } = self;
+        let Self { listener, routes, health, shutdown_grace, database_probe } = self;
         for service in &health.services {
             health.reporter.set_service_status(*service, ServingStatus::Serving).await;
         }
+        let probe = database_probe.map(|(pool, config)| database::watch_health(pool, &config, health.clone()));
         let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
         let signal = {
             let health = health.clone();
             async move {
                 shutdown.await;
+                // The probe must not report SERVING again while we drain.
+                if let Some(probe) = probe {
+                    probe.abort();
+                }
                 health.set_serving(false).await;
                 let _ = stopping_tx.send(true);
             }

@@ -5,7 +5,7 @@ use std::future::Future;
 
 use anyhow::Context;
 use api::users::v1::user_service_server::UserServiceServer;
-use platform::{config::DatabaseConfig, database, server::GrpcServer, shutdown};
+use platform::{database, server::GrpcServer, shutdown};
 use sqlx::AnyPool;
 
 use crate::{
@@ -19,7 +19,6 @@ use crate::{
 pub struct App {
     server: GrpcServer,
     pool: AnyPool,
-    database: DatabaseConfig,
 }
 
 impl App {
@@ -36,9 +35,10 @@ impl App {
         let server = GrpcServer::bind(&config.server, api::FILE_DESCRIPTOR_SET)
             .await
             .with_context(|| format!("bind {} (server.host, server.port)", config.server.addr()))?
-            .add_service(UserServiceServer::new(UserGrpc::new(users)));
+            .add_service(UserServiceServer::new(UserGrpc::new(users)))
+            .probe_database(pool.clone(), &config.database);
         tracing::info!(address = %server.local_addr(), "users listening");
-        Ok(Self { server, pool, database: config.database })
+        Ok(Self { server, pool })
     }
 
     /// The bound port.
@@ -59,12 +59,6 @@ impl App {
     /// # Errors
     /// A transport error of the server.
     pub async fn run_until(self, stop: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
-        let health = database::watch_health(self.pool.clone(), &self.database, self.server.health());
-        let stop = async move {
-            stop.await;
-            // The probe must not report SERVING again while we drain.
-            health.abort();
-        };
         self.server.serve(stop).await?;
         self.pool.close().await;
         Ok(())

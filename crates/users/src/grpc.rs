@@ -4,7 +4,7 @@ use api::users::v1::{
     self as pb, CreateUserRequest, CreateUserResponse, GetUserByEmailRequest, GetUserByEmailResponse, GetUserRequest,
     GetUserResponse, user_service_server::UserService,
 };
-use platform::email::Email;
+use platform::{email::Email, status};
 use tonic::{Request, Response, Status};
 
 use crate::domain::{Error, NewUser, User, UserName, Users, parse_user_id};
@@ -74,14 +74,8 @@ impl From<Error> for Status {
             Error::InvalidArgument { .. } => Status::invalid_argument(error.to_string()),
             Error::NotFound => Status::not_found(error.to_string()),
             Error::EmailTaken(_) => Status::already_exists(error.to_string()),
-            Error::Unavailable(source) => {
-                tracing::warn!(error = %source, "database unavailable");
-                Status::unavailable("database unavailable")
-            }
-            Error::Internal(source) => {
-                tracing::error!(error = format!("{source:#}"), "internal error");
-                Status::internal("internal error")
-            }
+            Error::Unavailable(source) => status::unavailable("database", source),
+            Error::Internal(source) => status::internal(source),
         }
     }
 }
