@@ -57,25 +57,21 @@ pub fn order_request(email: &str, total_cents: i64, key: &str) -> CreateOrderReq
 
 /// One users and one orders service.
 pub async fn spawn_stack() -> TestStack {
-    platform::telemetry::init_for_tests();
-    let (users_address, users_stop) = start_users().await;
-    let orders_database_url = test_support::fresh_postgres_database("orders_test").await;
-    let (orders_address, orders_stop) = start_orders(&orders_database_url, vec![users_address.clone()], None).await;
-    TestStack {
-        orders: OrderServiceClient::connect(orders_address).await.expect("connect to orders"),
-        users: UserServiceClient::connect(users_address.clone()).await.expect("connect to users"),
-        users_address,
-        orders_database_url,
-        _stops: vec![users_stop, orders_stop],
-    }
+    spawn(None, None).await
 }
 
 /// An orders service whose users endpoint is `users_endpoint`, with deadline `timeout`.
 pub async fn spawn_orders_with_users_at(users_endpoint: String, timeout: Duration) -> TestStack {
+    spawn(Some(users_endpoint), Some(timeout)).await
+}
+
+/// A users service, and an orders service calling it (or `users_endpoint`, if given).
+async fn spawn(users_endpoint: Option<String>, timeout: Option<Duration>) -> TestStack {
     platform::telemetry::init_for_tests();
     let (users_address, users_stop) = start_users().await;
     let orders_database_url = test_support::fresh_postgres_database("orders_test").await;
-    let (orders_address, orders_stop) = start_orders(&orders_database_url, vec![users_endpoint], Some(timeout)).await;
+    let endpoint = users_endpoint.unwrap_or_else(|| users_address.clone());
+    let (orders_address, orders_stop) = start_orders(&orders_database_url, vec![endpoint], timeout).await;
     TestStack {
         orders: OrderServiceClient::connect(orders_address).await.expect("connect to orders"),
         users: UserServiceClient::connect(users_address.clone()).await.expect("connect to users"),
