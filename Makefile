@@ -19,11 +19,12 @@ test: tools lint release
 tools:
 	scripts/install-tools.sh
 
-## lint: rustfmt, clippy (warnings are errors), buf lint.
+## lint: rustfmt, clippy (warnings are errors), buf lint, and buf breaking against main when there is one.
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	$(BUF) lint
+	if git rev-parse --verify -q main >/dev/null; then $(MAKE) --no-print-directory breaking; fi
 
 ## fmt: format the code.
 fmt:

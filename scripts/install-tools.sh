@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what `make test` needs when it is missing, pinned, idempotently:
-#   PostgreSQL server  Debian package `postgresql`
+#   PostgreSQL server  Debian package `postgresql`; curl (the gRPC-Web system test)
 #   buf                npm `@bufbuild/buf`, under .tools/npm
 #   grpcurl            built from the Go module proxy, under .tools/grpcurl-VERSION
 # Re-running is cheap: each step is skipped when its pinned version is present.
@@ -14,10 +14,13 @@ mkdir -p "$TOOLS/bin"
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
-  echo "install-tools: PostgreSQL server (Debian)"
+missing=()
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+command -v curl >/dev/null || missing+=(curl)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-tools: ${missing[*]} (Debian)"
   as_root apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 buf=$TOOLS/npm/node_modules/.bin/buf

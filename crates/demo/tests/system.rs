@@ -120,3 +120,27 @@ fn a_bad_config_value_exits_78_with_one_line_naming_the_key_and_the_variable() {
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("users.timeout") && stderr.contains("ORDERS_USERS__TIMEOUT"), "{stderr}");
 }
+
+#[tokio::test]
+async fn grpc_web_over_http1_is_served_on_the_same_port() {
+    let dir = temp_dir("grpc-web");
+    let mut users = Service::start("users", "users", &users_env(&dir.join("users.db")), &dir).await.expect("users");
+    // An empty grpc.health.v1.HealthCheckRequest in one gRPC-Web frame: flag 0, length 0.
+    let frame = dir.join("request.bin");
+    std::fs::write(&frame, [0u8, 0, 0, 0, 0]).expect("write the frame");
+    let output = Command::new("curl")
+        .args(["--silent", "--show-error", "--http1.1", "--include", "-X", "POST"])
+        .args(["-H", "content-type: application/grpc-web+proto", "-H", "x-grpc-web: 1"])
+        .arg("--data-binary")
+        .arg(format!("@{}", frame.display()))
+        .arg(format!("{}/grpc.health.v1.Health/Check", users.address))
+        .output()
+        .expect("curl runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let response = String::from_utf8_lossy(&output.stdout);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.to_ascii_lowercase().contains("content-type: application/grpc-web+proto"), "{response}");
+    // The trailers travel in the body as a frame flagged 0x80.
+    assert!(response.contains("grpc-status:0"), "{response}");
+    assert_eq!(users.stop().await.expect("stops"), 0);
+}
