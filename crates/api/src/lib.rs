@@ -3,6 +3,8 @@
 //! Services depend on this crate and never call `include_proto!` themselves, so there
 //! is one copy of each generated type in the workspace.
 
+#![warn(missing_docs)]
+
 /// `users.v1`: the users service contract (`proto/users/v1/users.proto`).
 pub mod users {
     /// Version 1 of the users contract.

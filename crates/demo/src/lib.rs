@@ -5,6 +5,8 @@
 //! JSON log goes to a file, and the address it binds is read from its
 //! `"listening"` log line, so nothing waits on a fixed port or a sleep.
 
+#![warn(missing_docs)]
+
 use std::{
     path::{Path, PathBuf},
     process::Stdio,
