@@ -104,12 +104,6 @@ impl RoundRobin {
         Self { shared: Arc::new(shared) }
     }
 
-    /// The endpoints calls currently rotate over.
-    pub fn endpoints(&self) -> Vec<Uri> {
-        self.shared.refresh(false);
-        self.shared.pool.lock().unwrap_or_else(PoisonError::into_inner).iter().map(|(uri, _)| uri.clone()).collect()
-    }
-
     fn pick(&self) -> Option<Channel> {
         self.shared.refresh(false);
         let pool = self.shared.pool.lock().unwrap_or_else(PoisonError::into_inner);

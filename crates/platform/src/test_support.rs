@@ -10,7 +10,7 @@ use sqlx::{Connection, PgConnection};
 pub async fn fresh_postgres_database(prefix: &str) -> String {
     let base = std::env::var("TEST_DATABASE_URL")
         .expect("TEST_DATABASE_URL is unset: run the tests through `make test` or scripts/with-postgres.sh");
-    let name = format!("{prefix}_{}", uuid_like());
+    let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
     let mut admin = PgConnection::connect(&format!("{base}/postgres")).await.expect("connect to the test PostgreSQL");
     sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create a test database");
     format!("{base}/{name}")
@@ -28,18 +28,4 @@ pub async fn drop_postgres_database(url: &str) {
         .execute(&mut admin)
         .await
         .expect("drop the test database");
-}
-
-/// 32 random lowercase hex digits: a database name suffix unique across test runs.
-fn uuid_like() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut out = String::with_capacity(32);
-    for _ in 0..2 {
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_u128(
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos(),
-        );
-        out.push_str(&format!("{:016x}", hasher.finish()));
-    }
-    out
 }
