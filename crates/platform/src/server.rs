@@ -1,6 +1,13 @@
 //! The gRPC server every service runs: one listener, the layer stack, health and reflection.
 
-use std::{convert::Infallible, future::Future, io, net::SocketAddr, time::Duration};
+use std::{
+    convert::Infallible,
+    future::Future,
+    io,
+    net::SocketAddr,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -43,7 +50,7 @@ impl GrpcServer {
         Ok(Self {
             listener,
             routes: Routes::new(health_service).add_service(reflection),
-            health: Health { reporter, services: Vec::new() },
+            health: Health { reporter, services: Vec::new(), serving: Arc::new(Mutex::new(None)) },
             shutdown_grace: config.shutdown_grace,
             database_probe: None,
         })
@@ -92,9 +99,7 @@ impl GrpcServer {
     /// A transport error from the server itself (not from individual RPCs).
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), tonic::transport::Error> {
         let Self { listener, routes, health, shutdown_grace, database_probe } = self;
-        for service in &health.services {
-            health.reporter.set_service_status(*service, ServingStatus::Serving).await;
-        }
+        health.set_serving(true).await;
         let probe = database_probe.map(|(pool, config)| database::watch_health(pool, &config, health.clone()));
         let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
         let signal = {
@@ -141,11 +146,22 @@ impl GrpcServer {
 pub struct Health {
     reporter: HealthReporter,
     services: Vec<&'static str>,
+    /// The status last set; `None` before the first.
+    serving: Arc<Mutex<Option<bool>>>,
 }
 
 impl Health {
     /// Sets the server (`""`) and every added service to SERVING or NOT_SERVING.
+    /// Setting the status it already has does nothing, so `Watch` streams get a message
+    /// only when the status changes (gRPC health checking protocol, `Watch`).
     pub async fn set_serving(&self, serving: bool) {
+        {
+            let mut current = self.serving.lock().unwrap_or_else(PoisonError::into_inner);
+            if *current == Some(serving) {
+                return;
+            }
+            *current = Some(serving);
+        }
         let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
         self.reporter.set_service_status("", status).await;
         for service in &self.services {

@@ -46,3 +46,30 @@ async fn health_turns_not_serving_when_the_database_goes_away() {
     .expect("NOT_SERVING is reported within the patience window");
     assert!(not_serving);
 }
+
+#[tokio::test]
+async fn health_turns_not_serving_as_soon_as_the_service_is_told_to_stop() {
+    let mut app = spawn_app().await;
+    let mut health = HealthClient::new(app.channel().await);
+    let mut updates = health.watch(HealthCheckRequest { service: String::new() }).await.expect("watch").into_inner();
+    let first = updates.message().await.expect("a status").expect("the stream is open");
+    assert_eq!(first.status(), ServingStatus::Serving);
+
+    app.stop();
+
+    let next = tokio::time::timeout(PATIENCE, updates.message()).await.expect("an update within the patience window");
+    assert_eq!(next.expect("a status").expect("sent before the stream is cut").status(), ServingStatus::NotServing);
+}
+
+#[tokio::test]
+async fn a_stopping_service_cuts_rpcs_still_open_after_the_grace_period() {
+    let mut app = spawn_app().await;
+    let mut health = HealthClient::new(app.channel().await);
+    // A health watch never ends by itself: only the grace period can end the drain.
+    let mut open = health.watch(HealthCheckRequest { service: String::new() }).await.expect("watch").into_inner();
+    open.message().await.expect("a status").expect("the stream is open");
+
+    let stopped = tokio::time::timeout(PATIENCE, app.stop()).await;
+    let result = stopped.expect("the server stops within the patience window").expect("the task ran");
+    assert!(result.is_ok(), "{result:?}");
+}

@@ -8,15 +8,28 @@ use tokio::sync::oneshot;
 use tonic::transport::Channel;
 use users::{App, Config};
 
+/// How long a stopping test app lets open RPCs run.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(200);
+
 /// A running users service for one test; it stops when dropped.
 pub struct TestApp {
     pub address: String,
     pub database_url: String,
     pub client: UserServiceClient<Channel>,
-    _stop: oneshot::Sender<()>,
+    stop: Option<oneshot::Sender<()>>,
+    serving: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl TestApp {
+    /// Tells the service to stop, as SIGTERM does in production, and returns its task,
+    /// which ends when the server has stopped.
+    pub fn stop(&mut self) -> &mut tokio::task::JoinHandle<anyhow::Result<()>> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        &mut self.serving
+    }
+
     /// A plain channel to the service, for the health client.
     pub async fn channel(&self) -> Channel {
         Channel::from_shared(self.address.clone()).expect("a valid address").connect().await.expect("connect")
@@ -32,12 +45,13 @@ pub async fn spawn_app() -> TestApp {
     config.database = DatabaseConfig::at(&database_url);
     config.database.health_check_interval = Duration::from_millis(50);
     config.database.acquire_timeout = Duration::from_millis(500);
+    config.server.shutdown_grace = SHUTDOWN_GRACE;
     let app = App::build(config).await.expect("the app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(app.run_until(async move {
+    let serving = tokio::spawn(app.run_until(async move {
         let _ = stopped.await;
     }));
     let client = UserServiceClient::connect(address.clone()).await.expect("connect to the users service");
-    TestApp { address, database_url, client, _stop: stop }
+    TestApp { address, database_url, client, stop: Some(stop), serving }
 }
