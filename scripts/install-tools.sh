@@ -3,12 +3,20 @@
 #   PostgreSQL server  Debian package `postgresql`; curl (the gRPC-Web system test)
 #   buf                npm `@bufbuild/buf`, under .tools/npm
 #   grpcurl            built from the Go module proxy, under .tools/grpcurl-VERSION
+#   consul             built from the Go module proxy, under .tools/consul-VERSION
+#   jaeger (v2)        built from the Go module proxy, under .tools/jaeger-VERSION
+#   promtool           built from the Go module proxy, under .tools/promtool-VERSION
 # Re-running is cheap: each step is skipped when its pinned version is present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BUF_VERSION=1.75.0
 GRPCURL_VERSION=v1.9.3
+CONSUL_VERSION=v1.22.0
+# Jaeger v2 ships as the `cmd/jaeger` package; its Go module keeps v1 tags (v1.76.0 is release v2.13).
+JAEGER_VERSION=v1.76.0
+# Prometheus tags its Go module v0.MINOR.PATCH for release 3.x (v0.316.0 is 3.16.0).
+PROMETHEUS_VERSION=v0.316.0
 TOOLS=$PWD/.tools
 mkdir -p "$TOOLS/bin"
 
@@ -36,3 +44,28 @@ if [ ! -x "$grpcurl" ]; then
   GOBIN=$TOOLS/grpcurl-$GRPCURL_VERSION GOFLAGS=-mod=mod go install "github.com/fullstorydev/grpcurl/cmd/grpcurl@$GRPCURL_VERSION"
 fi
 ln -sf "$grpcurl" "$TOOLS/bin/grpcurl"
+
+# go_build NAME MODULE VERSION PACKAGE: builds PACKAGE inside a throwaway module that
+# requires MODULE@VERSION. `go install M@V` refuses modules whose go.mod has `replace`
+# directives (Consul's and Jaeger's do); as a dependency, those directives are ignored.
+go_build() {
+  local name=$1 module=$2 version=$3 package=$4
+  local dir=$TOOLS/$name-$version
+  if [ ! -x "$dir/$name" ]; then
+    echo "install-tools: $name $version (go build, takes minutes the first time)"
+    local work
+    work=$(mktemp -d)
+    (
+      cd "$work"
+      go mod init tools.local >/dev/null 2>&1
+      GOFLAGS=-mod=mod go get "$module@$version" >/dev/null 2>&1
+      GOFLAGS=-mod=mod go build -o "$dir/$name" "$package"
+    )
+    rm -rf "$work"
+  fi
+  ln -sf "$dir/$name" "$TOOLS/bin/$name"
+}
+
+go_build consul github.com/hashicorp/consul "$CONSUL_VERSION" github.com/hashicorp/consul
+go_build jaeger github.com/jaegertracing/jaeger "$JAEGER_VERSION" github.com/jaegertracing/jaeger/cmd/jaeger
+go_build promtool github.com/prometheus/prometheus "$PROMETHEUS_VERSION" github.com/prometheus/prometheus/cmd/promtool
