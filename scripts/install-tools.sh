@@ -13,6 +13,10 @@ cd "$(dirname "$0")/.."
 BUF_VERSION=1.75.0
 GRPCURL_VERSION=v1.9.3
 CONSUL_VERSION=v1.22.0
+# The checksum database answers 404 for some HashiCorp modules Consul requires (its
+# proto-public submodule, consul-awsauth pseudo-versions), so those alone are taken
+# from the module proxy without that check; every other module is still verified.
+CONSUL_GONOSUMDB=github.com/hashicorp
 # Jaeger v2 ships as the `cmd/jaeger` package; its Go module keeps v1 tags (v1.76.0 is release v2.13).
 JAEGER_VERSION=v1.76.0
 # Prometheus tags its Go module v0.MINOR.PATCH for release 3.x (v0.316.0 is 3.16.0).
@@ -45,11 +49,11 @@ if [ ! -x "$grpcurl" ]; then
 fi
 ln -sf "$grpcurl" "$TOOLS/bin/grpcurl"
 
-# go_build NAME MODULE VERSION PACKAGE: builds PACKAGE inside a throwaway module that
+# go_build NAME MODULE VERSION PACKAGE [GONOSUMDB]: builds PACKAGE inside a throwaway module that
 # requires MODULE@VERSION. `go install M@V` refuses modules whose go.mod has `replace`
 # directives (Consul's and Jaeger's do); as a dependency, those directives are ignored.
 go_build() {
-  local name=$1 module=$2 version=$3 package=$4
+  local name=$1 module=$2 version=$3 package=$4 nosumdb=${5:-}
   local dir=$TOOLS/$name-$version
   if [ ! -x "$dir/$name" ]; then
     echo "install-tools: $name $version (go build, takes minutes the first time)"
@@ -58,14 +62,14 @@ go_build() {
     (
       cd "$work"
       go mod init tools.local >/dev/null 2>&1
-      GOFLAGS=-mod=mod go get "$module@$version" >/dev/null 2>&1
-      GOFLAGS=-mod=mod go build -o "$dir/$name" "$package"
+      GONOSUMDB=$nosumdb GOFLAGS=-mod=mod go get "$module@$version" 2>get.log || { tail -20 get.log >&2; exit 1; }
+      GONOSUMDB=$nosumdb GOFLAGS=-mod=mod go build -o "$dir/$name" "$package"
     )
     rm -rf "$work"
   fi
   ln -sf "$dir/$name" "$TOOLS/bin/$name"
 }
 
-go_build consul github.com/hashicorp/consul "$CONSUL_VERSION" github.com/hashicorp/consul
+go_build consul github.com/hashicorp/consul "$CONSUL_VERSION" github.com/hashicorp/consul "$CONSUL_GONOSUMDB"
 go_build jaeger github.com/jaegertracing/jaeger "$JAEGER_VERSION" github.com/jaegertracing/jaeger/cmd/jaeger
 go_build promtool github.com/prometheus/prometheus "$PROMETHEUS_VERSION" github.com/prometheus/prometheus/cmd/promtool

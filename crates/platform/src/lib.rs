@@ -6,11 +6,16 @@
 
 #![warn(missing_docs)]
 
+pub mod backoff;
 pub mod client;
 pub mod config;
+pub mod consul;
 pub mod database;
+pub mod deadline;
+pub mod discovery;
 pub mod email;
 pub mod id;
+pub mod registration;
 pub mod rpc_log;
 pub mod server;
 pub mod shutdown;

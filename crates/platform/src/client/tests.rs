@@ -1,0 +1,283 @@
+//! The resilient channel against in-process users servers that answer, fail or hang.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use api::users::v1::{
+    CreateUserRequest, CreateUserResponse, GetUserByEmailRequest, GetUserByEmailResponse, GetUserRequest,
+    GetUserResponse,
+    user_service_client::UserServiceClient,
+    user_service_server::{UserService, UserServiceServer},
+};
+use http::Uri;
+use tokio::{net::TcpListener, sync::watch, time::Instant};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Code, Request, Response, Status};
+
+use super::*;
+
+/// How a fake users server answers every call.
+#[derive(Clone, Copy)]
+enum Behaviour {
+    Answer,
+    Unavailable,
+    Hang,
+}
+
+/// A users service that counts calls and remembers the last `grpc-timeout` it got.
+#[derive(Clone)]
+struct Fake {
+    behaviour: Behaviour,
+    calls: Arc<AtomicUsize>,
+    last_timeout: Arc<Mutex<Option<Duration>>>,
+}
+
+impl Fake {
+    async fn answer<T: Default>(&self, metadata: &tonic::metadata::MetadataMap) -> Result<Response<T>, Status> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let timeout = metadata.get(deadline::GRPC_TIMEOUT).and_then(|value| {
+            deadline::parse_timeout(&HeaderValue::from_bytes(value.as_bytes()).expect("header value"))
+        });
+        *self.last_timeout.lock().expect("lock") = timeout;
+        match self.behaviour {
+            Behaviour::Answer => Ok(Response::new(T::default())),
+            Behaviour::Unavailable => Err(Status::unavailable("failing on purpose")),
+            Behaviour::Hang => std::future::pending().await,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl UserService for Fake {
+    async fn create_user(&self, request: Request<CreateUserRequest>) -> Result<Response<CreateUserResponse>, Status> {
+        self.answer(request.metadata()).await
+    }
+
+    async fn get_user(&self, request: Request<GetUserRequest>) -> Result<Response<GetUserResponse>, Status> {
+        self.answer(request.metadata()).await
+    }
+
+    async fn get_user_by_email(
+        &self,
+        request: Request<GetUserByEmailRequest>,
+    ) -> Result<Response<GetUserByEmailResponse>, Status> {
+        self.answer(request.metadata()).await
+    }
+}
+
+async fn serve(behaviour: Behaviour) -> (Uri, Fake) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let uri = format!("http://{}", listener.local_addr().expect("addr")).parse().expect("uri");
+    let fake = Fake { behaviour, calls: Arc::default(), last_timeout: Arc::default() };
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(UserServiceServer::new(fake.clone()))
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    (uri, fake)
+}
+
+/// Fast backoff so tests spend no time waiting.
+fn config() -> ClientConfig {
+    let mut config = ClientConfig::with_endpoints(Vec::new());
+    config.retry_policy.initial_backoff = Duration::from_millis(1);
+    config.retry_policy.max_backoff = Duration::from_millis(2);
+    config.outlier_detection.base_ejection_time = Duration::from_secs(60);
+    config
+}
+
+fn channel(config: &ClientConfig, resolver: Resolver) -> ResilientChannel {
+    ResilientChannel::new("users", config, resolver, api::FILE_DESCRIPTOR_SET).expect("descriptor decodes")
+}
+
+async fn get(client: &mut UserServiceClient<ResilientChannel>) -> Result<(), Status> {
+    client.get_user_by_email(GetUserByEmailRequest { email: "a@example.com".into() }).await.map(drop)
+}
+
+fn calls(fake: &Fake) -> usize {
+    fake.calls.load(Ordering::SeqCst)
+}
+
+#[tokio::test]
+async fn round_robin_alternates_over_the_endpoints() {
+    let (a, fake_a) = serve(Behaviour::Answer).await;
+    let (b, fake_b) = serve(Behaviour::Answer).await;
+    let mut client = UserServiceClient::new(channel(&config(), discovery::fixed(vec![a, b])));
+    for _ in 0..10 {
+        get(&mut client).await.expect("the call succeeds");
+    }
+    assert_eq!((calls(&fake_a), calls(&fake_b)), (5, 5));
+}
+
+#[tokio::test]
+async fn p2c_peak_ewma_uses_both_endpoints() {
+    let (a, fake_a) = serve(Behaviour::Answer).await;
+    let (b, fake_b) = serve(Behaviour::Answer).await;
+    let mut config = config();
+    config.balancer = BalancerKind::P2cPeakEwma;
+    let mut client = UserServiceClient::new(channel(&config, discovery::fixed(vec![a, b])));
+    for _ in 0..40 {
+        get(&mut client).await.expect("the call succeeds");
+    }
+    assert!(calls(&fake_a) > 0 && calls(&fake_b) > 0, "{} / {}", calls(&fake_a), calls(&fake_b));
+}
+
+#[tokio::test]
+async fn a_new_endpoint_set_takes_effect_once_the_new_endpoint_is_connected() {
+    let (a, fake_a) = serve(Behaviour::Answer).await;
+    let (b, fake_b) = serve(Behaviour::Answer).await;
+    let (publish, resolver) = watch::channel(vec![a]);
+    let channel = channel(&config(), resolver);
+    let mut client = UserServiceClient::new(channel.clone());
+    get(&mut client).await.expect("a answers");
+    publish.send(vec![b]).expect("the balancer listens");
+    // The balancer follows the resolver in the background: call until b has answered
+    // (each call still succeeds, on a until it is dropped), then a gets nothing more.
+    let mut calls_left = 1000;
+    while calls(&fake_b) == 0 {
+        get(&mut client).await.expect("a or b answers");
+        calls_left -= 1;
+        assert!(calls_left > 0, "b never took a call");
+    }
+    let calls_to_a = calls(&fake_a);
+    for _ in 0..3 {
+        get(&mut client).await.expect("b answers");
+    }
+    assert_eq!((calls(&fake_a), calls(&fake_b)), (calls_to_a, 4));
+    assert_eq!(channel.stats().endpoints, 1);
+}
+
+#[tokio::test]
+async fn no_endpoints_is_unavailable_naming_the_target() {
+    let mut client = UserServiceClient::new(channel(&config(), discovery::fixed(vec![])));
+    let status = get(&mut client).await.expect_err("nowhere to send it");
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(status.message().contains("users"), "{}", status.message());
+}
+
+#[tokio::test]
+async fn an_unreachable_endpoint_never_takes_a_call() {
+    let dead: Uri = {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        format!("http://{}", listener.local_addr().expect("addr")).parse().expect("uri")
+    };
+    let (live, fake) = serve(Behaviour::Answer).await;
+    let channel = channel(&config(), discovery::fixed(vec![dead, live]));
+    let mut client = UserServiceClient::new(channel.clone());
+    for _ in 0..6 {
+        get(&mut client).await.expect("the live endpoint answers");
+    }
+    assert_eq!(calls(&fake), 6);
+    assert_eq!(channel.stats().attempts, 6, "no attempt went to the dead endpoint");
+}
+
+#[tokio::test]
+async fn a_failing_endpoint_is_retried_elsewhere_then_ejected() {
+    let (bad, fake_bad) = serve(Behaviour::Unavailable).await;
+    let (good, fake_good) = serve(Behaviour::Answer).await;
+    let channel = channel(&config(), discovery::fixed(vec![bad, good]));
+    let mut client = UserServiceClient::new(channel.clone());
+    for _ in 0..20 {
+        get(&mut client).await.expect("a retry reaches the good endpoint");
+    }
+    assert_eq!(calls(&fake_good), 20);
+    assert_eq!(calls(&fake_bad), 3, "ejected after 3 consecutive failures");
+    let stats = channel.stats();
+    assert_eq!((stats.ejections, stats.ejected, stats.retries), (1, 1, 3));
+}
+
+#[tokio::test]
+async fn with_every_endpoint_ejected_a_call_fails_at_once_without_an_attempt() {
+    let (bad, fake_bad) = serve(Behaviour::Unavailable).await;
+    let mut config = config();
+    config.retry_policy.max_attempts = 1;
+    let channel = channel(&config, discovery::fixed(vec![bad]));
+    let mut client = UserServiceClient::new(channel.clone());
+    for _ in 0..3 {
+        assert_eq!(get(&mut client).await.expect_err("failing").code(), Code::Unavailable);
+    }
+    let status = get(&mut client).await.expect_err("ejected");
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(status.message().contains("no healthy endpoint"), "{}", status.message());
+    assert_eq!(calls(&fake_bad), 3);
+}
+
+#[tokio::test]
+async fn retries_stay_within_the_budget_when_every_call_fails() {
+    let (bad, fake_bad) = serve(Behaviour::Unavailable).await;
+    let mut config = config();
+    config.outlier_detection.consecutive_failures = 0;
+    config.retry_policy.max_attempts = 5;
+    config.retry_budget = RetryBudget { ratio: 0.2, min_per_second: 1, ttl: Duration::from_secs(1) };
+    let channel = channel(&config, discovery::fixed(vec![bad]));
+    let mut client = UserServiceClient::new(channel.clone());
+    let started = Instant::now();
+    let calls_made = 50;
+    for _ in 0..calls_made {
+        assert_eq!(get(&mut client).await.expect_err("always failing").code(), Code::Unavailable);
+    }
+    let elapsed_windows = started.elapsed().as_secs() + 1;
+    let retries = calls(&fake_bad) - calls_made;
+    // TpsBudget: ratio × calls in the window, plus min_per_second × ttl per window elapsed.
+    let allowed = (0.2 * calls_made as f64) as usize + elapsed_windows as usize + 1;
+    assert!(retries <= allowed, "{retries} retries, budget {allowed}");
+    assert!(channel.stats().budget_exhausted > 0, "without a budget there would be {} retries", 4 * calls_made);
+}
+
+#[tokio::test]
+async fn a_method_without_declared_idempotency_is_not_retried_unless_it_carries_an_idempotency_key() {
+    let (bad, fake_bad) = serve(Behaviour::Unavailable).await;
+    let mut config = config();
+    config.outlier_detection.consecutive_failures = 0;
+    let mut client = UserServiceClient::new(channel(&config, discovery::fixed(vec![bad])));
+    let create = || CreateUserRequest { email: "a@example.com".into(), name: "A".into() };
+    client.create_user(create()).await.expect_err("failing");
+    assert_eq!(calls(&fake_bad), 1, "CreateUser is not idempotent");
+    let mut keyed = Request::new(create());
+    keyed.metadata_mut().insert("idempotency-key", "k-1".parse().expect("ascii"));
+    client.create_user(keyed).await.expect_err("failing");
+    assert_eq!(calls(&fake_bad), 1 + 3, "with a key it is retried up to maxAttempts");
+}
+
+#[tokio::test]
+async fn the_deadline_sent_is_the_earliest_of_config_caller_and_the_call_being_served() {
+    let (uri, fake) = serve(Behaviour::Answer).await;
+    let mut config = config();
+    config.timeout = Duration::from_secs(5);
+    let mut client = UserServiceClient::new(channel(&config, discovery::fixed(vec![uri])));
+    let sent = |fake: &Fake| fake.last_timeout.lock().expect("lock").expect("a grpc-timeout was sent");
+
+    get(&mut client).await.expect("answers");
+    assert!(sent(&fake) > Duration::from_secs(4), "config default: {:?}", sent(&fake));
+
+    let mut request = Request::new(GetUserByEmailRequest { email: "a@example.com".into() });
+    request.set_timeout(Duration::from_millis(700));
+    client.get_user_by_email(request).await.expect("answers");
+    assert!(sent(&fake) <= Duration::from_millis(700), "caller's: {:?}", sent(&fake));
+
+    let incoming = Instant::now() + Duration::from_millis(300);
+    deadline::scope(Some(incoming), get(&mut client)).await.expect("answers");
+    assert!(sent(&fake) <= Duration::from_millis(300), "what remains of the served call: {:?}", sent(&fake));
+}
+
+#[tokio::test]
+async fn a_call_past_its_deadline_is_deadline_exceeded() {
+    let (uri, _fake) = serve(Behaviour::Hang).await;
+    let mut config = config();
+    config.timeout = Duration::from_millis(50);
+    let mut client = UserServiceClient::new(channel(&config, discovery::fixed(vec![uri])));
+    let status = get(&mut client).await.expect_err("never answers");
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+}
+
+#[test]
+fn static_endpoints_must_be_absolute_http_addresses_and_errors_name_the_key() {
+    let config = ClientConfig::with_endpoints(vec!["http://127.0.0.1:1".into(), "localhost".into()]);
+    let error = resolver("users", &config, None).expect_err("no scheme");
+    assert!(error.contains("users.endpoints") && error.contains("localhost"), "{error}");
+}

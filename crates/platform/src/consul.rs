@@ -1,0 +1,376 @@
+//! A small Consul HTTP API client: agent service registration and the healthy
+//! instances of a service, with blocking queries. See docs/adr/0002-consul-client.md
+//! for why this is ours and not consulrs or rs-consul.
+//!
+//! Endpoints used (Consul API docs, <https://developer.hashicorp.com/consul/api-docs>):
+//! `PUT /v1/agent/service/register`, `PUT /v1/agent/service/deregister/:service_id`,
+//! `GET /v1/agent/service/:service_id`, `GET /v1/health/service/:service?passing`.
+
+use std::{collections::BTreeMap, fmt, time::Duration};
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode, Uri, header::CONTENT_TYPE};
+use http_body_util::{BodyExt, Full};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use serde::{Deserialize, Serialize};
+
+/// How to reach the local Consul agent.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsulConfig {
+    /// The agent's HTTP API, e.g. `http://127.0.0.1:8500` (`consul.address`).
+    pub address: String,
+    /// Datacenter to query; empty means the agent's own (`consul.datacenter`).
+    pub datacenter: String,
+    /// ACL token sent as `X-Consul-Token`; empty sends none (`consul.token`). Never logged.
+    pub token: String,
+}
+
+impl Default for ConsulConfig {
+    fn default() -> Self {
+        Self { address: "http://127.0.0.1:8500".to_owned(), datacenter: String::new(), token: String::new() }
+    }
+}
+
+impl fmt::Debug for ConsulConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConsulConfig")
+            .field("address", &self.address)
+            .field("datacenter", &self.datacenter)
+            .field("token", &if self.token.is_empty() { "" } else { "…" })
+            .finish()
+    }
+}
+
+/// A failed Consul API call.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsulError {
+    /// The agent could not be reached, or did not answer in time.
+    #[error("consul agent at {address} unreachable: {reason}")]
+    Unreachable {
+        /// The configured `consul.address`.
+        address: String,
+        /// What the HTTP client said.
+        reason: String,
+    },
+    /// The agent answered with an error status.
+    #[error("consul answered {status} to {operation}: {body}")]
+    Refused {
+        /// e.g. `register service users-…`.
+        operation: String,
+        /// The HTTP status.
+        status: StatusCode,
+        /// The agent's message (Consul sends plain text).
+        body: String,
+    },
+    /// The agent's answer did not parse.
+    #[error("consul answer to {operation} did not parse: {reason}")]
+    Malformed {
+        /// e.g. `health of users`.
+        operation: String,
+        /// The parse error.
+        reason: String,
+    },
+    /// `consul.address` is not an absolute http URI.
+    #[error("invalid config key `consul.address`: {0:?} is not an http://host:port address")]
+    BadAddress(String),
+}
+
+/// One service instance as the agent registers it (`PUT /v1/agent/service/register`
+/// body; field names are Consul's).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AgentServiceRegistration {
+    /// Unique per instance.
+    #[serde(rename = "ID")]
+    pub id: String,
+    /// The service name clients look up, e.g. `users`.
+    pub name: String,
+    /// The address clients dial.
+    pub address: String,
+    /// The gRPC port.
+    pub port: u16,
+    /// Free-form tags, e.g. `["grpc"]`.
+    pub tags: Vec<String>,
+    /// Key/value metadata, e.g. `version`.
+    pub meta: BTreeMap<String, String>,
+    /// The agent-run health check.
+    pub check: AgentCheck,
+}
+
+/// An agent-run gRPC health check (`grpc.health.v1.Health/Check`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AgentCheck {
+    /// `host:port` or `host:port/service` to probe.
+    #[serde(rename = "GRPC")]
+    pub grpc: String,
+    /// The probe speaks plaintext HTTP/2.
+    #[serde(rename = "GRPCUseTLS")]
+    pub grpc_use_tls: bool,
+    /// Probe period, Go duration syntax, e.g. `"10s"`.
+    pub interval: String,
+    /// Probe timeout, e.g. `"2s"`.
+    pub timeout: String,
+    /// Remove the instance after critical this long, e.g. `"1m"` (Consul reaps at minute granularity).
+    pub deregister_critical_service_after: String,
+}
+
+/// One healthy instance from `GET /v1/health/service/:service?passing`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Instance {
+    /// The service ID it registered with.
+    pub id: String,
+    /// The address to dial: the service address, or the node's when that is empty.
+    pub address: String,
+    /// The port.
+    pub port: u16,
+}
+
+/// The answer to a blocking query: the value and the `X-Consul-Index` to pass next time.
+#[derive(Debug, Clone)]
+pub struct Indexed<T> {
+    /// The result.
+    pub value: T,
+    /// The index of this result (Consul API docs, "Blocking Queries").
+    pub index: u64,
+}
+
+/// A client of one Consul agent's HTTP API. Cheap to clone.
+#[derive(Clone)]
+pub struct Consul {
+    address: String,
+    datacenter: String,
+    token: String,
+    http: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl fmt::Debug for Consul {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Consul").field("address", &self.address).finish_non_exhaustive()
+    }
+}
+
+/// Extra time past `wait` before a blocking query is declared hung: Consul adds up to
+/// `wait / 16` of jitter to the wait (API docs, "Blocking Queries").
+fn blocking_margin(wait: Duration) -> Duration {
+    wait / 16 + Duration::from_secs(2)
+}
+
+/// Timeout of a non-blocking call to the local agent.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Consul {
+    /// A client of the agent at `config.address`.
+    ///
+    /// # Errors
+    /// [`ConsulError::BadAddress`] when the address is not an absolute `http://` URI.
+    pub fn new(config: &ConsulConfig) -> Result<Self, ConsulError> {
+        let address = config.address.trim_end_matches('/').to_owned();
+        match address.parse::<Uri>() {
+            Ok(uri) if uri.scheme_str() == Some("http") && uri.authority().is_some() => {}
+            _ => return Err(ConsulError::BadAddress(config.address.clone())),
+        }
+        Ok(Self {
+            address,
+            datacenter: config.datacenter.clone(),
+            token: config.token.clone(),
+            http: Client::builder(TokioExecutor::new()).build_http(),
+        })
+    }
+
+    /// Registers (or replaces) a service instance with the local agent.
+    ///
+    /// # Errors
+    /// [`ConsulError`] when the agent is unreachable or refuses the registration.
+    pub async fn register(&self, registration: &AgentServiceRegistration) -> Result<(), ConsulError> {
+        let body = serde_json::to_vec(registration).map_err(|e| ConsulError::Malformed {
+            operation: format!("register service {}", registration.id),
+            reason: e.to_string(),
+        })?;
+        let operation = format!("register service {}", registration.id);
+        self.call(Method::PUT, "/v1/agent/service/register?replace-existing-checks=true", body, CALL_TIMEOUT, &operation)
+            .await
+            .map(drop)
+    }
+
+    /// Removes a service instance (and its checks) from the local agent.
+    ///
+    /// # Errors
+    /// [`ConsulError`] when the agent is unreachable or refuses.
+    pub async fn deregister(&self, service_id: &str) -> Result<(), ConsulError> {
+        let path = format!("/v1/agent/service/deregister/{}", encode(service_id));
+        self.call(Method::PUT, &path, Vec::new(), CALL_TIMEOUT, &format!("deregister service {service_id}"))
+            .await
+            .map(drop)
+    }
+
+    /// Whether the local agent currently has `service_id` registered.
+    ///
+    /// # Errors
+    /// [`ConsulError`] when the agent is unreachable or answers other than 200/404.
+    pub async fn is_registered(&self, service_id: &str) -> Result<bool, ConsulError> {
+        let path = format!("/v1/agent/service/{}", encode(service_id));
+        match self.call(Method::GET, &path, Vec::new(), CALL_TIMEOUT, &format!("read service {service_id}")).await {
+            Ok(_) => Ok(true),
+            Err(ConsulError::Refused { status: StatusCode::NOT_FOUND, .. }) => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The instances of `service` whose checks all pass. With `index` > 0 this is a
+    /// blocking query: the agent answers when the result changes past `index`, or
+    /// after about `wait` with the same result.
+    ///
+    /// # Errors
+    /// [`ConsulError`] when the agent is unreachable, refuses, or answers unparsable JSON.
+    pub async fn healthy_instances(
+        &self,
+        service: &str,
+        index: u64,
+        wait: Duration,
+    ) -> Result<Indexed<Vec<Instance>>, ConsulError> {
+        let mut path = format!("/v1/health/service/{}?passing=true", encode(service));
+        if index > 0 {
+            path.push_str(&format!("&index={index}&wait={}ms", wait.as_millis()));
+        }
+        if !self.datacenter.is_empty() {
+            path.push_str(&format!("&dc={}", encode(&self.datacenter)));
+        }
+        let operation = format!("health of {service}");
+        let (headers, body) = self.call(Method::GET, &path, Vec::new(), wait + blocking_margin(wait), &operation).await?;
+        let entries: Vec<ServiceEntry> = serde_json::from_slice(&body)
+            .map_err(|e| ConsulError::Malformed { operation: operation.clone(), reason: e.to_string() })?;
+        let index = headers
+            .get("x-consul-index")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<u64>().ok())
+            .ok_or_else(|| ConsulError::Malformed { operation, reason: "no X-Consul-Index header".to_owned() })?;
+        let mut instances: Vec<Instance> = entries
+            .into_iter()
+            .map(|entry| Instance {
+                id: entry.service.id,
+                address: if entry.service.address.is_empty() { entry.node.address } else { entry.service.address },
+                port: entry.service.port,
+            })
+            .collect();
+        instances.sort();
+        Ok(Indexed { value: instances, index })
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+        operation: &str,
+    ) -> Result<(http::HeaderMap, Bytes), ConsulError> {
+        let unreachable = |reason: String| ConsulError::Unreachable { address: self.address.clone(), reason };
+        let mut request = Request::builder().method(method).uri(format!("{}{path_and_query}", self.address));
+        if !self.token.is_empty() {
+            request = request.header("x-consul-token", &self.token);
+        }
+        let request = request
+            .header(CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| unreachable(e.to_string()))?;
+        let exchange = async {
+            let response = self.http.request(request).await.map_err(|e| unreachable(e.to_string()))?;
+            let (parts, body) = response.into_parts();
+            let body = body.collect().await.map_err(|e| unreachable(e.to_string()))?.to_bytes();
+            Ok::<_, ConsulError>((parts, body))
+        };
+        let (parts, body) = tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| unreachable(format!("no answer within {} ms", timeout.as_millis())))??;
+        if !parts.status.is_success() {
+            return Err(ConsulError::Refused {
+                operation: operation.to_owned(),
+                status: parts.status,
+                body: String::from_utf8_lossy(&body).trim().to_owned(),
+            });
+        }
+        Ok((parts.headers, body))
+    }
+}
+
+/// Percent-encodes one path segment or query value.
+fn encode(value: &str) -> String {
+    utf8_percent_encode(value, NON_ALPHANUMERIC).to_string()
+}
+
+/// The parts of a `/v1/health/service` entry we read.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ServiceEntry {
+    node: EntryNode,
+    service: EntryService,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct EntryNode {
+    address: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct EntryService {
+    #[serde(rename = "ID")]
+    id: String,
+    address: String,
+    port: u16,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_registration_serialises_with_consuls_field_names() {
+        let registration = AgentServiceRegistration {
+            id: "users-1".into(),
+            name: "users".into(),
+            address: "127.0.0.1".into(),
+            port: 50051,
+            tags: vec!["grpc".into()],
+            meta: BTreeMap::from([("version".into(), "0.1.0".into())]),
+            check: AgentCheck {
+                grpc: "127.0.0.1:50051".into(),
+                grpc_use_tls: false,
+                interval: "1s".into(),
+                timeout: "1s".into(),
+                deregister_critical_service_after: "1m".into(),
+            },
+        };
+        let json = serde_json::to_value(&registration).expect("serialises");
+        assert_eq!(json["ID"], "users-1");
+        assert_eq!(json["Meta"]["version"], "0.1.0");
+        assert_eq!(json["Check"]["GRPC"], "127.0.0.1:50051");
+        assert_eq!(json["Check"]["GRPCUseTLS"], false);
+        assert_eq!(json["Check"]["DeregisterCriticalServiceAfter"], "1m");
+    }
+
+    #[test]
+    fn path_segments_and_query_values_are_percent_encoded() {
+        assert_eq!(encode("a b/c&d"), "a%20b%2Fc%26d");
+    }
+
+    #[test]
+    fn an_address_without_a_scheme_is_refused_naming_the_key() {
+        let config = ConsulConfig { address: "127.0.0.1:8500".into(), ..ConsulConfig::default() };
+        let error = Consul::new(&config).expect_err("no scheme");
+        assert!(error.to_string().contains("consul.address"), "{error}");
+    }
+
+    #[test]
+    fn the_token_is_not_in_debug_output() {
+        let config = ConsulConfig { token: "s3cret".into(), ..ConsulConfig::default() };
+        assert!(!format!("{config:?}").contains("s3cret"));
+    }
+}

@@ -1,0 +1,158 @@
+//! Deadline propagation: the server side remembers each incoming call's deadline so
+//! the client side can send what remains of it on outgoing calls.
+//!
+//! A deadline travels as the `grpc-timeout` header: 1 to 8 ASCII digits followed by a
+//! unit, `H` hours, `M` minutes, `S` seconds, `m` milliseconds, `u` microseconds or
+//! `n` nanoseconds (gRPC over HTTP/2, PROTOCOL-HTTP2.md, "Timeout").
+
+use std::{
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use http::{HeaderMap, HeaderValue, Request};
+use tokio::time::Instant;
+use tower::{Layer, Service};
+
+/// Request header carrying the deadline.
+pub const GRPC_TIMEOUT: &str = "grpc-timeout";
+
+tokio::task_local! {
+    static INCOMING: Option<Instant>;
+}
+
+/// The deadline of the gRPC call this task is serving, if its caller set one.
+/// `None` outside a server call or when the caller sent no `grpc-timeout`.
+pub fn incoming() -> Option<Instant> {
+    INCOMING.try_with(|deadline| *deadline).ok().flatten()
+}
+
+/// Runs `future` as if serving a call with `deadline` (what [`PropagateLayer`] does;
+/// public for tests and for work a handler spawns on the call's behalf).
+pub async fn scope<F: Future>(deadline: Option<Instant>, future: F) -> F::Output {
+    INCOMING.scope(deadline, future).await
+}
+
+/// Parses a `grpc-timeout` value.
+///
+/// # Errors
+/// `None` for anything but 1–8 digits and one of the units `HMSmun`.
+pub fn parse_timeout(value: &HeaderValue) -> Option<Duration> {
+    let value = value.to_str().ok()?;
+    let (digits, unit) = value.split_at_checked(value.len().checked_sub(1)?)?;
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount * 3600),
+        "M" => Duration::from_secs(amount * 60),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+/// Encodes `timeout` as a `grpc-timeout` value, in the finest unit whose count fits
+/// in 8 digits (rounding down, so the server never waits longer than the client).
+pub fn encode_timeout(timeout: Duration) -> HeaderValue {
+    const LIMIT: u128 = 100_000_000;
+    let value = if timeout.as_micros() < LIMIT {
+        format!("{}u", timeout.as_micros())
+    } else if timeout.as_millis() < LIMIT {
+        format!("{}m", timeout.as_millis())
+    } else if u128::from(timeout.as_secs()) < LIMIT {
+        format!("{}S", timeout.as_secs())
+    } else {
+        format!("{}H", (timeout.as_secs() / 3600).min(99_999_999))
+    };
+    HeaderValue::from_str(&value).expect("digits and a unit letter are a valid header value")
+}
+
+/// The caller's deadline carried by `headers`, as an instant from now.
+pub fn from_headers(headers: &HeaderMap) -> Option<Instant> {
+    headers.get(GRPC_TIMEOUT).and_then(parse_timeout).map(|timeout| Instant::now() + timeout)
+}
+
+/// Server layer: serves each call inside a scope holding its deadline (see [`incoming`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PropagateLayer;
+
+impl<S> Layer<S> for PropagateLayer {
+    type Service = Propagate<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Propagate { inner }
+    }
+}
+
+/// See [`PropagateLayer`].
+#[derive(Debug, Clone)]
+pub struct Propagate<S> {
+    inner: S,
+}
+
+impl<S, B> Service<Request<B>> for Propagate<S>
+where
+    S: Service<Request<B>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let deadline = from_headers(request.headers());
+        Box::pin(INCOMING.scope(deadline, self.inner.call(request)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_unit_of_the_spec_parses() {
+        let cases = [
+            ("2H", Duration::from_secs(7200)),
+            ("3M", Duration::from_secs(180)),
+            ("4S", Duration::from_secs(4)),
+            ("250m", Duration::from_millis(250)),
+            ("7u", Duration::from_micros(7)),
+            ("9n", Duration::from_nanos(9)),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(parse_timeout(&HeaderValue::from_static(text)), Some(expected), "{text}");
+        }
+    }
+
+    #[test]
+    fn malformed_timeouts_are_ignored() {
+        for text in ["", "m", "10", "10x", "123456789m", "-5m", "1.5S"] {
+            assert_eq!(parse_timeout(&HeaderValue::from_str(text).expect("ascii")), None, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn encoding_keeps_eight_digits_and_never_rounds_up() {
+        assert_eq!(encode_timeout(Duration::from_millis(1500)), "1500000u");
+        assert_eq!(encode_timeout(Duration::from_secs(1000)), "1000000m");
+        assert_eq!(encode_timeout(Duration::from_secs(200_000)), "200000S");
+        let round_trip = parse_timeout(&encode_timeout(Duration::from_nanos(1_999_999))).expect("parses");
+        assert_eq!(round_trip, Duration::from_micros(1999));
+    }
+
+    #[tokio::test]
+    async fn the_deadline_is_visible_inside_the_scope_only() {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        assert_eq!(scope(Some(deadline), async { incoming() }).await, Some(deadline));
+        assert_eq!(incoming(), None);
+    }
+}
