@@ -19,6 +19,9 @@ CONSUL_VERSION=v1.22.0
 CONSUL_GONOSUMDB=github.com/hashicorp
 # Jaeger v2 ships as the `cmd/jaeger` package; its Go module keeps v1 tags (v1.76.0 is release v2.13).
 JAEGER_VERSION=v1.76.0
+# As for Consul: the checksum database answers 404 for the OpenTelemetry Collector
+# modules Jaeger v2 is built from.
+JAEGER_GONOSUMDB=go.opentelemetry.io/collector,github.com/open-telemetry/opentelemetry-collector-contrib
 # Prometheus tags its Go module v0.MINOR.PATCH for release 3.x (v0.316.0 is 3.16.0).
 PROMETHEUS_VERSION=v0.316.0
 TOOLS=$PWD/.tools
@@ -71,5 +74,5 @@ go_build() {
 }
 
 go_build consul github.com/hashicorp/consul "$CONSUL_VERSION" github.com/hashicorp/consul "$CONSUL_GONOSUMDB"
-go_build jaeger github.com/jaegertracing/jaeger "$JAEGER_VERSION" github.com/jaegertracing/jaeger/cmd/jaeger
+go_build jaeger github.com/jaegertracing/jaeger "$JAEGER_VERSION" github.com/jaegertracing/jaeger/cmd/jaeger "$JAEGER_GONOSUMDB"
 go_build promtool github.com/prometheus/prometheus "$PROMETHEUS_VERSION" github.com/prometheus/prometheus/cmd/promtool

@@ -6,8 +6,10 @@ use std::future::Future;
 use anyhow::Context;
 use api::orders::v1::order_service_server::OrderServiceServer;
 use platform::{
-    client::{self, RoundRobin},
+    client::{self, ResilientChannel},
+    consul::Consul,
     database::{self, Backend},
+    discovery::ResolverKind,
     server::GrpcServer,
     shutdown,
 };
@@ -33,8 +35,9 @@ pub struct App {
 
 impl App {
     /// Connects to `config.database`, applies migrations, starts listening for other
-    /// replicas' changes (PostgreSQL), builds the users client over the
-    /// `users.endpoints` list, and binds `config.server` (port 0 picks a free port).
+    /// replicas' changes (PostgreSQL), builds the users client over the resolver
+    /// `users.resolver` names, and binds `config.server` (port 0 picks a free port).
+    /// With `registration.enabled`, the instance registers in Consul once it serves.
     ///
     /// # Errors
     /// When the database cannot be reached or migrated, an endpoint is malformed, or
@@ -50,19 +53,26 @@ impl App {
             }
             Backend::Sqlite => (Changes::local(), None),
         };
-        let endpoints = config.users.endpoint_uris("users.endpoints").map_err(anyhow::Error::msg)?;
-        let users = RoundRobin::new("users", client::fixed(endpoints), config.users.connect_timeout);
+        let consul = (config.registration.enabled || config.users.resolver == ResolverKind::Consul)
+            .then(|| Consul::new(&config.consul))
+            .transpose()?;
+        let resolver = client::resolver("users", &config.users, consul.as_ref()).map_err(anyhow::Error::msg)?;
+        let users = ResilientChannel::new("users", &config.users, resolver, api::FILE_DESCRIPTOR_SET)
+            .context("decode the users API descriptor")?;
         let orders = Orders::new(
             OrderRepository::new(pool.clone(), changes.clone()),
-            UsersClient::new(users, config.users.timeout),
+            UsersClient::new(users),
             PageTokens::new(&config.paging.token_secret),
             changes,
         );
-        let server = GrpcServer::bind(&config.server, api::FILE_DESCRIPTOR_SET)
+        let mut server = GrpcServer::bind(&config.server, api::FILE_DESCRIPTOR_SET)
             .await
             .with_context(|| format!("bind {} (server.host, server.port)", config.server.addr()))?
             .add_service(OrderServiceServer::new(OrderGrpc::new(orders, config.paging)))
             .probe_database(pool.clone(), &config.database);
+        if let (true, Some(consul)) = (config.registration.enabled, consul) {
+            server = server.register_in(consul, &config.registration, env!("CARGO_PKG_VERSION"));
+        }
         tracing::info!(address = %server.local_addr(), "orders listening");
         Ok(Self { server, pool, listener })
     }

@@ -5,6 +5,8 @@ use std::path::Path;
 use platform::{
     client::ClientConfig,
     config::{ConfigError, DatabaseConfig, LogConfig, ServerConfig},
+    consul::ConsulConfig,
+    registration::RegistrationConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -13,15 +15,22 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Listener: `server.host` (127.0.0.1), `server.port` (50052), `server.shutdown_grace` (10s).
+    /// Listener: `server.host` (127.0.0.1), `server.port` (50052), `server.drain_period`
+    /// (1s lame duck after SIGTERM), `server.shutdown_grace` (10s).
     pub server: ServerConfig,
     /// Storage: `database.url` defaults to the embedded SQLite file `orders.db`.
     pub database: DatabaseConfig,
     /// Logging: `log.level` (info), `log.format` (json).
     pub log: LogConfig,
-    /// The users service: `users.endpoints` (`["http://127.0.0.1:50051"]`),
-    /// `users.timeout` (1s deadline per call), `users.connect_timeout` (500ms).
+    /// The users service: `users.resolver` (`static`, `consul` or `dns`),
+    /// `users.endpoints` (`["http://127.0.0.1:50051"]`), `users.consul_service` (`users`),
+    /// `users.timeout` (1s deadline per call), retries, budget and outlier detection:
+    /// see [`ClientConfig`].
     pub users: ClientConfig,
+    /// The local Consul agent: `consul.address` (`http://127.0.0.1:8500`), `consul.datacenter`, `consul.token`.
+    pub consul: ConsulConfig,
+    /// This instance in Consul: `registration.enabled` (false), `registration.service` (`orders`), ….
+    pub registration: RegistrationConfig,
     /// ListOrders paging.
     pub paging: PagingConfig,
 }
@@ -46,7 +55,12 @@ impl Default for Config {
             server: ServerConfig::on_port(50052),
             database: DatabaseConfig::at("sqlite://orders.db?mode=rwc"),
             log: LogConfig::default(),
-            users: ClientConfig::with_endpoints(vec!["http://127.0.0.1:50051".to_owned()]),
+            users: ClientConfig {
+                consul_service: "users".to_owned(),
+                ..ClientConfig::with_endpoints(vec!["http://127.0.0.1:50051".to_owned()])
+            },
+            consul: ConsulConfig::default(),
+            registration: RegistrationConfig::for_service("orders"),
             paging: PagingConfig { token_secret: String::new(), default_page_size: 50, max_page_size: 1000 },
         }
     }

@@ -421,8 +421,9 @@ mod tests {
     use std::time::Duration;
 
     use platform::{
-        client::{RoundRobin, fixed},
+        client::{ClientConfig, ResilientChannel},
         config::DatabaseConfig,
+        discovery,
     };
     use tokio_stream::StreamExt;
 
@@ -439,8 +440,10 @@ mod tests {
         MIGRATOR.run(&pool).await.expect("migrations apply on SQLite");
         let changes = Changes::local();
         let repository = OrderRepository::new(pool, changes.clone());
-        let users =
-            UsersClient::new(RoundRobin::new("users", fixed(vec![]), Duration::from_secs(1)), Duration::from_secs(1));
+        let channel =
+            ResilientChannel::new("users", &ClientConfig::with_endpoints(vec![]), discovery::fixed(vec![]), &[])
+                .expect("an empty descriptor set decodes");
+        let users = UsersClient::new(channel);
         let orders = Orders::new(repository.clone(), users, PageTokens::new("k"), changes.clone());
         (orders, repository, changes)
     }

@@ -1,13 +1,8 @@
 //! The users service as orders sees it: "does this customer exist?", over the
-//! round-robin channel, with a deadline on every call.
-
-use std::time::Duration;
+//! resilient channel (deadlines, retries, balancing and ejection live there).
 
 use api::users::v1::{GetUserByEmailRequest, user_service_client::UserServiceClient};
-use platform::{
-    client::{RoundRobin, with_deadline},
-    email::Email,
-};
+use platform::{client::ResilientChannel, email::Email};
 use tonic::Code;
 
 use crate::domain::Error;
@@ -15,14 +10,13 @@ use crate::domain::Error;
 /// A typed client of `users.v1.UserService`.
 #[derive(Clone)]
 pub struct UsersClient {
-    client: UserServiceClient<RoundRobin>,
-    timeout: Duration,
+    client: UserServiceClient<ResilientChannel>,
 }
 
 impl UsersClient {
-    /// Calls go through `channel`, each with deadline `timeout`.
-    pub fn new(channel: RoundRobin, timeout: Duration) -> Self {
-        Self { client: UserServiceClient::new(channel), timeout }
+    /// Calls go through `channel`.
+    pub fn new(channel: ResilientChannel) -> Self {
+        Self { client: UserServiceClient::new(channel) }
     }
 
     /// Whether a user owns `email` (`GetUserByEmail`; NOT_FOUND means no).
@@ -32,7 +26,7 @@ impl UsersClient {
     pub async fn exists(&self, email: &Email) -> Result<bool, Error> {
         let mut client = self.client.clone();
         let request = GetUserByEmailRequest { email: email.to_string() };
-        match with_deadline(request, self.timeout, |request| client.get_user_by_email(request)).await {
+        match client.get_user_by_email(request).await {
             Ok(_) => Ok(true),
             Err(status) if status.code() == Code::NotFound => Ok(false),
             Err(status) => {

@@ -81,8 +81,13 @@ pub struct ServerConfig {
     pub host: IpAddr,
     /// TCP port; `0` picks a free one (see the app's `port()`).
     pub port: u16,
-    /// How long in-flight RPCs may run after a shutdown signal before they are cut,
-    /// e.g. `"10s"`.
+    /// Lame-duck period after a shutdown signal, e.g. `"5s"`: health already says
+    /// NOT_SERVING and the instance has left Consul, but the listener still accepts,
+    /// so calls routed here before clients noticed still succeed.
+    #[serde(with = "humantime_serde")]
+    pub drain_period: Duration,
+    /// How long in-flight RPCs may run after the drain period, once the listener is
+    /// closed, before they are cut, e.g. `"10s"`.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
 }
@@ -90,7 +95,12 @@ pub struct ServerConfig {
 impl ServerConfig {
     /// A loopback server config on `port`.
     pub fn on_port(port: u16) -> Self {
-        Self { host: IpAddr::V4(Ipv4Addr::LOCALHOST), port, shutdown_grace: Duration::from_secs(10) }
+        Self {
+            host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port,
+            drain_period: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(10),
+        }
     }
 
     /// The socket address to bind.

@@ -19,7 +19,9 @@ use sqlx::AnyPool;
 
 use crate::{
     config::{DatabaseConfig, ServerConfig},
-    database,
+    consul::{AgentServiceRegistration, Consul},
+    database, deadline,
+    registration::{Registered, RegistrationConfig},
     rpc_log::RpcLogLayer,
 };
 
@@ -29,8 +31,10 @@ pub struct GrpcServer {
     listener: TcpListener,
     routes: Routes,
     health: Health,
+    drain_period: Duration,
     shutdown_grace: Duration,
     database_probe: Option<(AnyPool, DatabaseConfig)>,
+    registration: Option<(Consul, AgentServiceRegistration, Duration)>,
 }
 
 impl GrpcServer {
@@ -51,8 +55,10 @@ impl GrpcServer {
             listener,
             routes: Routes::new(health_service).add_service(reflection),
             health: Health { reporter, services: Vec::new(), serving: Arc::new(Mutex::new(None)) },
+            drain_period: config.drain_period,
             shutdown_grace: config.shutdown_grace,
             database_probe: None,
+            registration: None,
         })
     }
 
@@ -92,15 +98,28 @@ impl GrpcServer {
         self
     }
 
-    /// Serves until `shutdown` resolves, then reports NOT_SERVING, stops accepting,
-    /// and lets in-flight RPCs finish for at most the configured `shutdown_grace`.
+    /// While serving, keep this instance registered in Consul (see
+    /// [`Registered::start`]) as `config` describes, with `version` in its meta;
+    /// deregister it when shutdown begins.
+    pub fn register_in(mut self, consul: Consul, config: &RegistrationConfig, version: &str) -> Self {
+        let instance = config.instance(self.local_addr(), version);
+        self.registration = Some((consul, instance, config.refresh_interval));
+        self
+    }
+
+    /// Serves until `shutdown` resolves, then drains as a lame duck: reports
+    /// NOT_SERVING, leaves Consul, keeps accepting calls for `drain_period` (clients
+    /// still routing here are not failed), then closes the listener and lets in-flight
+    /// RPCs finish for at most `shutdown_grace`.
     ///
     /// # Errors
     /// A transport error from the server itself (not from individual RPCs).
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), tonic::transport::Error> {
-        let Self { listener, routes, health, shutdown_grace, database_probe } = self;
+        let Self { listener, routes, health, drain_period, shutdown_grace, database_probe, registration } = self;
         health.set_serving(true).await;
         let probe = database_probe.map(|(pool, config)| database::watch_health(pool, &config, health.clone()));
+        let registered =
+            registration.map(|(consul, instance, refresh)| Registered::start(consul, instance, refresh));
         let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
         let signal = {
             let health = health.clone();
@@ -111,6 +130,14 @@ impl GrpcServer {
                     probe.abort();
                 }
                 health.set_serving(false).await;
+                if let Some(registered) = registered {
+                    registered.deregister().await;
+                }
+                if !drain_period.is_zero() {
+                    tracing::info!(drain_ms = drain_period.as_millis() as u64, "lame duck: still serving while clients move away");
+                    tokio::time::sleep(drain_period).await;
+                }
+                tracing::info!("closing the listener; finishing in-flight calls");
                 let _ = stopping_tx.send(true);
             }
         };
@@ -123,7 +150,10 @@ impl GrpcServer {
                     // (and its trailers) whichever protocol the client spoke.
                     .layer(tonic_web::GrpcWebLayer::new())
                     // One log line per RPC with its final status code and duration.
-                    .layer(RpcLogLayer),
+                    .layer(RpcLogLayer)
+                    // Remember each call's deadline, so the calls it makes upstream
+                    // carry what remains of it (deadline propagation).
+                    .layer(deadline::PropagateLayer),
             )
             .add_routes(routes)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);

@@ -5,7 +5,7 @@ use std::future::Future;
 
 use anyhow::Context;
 use api::users::v1::user_service_server::UserServiceServer;
-use platform::{database, server::GrpcServer, shutdown};
+use platform::{consul::Consul, database, server::GrpcServer, shutdown};
 use sqlx::AnyPool;
 
 use crate::{
@@ -23,20 +23,25 @@ pub struct App {
 
 impl App {
     /// Connects to `config.database`, applies migrations, and binds `config.server`
-    /// (port 0 picks a free port; see [`App::port`]).
+    /// (port 0 picks a free port; see [`App::port`]). With `registration.enabled`, the
+    /// instance registers in Consul once it serves.
     ///
     /// # Errors
-    /// When the database cannot be reached or migrated, or the port cannot be bound;
-    /// the message says which.
+    /// When the database cannot be reached or migrated, the port cannot be bound, or
+    /// `consul.address` is malformed; the message says which.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let pool = database::connect(&config.database).await.context("connect to the database (database.url)")?;
         MIGRATOR.run(&pool).await.context("apply database migrations")?;
         let users = Users::new(UserRepository::new(pool.clone()));
-        let server = GrpcServer::bind(&config.server, api::FILE_DESCRIPTOR_SET)
+        let mut server = GrpcServer::bind(&config.server, api::FILE_DESCRIPTOR_SET)
             .await
             .with_context(|| format!("bind {} (server.host, server.port)", config.server.addr()))?
             .add_service(UserServiceServer::new(UserGrpc::new(users)))
             .probe_database(pool.clone(), &config.database);
+        if config.registration.enabled {
+            let consul = Consul::new(&config.consul)?;
+            server = server.register_in(consul, &config.registration, env!("CARGO_PKG_VERSION"));
+        }
         tracing::info!(address = %server.local_addr(), "users listening");
         Ok(Self { server, pool })
     }

@@ -2,7 +2,11 @@
 
 use std::path::Path;
 
-use platform::config::{ConfigError, DatabaseConfig, LogConfig, ServerConfig};
+use platform::{
+    config::{ConfigError, DatabaseConfig, LogConfig, ServerConfig},
+    consul::ConsulConfig,
+    registration::RegistrationConfig,
+};
 use serde::{Deserialize, Serialize};
 
 /// Everything the users service can be told. Keys are nested TOML sections; the env
@@ -10,12 +14,17 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Listener: `server.host` (127.0.0.1), `server.port` (50051), `server.shutdown_grace` (10s).
+    /// Listener: `server.host` (127.0.0.1), `server.port` (50051), `server.drain_period`
+    /// (1s lame duck after SIGTERM), `server.shutdown_grace` (10s).
     pub server: ServerConfig,
     /// Storage: `database.url` defaults to the embedded SQLite file `users.db`.
     pub database: DatabaseConfig,
     /// Logging: `log.level` (info), `log.format` (json).
     pub log: LogConfig,
+    /// The local Consul agent: `consul.address` (`http://127.0.0.1:8500`), `consul.datacenter`, `consul.token`.
+    pub consul: ConsulConfig,
+    /// This instance in Consul: `registration.enabled` (false), `registration.service` (`users`), ….
+    pub registration: RegistrationConfig,
 }
 
 impl Default for Config {
@@ -24,6 +33,8 @@ impl Default for Config {
             server: ServerConfig::on_port(50051),
             database: DatabaseConfig::at("sqlite://users.db?mode=rwc"),
             log: LogConfig::default(),
+            consul: ConsulConfig::default(),
+            registration: RegistrationConfig::for_service("users"),
         }
     }
 }
