@@ -85,6 +85,7 @@ async fn start_users() -> (String, oneshot::Sender<()>) {
     let mut config = users::Config::default();
     config.server.port = 0;
     config.database = DatabaseConfig::at(test_support::fresh_postgres_database("users_test").await);
+    config.server.drain_period = Duration::ZERO;
     let app = users::App::build(config).await.expect("users builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     (address, run(|stop| app.run_until(stop)))
@@ -101,6 +102,7 @@ async fn start_orders(
     config.users = ClientConfig::with_endpoints(users_endpoints);
     config.users.timeout = timeout.unwrap_or(Duration::from_secs(5));
     config.paging.token_secret = "test-secret".to_owned();
+    config.server.drain_period = Duration::ZERO;
     let app = orders::App::build(config).await.expect("orders builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     (address, run(|stop| app.run_until(stop)))

@@ -2,6 +2,7 @@
 //! PostgreSQL database per test, and a real users service in the same process.
 
 mod create;
+mod deadline;
 mod helpers;
 mod lifecycle;
 mod list;

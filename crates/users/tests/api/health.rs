@@ -2,10 +2,11 @@
 
 use std::time::Duration;
 
+use api::users::v1::{CreateUserRequest, user_service_client::UserServiceClient};
 use platform::test_support;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
-use crate::helpers::spawn_app;
+use crate::helpers::{spawn_app, spawn_app_with};
 
 /// Upper bound for a status change to be observed: a guard against a hung test, not a wait.
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -72,4 +73,22 @@ async fn a_stopping_service_cuts_rpcs_still_open_after_the_grace_period() {
     let stopped = tokio::time::timeout(PATIENCE, app.stop()).await;
     let result = stopped.expect("the server stops within the patience window").expect("the task ran");
     assert!(result.is_ok(), "{result:?}");
+}
+
+#[tokio::test]
+async fn a_stopping_service_still_answers_new_calls_during_its_drain_period() {
+    let mut app = spawn_app_with(|config| config.server.drain_period = Duration::from_secs(60)).await;
+    let mut health = HealthClient::new(app.channel().await);
+    let mut updates = health.watch(HealthCheckRequest { service: String::new() }).await.expect("watch").into_inner();
+    updates.message().await.expect("a status").expect("the stream is open");
+
+    app.stop();
+    let next = tokio::time::timeout(PATIENCE, updates.message()).await.expect("an update within the patience window");
+    assert_eq!(next.expect("a status").expect("the stream is open").status(), ServingStatus::NotServing);
+
+    // A client that has not noticed yet connects anew and is still served.
+    let mut late = UserServiceClient::new(app.channel().await);
+    let request = CreateUserRequest { email: "late@example.com".into(), name: "Late".into() };
+    late.create_user(request).await.expect("served during the drain period");
+    assert!(!app.stop().is_finished(), "the drain period is not over");
 }

@@ -36,8 +36,14 @@ impl TestApp {
     }
 }
 
-/// Builds the app exactly as `main` does, on port 0 and a fresh database.
+/// Builds the app exactly as `main` does, on port 0 and a fresh database, with no
+/// lame-duck drain period.
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// As [`spawn_app`], with `customise` applied to the config last.
+pub async fn spawn_app_with(customise: impl FnOnce(&mut Config)) -> TestApp {
     platform::telemetry::init_for_tests();
     let database_url = test_support::fresh_postgres_database("users_test").await;
     let mut config = Config::default();
@@ -46,6 +52,8 @@ pub async fn spawn_app() -> TestApp {
     config.database.health_check_interval = Duration::from_millis(50);
     config.database.acquire_timeout = Duration::from_millis(500);
     config.server.shutdown_grace = SHUTDOWN_GRACE;
+    config.server.drain_period = Duration::ZERO;
+    customise(&mut config);
     let app = App::build(config).await.expect("the app builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     let (stop, stopped) = oneshot::channel::<()>();
