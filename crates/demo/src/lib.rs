@@ -7,6 +7,8 @@
 
 #![warn(missing_docs)]
 
+pub mod consul;
+
 use std::{
     path::{Path, PathBuf},
     process::Stdio,
@@ -106,6 +108,23 @@ impl Service {
             let _ = copier.await;
         }
         status.code().with_context(|| format!("{} was killed by a signal", self.name))
+    }
+
+    /// Kills the process with SIGKILL (no drain, no deregistration) and waits for it.
+    ///
+    /// # Errors
+    /// When the process cannot be killed.
+    pub async fn kill(&mut self) -> anyhow::Result<()> {
+        self.child.kill().await?;
+        if let Some(copier) = self.copier.take() {
+            let _ = copier.await;
+        }
+        Ok(())
+    }
+
+    /// The TCP port it listens on.
+    pub fn port(&self) -> u16 {
+        self.address.rsplit(':').next().and_then(|port| port.parse().ok()).unwrap_or_default()
     }
 
     /// Every JSON line the service has logged so far.

@@ -1,0 +1,291 @@
+//! Discovery and resilience against a real Consul agent: the release binaries register
+//! themselves, orders follows users' passing instances, and steady CreateOrder load
+//! from a gRPC client rides through kills, rolling restarts and a Consul outage.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use api::{
+    orders::v1::{CreateOrderRequest, ListOrdersRequest, order_service_client::OrderServiceClient},
+    users::v1::{CreateUserRequest, user_service_client::UserServiceClient},
+};
+use demo::{Service, consul::ConsulAgent, users_env};
+use serde_json::Value;
+use tokio::task::JoinHandle;
+
+/// Bound on any awaited state change: a guard against a hung test, not a wait.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// How long Consul stays down in the outage test (the scenario itself, from the issue).
+const CONSUL_OUTAGE: Duration = Duration::from_secs(30);
+
+const CUSTOMER: &str = "load@example.com";
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("consul-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    dir
+}
+
+/// Env vars that make a service register in `consul` and check fast.
+fn registration_env(prefix: &str, consul: &ConsulAgent) -> Vec<(String, String)> {
+    [
+        ("CONSUL__ADDRESS", consul.address.clone()),
+        ("REGISTRATION__ENABLED", "true".to_owned()),
+        ("REGISTRATION__CHECK_INTERVAL", "1s".to_owned()),
+        ("REGISTRATION__CHECK_TIMEOUT", "1s".to_owned()),
+        ("REGISTRATION__REFRESH_INTERVAL", "1s".to_owned()),
+        ("SERVER__DRAIN_PERIOD", "1s".to_owned()),
+    ]
+    .into_iter()
+    .map(|(key, value)| (format!("{prefix}{key}"), value))
+    .collect()
+}
+
+async fn start_users(name: &str, dir: &Path, consul: &ConsulAgent) -> Service {
+    let mut env: Vec<(String, String)> =
+        users_env(&dir.join("users.db")).into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    env.extend(registration_env("USERS_", consul));
+    let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    Service::start("users", name, &env, dir).await.expect("users starts")
+}
+
+async fn start_orders(dir: &Path, consul: &ConsulAgent) -> Service {
+    let mut env = vec![
+        ("ORDERS_SERVER__PORT".to_owned(), "0".to_owned()),
+        ("ORDERS_DATABASE__URL".to_owned(), format!("sqlite://{}?mode=rwc", dir.join("orders.db").display())),
+        ("ORDERS_USERS__RESOLVER".to_owned(), "consul".to_owned()),
+        ("ORDERS_USERS__CONSUL_WAIT".to_owned(), "10s".to_owned()),
+    ];
+    env.extend(registration_env("ORDERS_", consul));
+    let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    Service::start("orders", "orders", &env, dir).await.expect("orders starts")
+}
+
+/// Consul, two registered users replicas over one SQLite file, orders following them,
+/// and the load's customer.
+struct Stack {
+    dir: PathBuf,
+    consul: ConsulAgent,
+    users: Vec<Service>,
+    orders: Service,
+}
+
+impl Stack {
+    async fn start(name: &str) -> Self {
+        let dir = temp_dir(name);
+        let consul = ConsulAgent::start(&dir).await.expect("consul starts");
+        let users = vec![start_users("users-a", &dir, &consul).await, start_users("users-b", &dir, &consul).await];
+        consul.wait_for("users", PATIENCE, |passing| passing.len() == 2).await.expect("both users replicas pass");
+        let orders = start_orders(&dir, &consul).await;
+        let mut client = UserServiceClient::connect(users[0].address.clone()).await.expect("connect to users");
+        let request = CreateUserRequest { email: CUSTOMER.to_owned(), name: "Load".to_owned() };
+        client.create_user(request).await.expect("the customer is created");
+        Self { dir, consul, users, orders }
+    }
+
+    /// Orders of the load's customer in orders' database, by paging ListOrders.
+    async fn orders_stored(&self) -> usize {
+        let mut client = OrderServiceClient::connect(self.orders.address.clone()).await.expect("connect to orders");
+        let mut count = 0;
+        let mut page_token = String::new();
+        loop {
+            let request = ListOrdersRequest { page_size: 1000, customer_email: CUSTOMER.to_owned(), page_token };
+            let mut stream = client.list_orders(request).await.expect("list").into_inner();
+            page_token = String::new();
+            while let Some(message) = stream.message().await.expect("a page") {
+                count += 1;
+                page_token = message.next_page_token;
+            }
+            if page_token.is_empty() {
+                return count;
+            }
+        }
+    }
+}
+
+/// Steady CreateOrder load from `concurrency` gRPC clients, each call with a fresh
+/// idempotency key, until stopped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    succeeded: Arc<AtomicUsize>,
+    failures: Arc<Mutex<Vec<String>>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Load {
+    async fn start(orders: &Service, concurrency: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let succeeded = Arc::new(AtomicUsize::new(0));
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for _ in 0..concurrency {
+            let mut client = OrderServiceClient::connect(orders.address.clone()).await.expect("connect to orders");
+            let (stop, succeeded, failures) = (stop.clone(), succeeded.clone(), failures.clone());
+            tasks.push(tokio::spawn(async move {
+                while !stop.load(Ordering::SeqCst) {
+                    let mut request = tonic::Request::new(CreateOrderRequest {
+                        customer_email: CUSTOMER.to_owned(),
+                        total_cents: 100,
+                        currency: "USD".to_owned(),
+                        idempotency_key: uuid::Uuid::new_v4().to_string(),
+                    });
+                    request.set_timeout(Duration::from_secs(10));
+                    match client.create_order(request).await {
+                        Ok(_) => succeeded.fetch_add(1, Ordering::SeqCst),
+                        Err(status) => {
+                            failures.lock().expect("lock").push(format!("{:?}: {}", status.code(), status.message()));
+                            0
+                        }
+                    };
+                }
+            }));
+        }
+        Self { stop, succeeded, failures, tasks }
+    }
+
+    fn succeeded(&self) -> usize {
+        self.succeeded.load(Ordering::SeqCst)
+    }
+
+    /// Returns once `more` calls have succeeded since this was called (bounded by PATIENCE).
+    async fn wait_for_more(&self, more: usize) {
+        let target = self.succeeded() + more;
+        tokio::time::timeout(PATIENCE, async {
+            while self.succeeded() < target {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{more} more calls did not succeed in time; failures: {:?}", self.failures()));
+    }
+
+    fn failures(&self) -> Vec<String> {
+        self.failures.lock().expect("lock").clone()
+    }
+
+    /// Stops the clients; returns (succeeded, failures).
+    async fn stop(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        for task in self.tasks {
+            task.await.expect("a load task ends cleanly");
+        }
+        (self.succeeded.load(Ordering::SeqCst), self.failures.lock().expect("lock").clone())
+    }
+}
+
+/// `GET path` on the agent's HTTP API, as JSON (curl, as an operator would).
+fn consul_get(consul: &ConsulAgent, path: &str) -> Value {
+    let output = Command::new("curl").args(["-sf", &format!("{}{path}", consul.address)]).output().expect("curl runs");
+    assert!(output.status.success(), "GET {path}: {}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).expect("consul answers JSON")
+}
+
+#[tokio::test]
+async fn an_instance_registers_with_a_passing_grpc_check_and_leaves_consul_on_sigterm() {
+    let dir = temp_dir("register");
+    let consul = ConsulAgent::start(&dir).await.expect("consul starts");
+    let mut users = start_users("users", &dir, &consul).await;
+    let port = users.port();
+    consul.wait_for("users", PATIENCE, |passing| passing.iter().any(|i| i.port == port)).await.expect("passing");
+
+    let checks = consul_get(&consul, "/v1/health/checks/users");
+    let check = &checks.as_array().expect("a list of checks")[0];
+    assert_eq!(check["Type"], "grpc", "{check}");
+    assert_eq!(check["Status"], "passing", "{check}");
+    let services = consul_get(&consul, "/v1/agent/services");
+    let registered = services.as_object().expect("services by id").values().find(|s| s["Service"] == "users");
+    let registered = registered.expect("users is in the agent's services");
+    assert_eq!(registered["Port"], port);
+    assert_eq!(registered["Meta"]["version"], env!("CARGO_PKG_VERSION"));
+    assert!(registered["Tags"].as_array().expect("tags").iter().any(|tag| tag == "grpc"), "{registered}");
+
+    assert_eq!(users.stop().await.expect("users stops"), 0, "exit code after SIGTERM");
+    let services = consul_get(&consul, "/v1/agent/services");
+    assert!(services.as_object().expect("services by id").values().all(|s| s["Service"] != "users"), "{services}");
+}
+
+#[tokio::test]
+async fn steady_load_spreads_within_ten_percent_over_two_users_replicas() {
+    let stack = Stack::start("spread").await;
+    let load = Load::start(&stack.orders, 4).await;
+    load.wait_for_more(300).await;
+    let (succeeded, failures) = load.stop().await;
+    assert!(failures.is_empty(), "{failures:?}");
+
+    // Every CreateOrder made one GetUserByEmail; wait for the last log lines to land.
+    let counts = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let counts: Vec<usize> =
+                stack.users.iter().map(|u| u.rpcs_finished("GetUserByEmail").expect("log readable")).collect();
+            if counts.iter().sum::<usize>() >= succeeded {
+                return counts;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("every call is logged");
+    let mean = counts.iter().sum::<usize>() as f64 / counts.len() as f64;
+    for count in &counts {
+        assert!((*count as f64 - mean).abs() <= 0.1 * mean, "replica counts {counts:?} (mean {mean})");
+    }
+}
+
+#[tokio::test]
+async fn killing_a_users_replica_under_load_fails_no_call() {
+    let mut stack = Stack::start("kill").await;
+    let load = Load::start(&stack.orders, 4).await;
+    load.wait_for_more(50).await;
+    stack.users[1].kill().await.expect("kill -9");
+    load.wait_for_more(200).await;
+    let (succeeded, failures) = load.stop().await;
+    assert!(failures.is_empty(), "{} of {} calls failed: {failures:?}", failures.len(), succeeded + failures.len());
+    assert_eq!(stack.orders_stored().await, succeeded);
+}
+
+#[tokio::test]
+async fn a_rolling_restart_of_users_fails_no_call_and_duplicates_no_order() {
+    let mut stack = Stack::start("rolling").await;
+    let load = Load::start(&stack.orders, 4).await;
+    load.wait_for_more(50).await;
+    for (old, replacement) in [(0, "users-c"), (1, "users-d")] {
+        let new = start_users(replacement, &stack.dir, &stack.consul).await;
+        let port = new.port();
+        stack.consul.wait_for("users", PATIENCE, |p| p.iter().any(|i| i.port == port)).await.expect("passes");
+        load.wait_for_more(30).await;
+        assert_eq!(stack.users[old].stop().await.expect("SIGTERM"), 0, "a drained replica exits 0");
+        stack.users.push(new);
+        load.wait_for_more(30).await;
+    }
+    let (succeeded, failures) = load.stop().await;
+    assert!(failures.is_empty(), "{} of {} calls failed: {failures:?}", failures.len(), succeeded + failures.len());
+    assert_eq!(stack.orders_stored().await, succeeded, "one order per successful call, no duplicates");
+}
+
+#[tokio::test]
+async fn a_consul_outage_under_load_fails_no_call_and_everything_registers_again() {
+    let mut stack = Stack::start("outage").await;
+    let load = Load::start(&stack.orders, 2).await;
+    load.wait_for_more(50).await;
+
+    stack.consul.kill().await.expect("consul stops");
+    let during = load.succeeded();
+    tokio::time::sleep(CONSUL_OUTAGE).await;
+    assert!(load.succeeded() > during, "calls went on while Consul was down");
+    stack.consul.restart().await.expect("consul starts again");
+
+    stack.consul.wait_for("users", PATIENCE, |passing| passing.len() == 2).await.expect("users registered again");
+    stack.consul.wait_for("orders", PATIENCE, |passing| passing.len() == 1).await.expect("orders registered again");
+    load.wait_for_more(50).await;
+    let (succeeded, failures) = load.stop().await;
+    assert!(failures.is_empty(), "{} of {} calls failed: {failures:?}", failures.len(), succeeded + failures.len());
+}
