@@ -22,8 +22,8 @@ JAEGER_VERSION=v1.76.0
 # As for Consul: the checksum database answers 404 for the OpenTelemetry Collector
 # modules Jaeger v2 is built from.
 JAEGER_GONOSUMDB=go.opentelemetry.io/collector,github.com/open-telemetry/opentelemetry-collector-contrib
-# Prometheus tags its Go module v0.MINOR.PATCH for release 3.x (v0.316.0 is 3.16.0).
-PROMETHEUS_VERSION=v0.316.0
+# Prometheus tags its Go module v0.MINOR.PATCH for release 3.x (v0.310.0 is 3.10.0; v0.316.0 needs module versions the proxy refuses with 403).
+PROMETHEUS_VERSION=v0.310.0
 TOOLS=$PWD/.tools
 mkdir -p "$TOOLS/bin"
 
