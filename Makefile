@@ -3,6 +3,9 @@ SHELL := bash
 TOOLS := $(CURDIR)/.tools
 BUF := $(TOOLS)/bin/buf
 export GRPCURL := $(TOOLS)/bin/grpcurl
+export CONSUL := $(TOOLS)/bin/consul
+export JAEGER := $(TOOLS)/bin/jaeger
+export PROMTOOL := $(TOOLS)/bin/promtool
 export STACK_BIN_DIR := $(CURDIR)/target/release
 
 .PHONY: demo test tools lint fmt release breaking up down
@@ -15,7 +18,7 @@ demo: release
 test: tools lint release
 	scripts/with-postgres.sh cargo test --workspace
 
-## tools: PostgreSQL, buf and grpcurl, pinned, installed only when missing.
+## tools: PostgreSQL, buf, grpcurl, Consul, Jaeger and promtool, pinned, installed only when missing.
 tools:
 	scripts/install-tools.sh
 

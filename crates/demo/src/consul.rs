@@ -136,7 +136,9 @@ impl ConsulAgent {
                 return Ok(instances);
             }
             if tokio::time::Instant::now() >= deadline {
-                bail!("consul: {service} did not reach the expected state within {patience:?}; last seen {instances:?}");
+                bail!(
+                    "consul: {service} did not reach the expected state within {patience:?}; last seen {instances:?}"
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -75,3 +75,39 @@ impl Config {
         platform::config::load("ORDERS_", file)
     }
 }
+
+#[cfg(test)]
+// figment::Jail's closures return figment::Error, which is large; that is its API.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use std::time::Duration;
+
+    use platform::discovery::ResolverKind;
+
+    use super::*;
+
+    #[test]
+    fn the_readme_example_env_vars_set_the_resolver_a_method_timeout_and_max_attempts() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("ORDERS_USERS__RESOLVER", "consul");
+            jail.set_env("ORDERS_USERS__METHOD_TIMEOUTS__GETUSERBYEMAIL", "300ms");
+            jail.set_env("ORDERS_USERS__RETRY_POLICY__MAXATTEMPTS", "4");
+            let config = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(config.users.resolver, ResolverKind::Consul);
+            assert_eq!(config.users.timeout_of("GetUserByEmail"), Duration::from_millis(300));
+            assert_eq!(config.users.retry_policy.max_attempts, 4);
+            assert_eq!(config.users.retry_policy.initial_backoff, Duration::from_millis(25), "others keep defaults");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn an_unknown_retryable_code_is_a_config_error_naming_the_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("orders.toml", "[users.retry_policy]\nretryableStatusCodes = [\"BUSY\"]\n")?;
+            let error = Config::load(Some(Path::new("orders.toml"))).expect_err("not a code").to_string();
+            assert!(error.contains("users.retry_policy.retryableStatusCodes") && error.contains("BUSY"), "{error}");
+            Ok(())
+        });
+    }
+}

@@ -193,9 +193,15 @@ impl Consul {
             reason: e.to_string(),
         })?;
         let operation = format!("register service {}", registration.id);
-        self.call(Method::PUT, "/v1/agent/service/register?replace-existing-checks=true", body, CALL_TIMEOUT, &operation)
-            .await
-            .map(drop)
+        self.call(
+            Method::PUT,
+            "/v1/agent/service/register?replace-existing-checks=true",
+            body,
+            CALL_TIMEOUT,
+            &operation,
+        )
+        .await
+        .map(drop)
     }
 
     /// Removes a service instance (and its checks) from the local agent.
@@ -242,7 +248,8 @@ impl Consul {
             path.push_str(&format!("&dc={}", encode(&self.datacenter)));
         }
         let operation = format!("health of {service}");
-        let (headers, body) = self.call(Method::GET, &path, Vec::new(), wait + blocking_margin(wait), &operation).await?;
+        let (headers, body) =
+            self.call(Method::GET, &path, Vec::new(), wait + blocking_margin(wait), &operation).await?;
         let entries: Vec<ServiceEntry> = serde_json::from_slice(&body)
             .map_err(|e| ConsulError::Malformed { operation: operation.clone(), reason: e.to_string() })?;
         let index = headers

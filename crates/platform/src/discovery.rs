@@ -107,7 +107,7 @@ pub fn dns(name: String, refresh: Duration) -> Resolver {
 /// Publishes `uris` if they differ from the current set and are not an empty set
 /// replacing a non-empty one (see [`consul`]).
 fn publish_set(publish: &watch::Sender<Vec<Uri>>, name: &str, mut uris: Vec<Uri>) {
-    uris.sort_by(|a, b| a.to_string().cmp(&b.to_string()));
+    uris.sort_by_key(Uri::to_string);
     publish.send_if_modified(|current| {
         if *current == uris || (uris.is_empty() && !current.is_empty()) {
             return false;
@@ -127,7 +127,7 @@ mod tests {
         let mut resolver = dns("localhost:4321".to_owned(), Duration::from_secs(60));
         let endpoints = resolver.wait_for(|set| !set.is_empty()).await.expect("the resolver runs").clone();
         assert!(
-            endpoints.iter().any(|uri| uri.to_string() == "http://127.0.0.1:4321/"),
+            endpoints.iter().any(|uri| *uri == "http://127.0.0.1:4321/"),
             "localhost resolves to 127.0.0.1: {endpoints:?}"
         );
     }

@@ -143,12 +143,21 @@ impl Registered {
     }
 }
 
-async fn ensure_registered(consul: &Consul, instance: &AgentServiceRegistration) -> Result<(), crate::consul::ConsulError> {
+async fn ensure_registered(
+    consul: &Consul,
+    instance: &AgentServiceRegistration,
+) -> Result<(), crate::consul::ConsulError> {
     if consul.is_registered(&instance.id).await? {
         return Ok(());
     }
     consul.register(instance).await?;
-    tracing::info!(service_id = instance.id, service = instance.name, address = instance.address, port = instance.port, "registered in consul");
+    tracing::info!(
+        service_id = instance.id,
+        service = instance.name,
+        address = instance.address,
+        port = instance.port,
+        "registered in consul"
+    );
     Ok(())
 }
 

@@ -118,8 +118,7 @@ impl GrpcServer {
         let Self { listener, routes, health, drain_period, shutdown_grace, database_probe, registration } = self;
         health.set_serving(true).await;
         let probe = database_probe.map(|(pool, config)| database::watch_health(pool, &config, health.clone()));
-        let registered =
-            registration.map(|(consul, instance, refresh)| Registered::start(consul, instance, refresh));
+        let registered = registration.map(|(consul, instance, refresh)| Registered::start(consul, instance, refresh));
         let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
         let signal = {
             let health = health.clone();
@@ -134,7 +133,10 @@ impl GrpcServer {
                     registered.deregister().await;
                 }
                 if !drain_period.is_zero() {
-                    tracing::info!(drain_ms = drain_period.as_millis() as u64, "lame duck: still serving while clients move away");
+                    tracing::info!(
+                        drain_ms = drain_period.as_millis() as u64,
+                        "lame duck: still serving while clients move away"
+                    );
                     tokio::time::sleep(drain_period).await;
                 }
                 tracing::info!("closing the listener; finishing in-flight calls");

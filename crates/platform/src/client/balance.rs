@@ -381,7 +381,8 @@ async fn connect(shared: Weak<Shared>, uri: Uri, connect_timeout: Duration, firs
                     Duration::from_secs(10).as_nanos() as f64,
                     CompleteOnResponse::default(),
                 );
-                let state = EndpointState { uri: uri.clone(), channel: Mutex::new(channel), outlier: Default::default() };
+                let state =
+                    EndpointState { uri: uri.clone(), channel: Mutex::new(channel), outlier: Default::default() };
                 lock(&shared.endpoints).push(Arc::new(state));
                 tracing::info!(upstream = shared.target, endpoint = %uri, "endpoint connected");
                 drop(first_attempt);

@@ -44,6 +44,10 @@ pub struct ClientConfig {
     /// Per-method deadlines by method name (`GetUserByEmail = "300ms"`), case-insensitive.
     pub method_timeouts: BTreeMap<String, Timeout>,
     /// Retries, with grpc-go's `retryPolicy` semantics and field names.
+    // Not serialised into the figment defaults: the camelCase names arrive lowercased
+    // from env vars, and a default `maxAttempts` beside an env `maxattempts` would be a
+    // duplicate field. Missing fields take `RetryPolicy::default()` instead.
+    #[serde(default, skip_serializing)]
     pub retry_policy: RetryPolicy,
     /// The cap on retries across all calls.
     pub retry_budget: RetryBudget,
@@ -104,7 +108,7 @@ pub enum BalancerKind {
 /// `idempotency_level = NO_SIDE_EFFECTS` or `IDEMPOTENT`, or carrying an
 /// `idempotency-key` header, are retried, and never past the call's deadline.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct RetryPolicy {
     /// Attempts including the first, 1 (no retries) to 5 (grpc-go caps larger values at 5).
     #[serde(rename = "maxAttempts", alias = "maxattempts", deserialize_with = "max_attempts")]

@@ -97,14 +97,18 @@ pub fn resolver(key: &str, config: &ClientConfig, consul: Option<&Consul>) -> Re
                 .iter()
                 .map(|endpoint| match endpoint.parse::<Uri>() {
                     Ok(uri) if uri.scheme().is_some() && uri.authority().is_some() => Ok(uri),
-                    _ => Err(format!("invalid config key `{key}.endpoints`: {endpoint:?} is not an http://host:port address")),
+                    _ => Err(format!(
+                        "invalid config key `{key}.endpoints`: {endpoint:?} is not an http://host:port address"
+                    )),
                 })
                 .collect::<Result<_, _>>()?;
             Ok(discovery::fixed(uris))
         }
         ResolverKind::Consul => {
             if config.consul_service.is_empty() {
-                return Err(format!("invalid config key `{key}.consul_service`: required when {key}.resolver = consul"));
+                return Err(format!(
+                    "invalid config key `{key}.consul_service`: required when {key}.resolver = consul"
+                ));
             }
             let consul = consul.ok_or_else(|| format!("{key}.resolver = consul needs the `consul` config section"))?;
             Ok(discovery::consul(consul.clone(), config.consul_service.clone(), config.consul_wait))
@@ -319,7 +323,9 @@ where
                     None => return result,
                     Some(code) => (code, pushback(response.headers())),
                 },
-                Err(error) if error.is::<NoHealthyEndpoint>() => return result.map_err(into_status).map_err(Into::into),
+                Err(error) if error.is::<NoHealthyEndpoint>() => {
+                    return result.map_err(into_status).map_err(Into::into);
+                }
                 Err(error) => (status_code(error), Pushback::None),
             };
             if code == Code::Ok || !self.policy.retries(code) || attempt >= self.policy.max_attempts {
