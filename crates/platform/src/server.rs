@@ -20,7 +20,8 @@ use sqlx::AnyPool;
 use crate::{
     config::{DatabaseConfig, ServerConfig},
     database,
-    rpc_log::RpcLogLayer,
+    metrics::Metrics,
+    observe,
 };
 
 /// A bound, not yet serving, gRPC server with `grpc.health.v1.Health` and server
@@ -31,6 +32,8 @@ pub struct GrpcServer {
     health: Health,
     shutdown_grace: Duration,
     database_probe: Option<(AnyPool, DatabaseConfig)>,
+    descriptor_set: &'static [u8],
+    metrics: Metrics,
 }
 
 impl GrpcServer {
@@ -53,6 +56,8 @@ impl GrpcServer {
             health: Health { reporter, services: Vec::new(), serving: Arc::new(Mutex::new(None)) },
             shutdown_grace: config.shutdown_grace,
             database_probe: None,
+            descriptor_set,
+            metrics: Metrics::new(),
         })
     }
 
@@ -92,13 +97,22 @@ impl GrpcServer {
         self
     }
 
+    /// Counts this server's RPCs into `metrics` (`grpc_server_*`) rather than into a
+    /// registry of its own that nobody scrapes.
+    pub fn with_metrics(mut self, metrics: &Metrics) -> Self {
+        self.metrics = metrics.clone();
+        self
+    }
+
     /// Serves until `shutdown` resolves, then reports NOT_SERVING, stops accepting,
     /// and lets in-flight RPCs finish for at most the configured `shutdown_grace`.
     ///
     /// # Errors
     /// A transport error from the server itself (not from individual RPCs).
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), tonic::transport::Error> {
-        let Self { listener, routes, health, shutdown_grace, database_probe } = self;
+        let local_addr = self.local_addr();
+        let Self { listener, routes, health, shutdown_grace, database_probe, descriptor_set, metrics } = self;
+        let descriptor_sets = [descriptor_set, tonic_health::pb::FILE_DESCRIPTOR_SET];
         health.set_serving(true).await;
         let probe = database_probe.map(|(pool, config)| database::watch_health(pool, &config, health.clone()));
         let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
@@ -122,8 +136,10 @@ impl GrpcServer {
                     // Translate gRPC-Web to gRPC first, so every layer below sees plain gRPC
                     // (and its trailers) whichever protocol the client spoke.
                     .layer(tonic_web::GrpcWebLayer::new())
-                    // One log line per RPC with its final status code and duration.
-                    .layer(RpcLogLayer),
+                    // One span per RPC continuing the caller's traceparent, go-grpc-middleware's
+                    // grpc_server_* metrics, and one log line at its end inside that span;
+                    // outermost after gRPC-Web so the span covers every layer below.
+                    .layer(observe::ServerLayer::new(&metrics, &descriptor_sets, local_addr)),
             )
             .add_routes(routes)
             .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
