@@ -2,8 +2,8 @@
 //! supervision shared by the `demo` driver and the system tests.
 //!
 //! Each service is started with its config in `*_`-prefixed env vars and port 0; its
-//! JSON log goes to a file, and the address it binds is read from its
-//! `"listening"` log line, so nothing waits on a fixed port or a sleep.
+//! JSON log goes to a file, and the addresses it binds (gRPC and the metrics endpoint)
+//! are read from its `"listening"` log line, so nothing waits on a fixed port or a sleep.
 
 #![warn(missing_docs)]
 
@@ -31,6 +31,8 @@ pub struct Service {
     pub name: String,
     /// `http://127.0.0.1:PORT`.
     pub address: String,
+    /// The metrics endpoint, `http://127.0.0.1:PORT` (`GET /metrics`).
+    pub admin_address: String,
     /// Where its stdout (JSON log lines) is copied.
     pub log_path: PathBuf,
     child: Child,
@@ -72,22 +74,29 @@ impl Service {
             let mut lines = BufReader::new(stdout).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 if bound.is_some()
-                    && let Some(address) = listening_address(&line)
+                    && let Some(addresses) = listening_addresses(&line)
                     && let Some(bound) = bound.take()
                 {
-                    let _ = bound.send(address);
+                    let _ = bound.send(addresses);
                 }
                 let _ = log.write_all(line.as_bytes()).await;
                 let _ = log.write_all(b"\n").await;
                 let _ = log.flush().await;
             }
         });
-        let address = match tokio::time::timeout(START_PATIENCE, address).await {
-            Ok(Ok(address)) => address,
+        let (address, admin_address) = match tokio::time::timeout(START_PATIENCE, address).await {
+            Ok(Ok(addresses)) => addresses,
             Ok(Err(_)) => bail!("{name} exited before it listened; see {}", log_path.display()),
             Err(_) => bail!("{name} did not listen within {START_PATIENCE:?}; see {}", log_path.display()),
         };
-        Ok(Self { name: name.to_owned(), address: format!("http://{address}"), log_path, child, copier: Some(copier) })
+        Ok(Self {
+            name: name.to_owned(),
+            address: format!("http://{address}"),
+            admin_address: format!("http://{admin_address}"),
+            log_path,
+            child,
+            copier: Some(copier),
+        })
     }
 
     /// Sends SIGTERM, waits for the process to exit and for its last log line to
@@ -130,20 +139,23 @@ impl Service {
     }
 }
 
-/// The address in a `{"message": "... listening", "address": "..."}` log line.
-fn listening_address(line: &str) -> Option<String> {
+/// The addresses in a `{"message": "... listening", "address": "...", "admin_address": "..."}`
+/// log line: gRPC, then the metrics endpoint.
+fn listening_addresses(line: &str) -> Option<(String, String)> {
     let value: Value = serde_json::from_str(line).ok()?;
     let message = value.get("message")?.as_str()?;
     if !message.ends_with("listening") {
         return None;
     }
-    value.get("address")?.as_str().map(str::to_owned)
+    let address = value.get("address")?.as_str()?.to_owned();
+    Some((address, value.get("admin_address")?.as_str()?.to_owned()))
 }
 
 /// Env vars for a users replica over the SQLite file `database`.
 pub fn users_env(database: &Path) -> Vec<(&'static str, String)> {
     vec![
         ("USERS_SERVER__PORT", "0".to_owned()),
+        ("USERS_ADMIN__PORT", "0".to_owned()),
         ("USERS_DATABASE__URL", format!("sqlite://{}?mode=rwc", database.display())),
     ]
 }
@@ -153,6 +165,7 @@ pub fn orders_env(database: &Path, users: &[&Service]) -> Vec<(&'static str, Str
     let endpoints: Vec<&str> = users.iter().map(|s| s.address.as_str()).collect();
     vec![
         ("ORDERS_SERVER__PORT", "0".to_owned()),
+        ("ORDERS_ADMIN__PORT", "0".to_owned()),
         ("ORDERS_DATABASE__URL", format!("sqlite://{}?mode=rwc", database.display())),
         ("ORDERS_USERS__ENDPOINTS", format!("[{}]", endpoints.join(","))),
     ]

@@ -5,6 +5,8 @@ use std::path::Path;
 use platform::{
     client::ClientConfig,
     config::{ConfigError, DatabaseConfig, LogConfig, ServerConfig},
+    metrics::AdminConfig,
+    otel::TelemetryConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -19,6 +21,12 @@ pub struct Config {
     pub database: DatabaseConfig,
     /// Logging: `log.level` (info), `log.format` (json).
     pub log: LogConfig,
+    /// Traces: `telemetry.otlp_endpoint` (none: no export; e.g. `http://jaeger:4317`,
+    /// env `ORDERS_TELEMETRY__OTLP_ENDPOINT`), `telemetry.service_name` (orders),
+    /// `telemetry.sampling_ratio` (1.0), `telemetry.export_timeout` (3s).
+    pub telemetry: TelemetryConfig,
+    /// Prometheus `GET /metrics`: `admin.host` (127.0.0.1), `admin.port` (9052).
+    pub admin: AdminConfig,
     /// The users service: `users.endpoints` (`["http://127.0.0.1:50051"]`),
     /// `users.timeout` (1s deadline per call), `users.connect_timeout` (500ms).
     pub users: ClientConfig,
@@ -46,6 +54,8 @@ impl Default for Config {
             server: ServerConfig::on_port(50052),
             database: DatabaseConfig::at("sqlite://orders.db?mode=rwc"),
             log: LogConfig::default(),
+            telemetry: TelemetryConfig::for_service("orders"),
+            admin: AdminConfig::on_port(9052),
             users: ClientConfig::with_endpoints(vec!["http://127.0.0.1:50051".to_owned()]),
             paging: PagingConfig { token_secret: String::new(), default_page_size: 50, max_page_size: 1000 },
         }

@@ -423,6 +423,8 @@ mod tests {
     use platform::{
         client::{RoundRobin, fixed},
         config::DatabaseConfig,
+        metrics::Metrics,
+        observe::ClientLayer,
     };
     use tokio_stream::StreamExt;
 
@@ -439,8 +441,9 @@ mod tests {
         MIGRATOR.run(&pool).await.expect("migrations apply on SQLite");
         let changes = Changes::local();
         let repository = OrderRepository::new(pool, changes.clone());
-        let users =
-            UsersClient::new(RoundRobin::new("users", fixed(vec![]), Duration::from_secs(1)), Duration::from_secs(1));
+        let channel = RoundRobin::new("users", fixed(vec![]), Duration::from_secs(1));
+        let observed = tower::Layer::layer(&ClientLayer::new(&Metrics::new(), &[], "users"), channel);
+        let users = UsersClient::new(observed, Duration::from_secs(1));
         let orders = Orders::new(repository.clone(), users, PageTokens::new("k"), changes.clone());
         (orders, repository, changes)
     }

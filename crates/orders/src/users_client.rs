@@ -7,21 +7,25 @@ use api::users::v1::{GetUserByEmailRequest, user_service_client::UserServiceClie
 use platform::{
     client::{RoundRobin, with_deadline},
     email::Email,
+    observe,
 };
 use tonic::Code;
 
 use crate::domain::Error;
 
+/// The channel users calls go through: observed (span, traceparent, metrics), then balanced.
+pub type UsersChannel = observe::Client<RoundRobin>;
+
 /// A typed client of `users.v1.UserService`.
 #[derive(Clone)]
 pub struct UsersClient {
-    client: UserServiceClient<RoundRobin>,
+    client: UserServiceClient<UsersChannel>,
     timeout: Duration,
 }
 
 impl UsersClient {
     /// Calls go through `channel`, each with deadline `timeout`.
-    pub fn new(channel: RoundRobin, timeout: Duration) -> Self {
+    pub fn new(channel: UsersChannel, timeout: Duration) -> Self {
         Self { client: UserServiceClient::new(channel), timeout }
     }
 

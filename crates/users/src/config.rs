@@ -2,7 +2,11 @@
 
 use std::path::Path;
 
-use platform::config::{ConfigError, DatabaseConfig, LogConfig, ServerConfig};
+use platform::{
+    config::{ConfigError, DatabaseConfig, LogConfig, ServerConfig},
+    metrics::AdminConfig,
+    otel::TelemetryConfig,
+};
 use serde::{Deserialize, Serialize};
 
 /// Everything the users service can be told. Keys are nested TOML sections; the env
@@ -16,6 +20,12 @@ pub struct Config {
     pub database: DatabaseConfig,
     /// Logging: `log.level` (info), `log.format` (json).
     pub log: LogConfig,
+    /// Traces: `telemetry.otlp_endpoint` (none: no export; e.g. `http://jaeger:4317`,
+    /// env `USERS_TELEMETRY__OTLP_ENDPOINT`), `telemetry.service_name` (users),
+    /// `telemetry.sampling_ratio` (1.0), `telemetry.export_timeout` (3s).
+    pub telemetry: TelemetryConfig,
+    /// Prometheus `GET /metrics`: `admin.host` (127.0.0.1), `admin.port` (9051).
+    pub admin: AdminConfig,
 }
 
 impl Default for Config {
@@ -24,6 +34,8 @@ impl Default for Config {
             server: ServerConfig::on_port(50051),
             database: DatabaseConfig::at("sqlite://users.db?mode=rwc"),
             log: LogConfig::default(),
+            telemetry: TelemetryConfig::for_service("users"),
+            admin: AdminConfig::on_port(9051),
         }
     }
 }
