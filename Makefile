@@ -3,6 +3,8 @@ SHELL := bash
 TOOLS := $(CURDIR)/.tools
 BUF := $(TOOLS)/bin/buf
 export GRPCURL := $(TOOLS)/bin/grpcurl
+export JAEGER := $(TOOLS)/bin/jaeger
+export PROMTOOL := $(TOOLS)/bin/promtool
 export STACK_BIN_DIR := $(CURDIR)/target/release
 
 .PHONY: demo test tools lint fmt release breaking up down
