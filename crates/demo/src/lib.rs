@@ -170,3 +170,54 @@ pub fn orders_env(database: &Path, users: &[&Service]) -> Vec<(&'static str, Str
         ("ORDERS_USERS__ENDPOINTS", format!("[{}]", endpoints.join(","))),
     ]
 }
+
+/// A fresh W3C `traceparent` for a request the caller starts, with the "sampled" flag:
+/// returns `(trace_id, header value)`. The trace id (32 lowercase hex digits) is what
+/// Jaeger shows and what the services' log lines carry as `trace_id`.
+pub fn new_traceparent() -> (String, String) {
+    // The first digit is fixed non-zero: some tools print trace ids without leading zeros.
+    let trace_id = format!("4{}", &uuid::Uuid::new_v4().simple().to_string()[1..]);
+    let span_id = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
+    let header = format!("00-{trace_id}-{span_id}-01");
+    (trace_id, header)
+}
+
+/// `message` as a request carrying `traceparent` (see [`new_traceparent`]).
+///
+/// # Errors
+/// When `traceparent` is not a valid header value.
+pub fn traced_request<T>(message: T, traceparent: &str) -> anyhow::Result<tonic::Request<T>> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("traceparent", traceparent.parse().context("a traceparent header value")?);
+    Ok(request)
+}
+
+/// The body of `GET {service.admin_address}/metrics` (Prometheus text format), fetched with curl.
+///
+/// # Errors
+/// When curl is missing or the endpoint does not answer 200.
+pub async fn scrape(service: &Service) -> anyhow::Result<String> {
+    let url = format!("{}/metrics", service.admin_address);
+    let output = Command::new("curl").args(["--silent", "--show-error", "--fail", &url]).output().await?;
+    if !output.status.success() {
+        bail!("GET {url} failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(String::from_utf8(output.stdout)?)
+}
+
+/// The sum of the samples of `name` in a Prometheus text body whose labels include
+/// all of `labels`; 0 when there is none (a counter that never moved has no series yet).
+pub fn sample(body: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    body.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, "}"));
+            if metric != name {
+                return None;
+            }
+            let all_match = labels.iter().all(|(key, wanted)| rest.contains(&format!("{key}=\"{wanted}\"")));
+            if all_match { value.parse::<f64>().ok() } else { None }
+        })
+        .sum()
+}
