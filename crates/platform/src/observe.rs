@@ -358,3 +358,90 @@ impl Drop for Call {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use api::users::v1::{
+        CreateUserRequest, CreateUserResponse, GetUserByEmailRequest, GetUserByEmailResponse, GetUserRequest,
+        GetUserResponse,
+        user_service_client::UserServiceClient,
+        user_service_server::{UserService, UserServiceServer},
+    };
+    use tokio::net::TcpListener;
+    use tokio_stream::wrappers::TcpListenerStream;
+    use tonic::{Request, Response};
+
+    use super::*;
+
+    /// A users service that remembers the traceparent each call arrived with and the
+    /// trace id of the span its handler ran in.
+    #[derive(Clone, Default)]
+    struct Recording(Arc<Mutex<Vec<(String, String)>>>);
+
+    #[tonic::async_trait]
+    impl UserService for Recording {
+        async fn create_user(&self, _: Request<CreateUserRequest>) -> Result<Response<CreateUserResponse>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+
+        async fn get_user(&self, _: Request<GetUserRequest>) -> Result<Response<GetUserResponse>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+
+        async fn get_user_by_email(
+            &self,
+            request: Request<GetUserByEmailRequest>,
+        ) -> Result<Response<GetUserByEmailResponse>, Status> {
+            use opentelemetry::trace::TraceContextExt;
+            let header = request.metadata().get("traceparent").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+            let handler_trace = Span::current().context().span().span_context().trace_id().to_string();
+            self.0.lock().expect("not poisoned").push((header, handler_trace));
+            Err(Status::not_found("nobody"))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_carries_its_trace_to_the_server_and_both_sides_count_it_with_its_code() {
+        crate::telemetry::init_for_tests();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let local = listener.local_addr().expect("addr");
+        let (server_metrics, client_metrics) = (Metrics::new(), Metrics::new());
+        let service = Recording::default();
+        let seen = service.0.clone();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .layer(ServerLayer::new(&server_metrics, &[api::FILE_DESCRIPTOR_SET], local))
+                .add_service(UserServiceServer::new(service))
+                .serve_with_incoming(TcpListenerStream::new(listener)),
+        );
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{local}")).expect("uri").connect_lazy();
+        let observed = ClientLayer::new(&client_metrics, &[api::FILE_DESCRIPTOR_SET], "users").layer(channel);
+        let mut client = UserServiceClient::new(observed);
+
+        let caller = tracing::info_span!("caller");
+        let caller_trace = {
+            use opentelemetry::trace::TraceContextExt;
+            caller.context().span().span_context().trace_id().to_string()
+        };
+        let status = client
+            .get_user_by_email(GetUserByEmailRequest { email: "a@example.com".into() })
+            .instrument(caller)
+            .await
+            .expect_err("nobody has that email");
+        assert_eq!(status.code(), Code::NotFound);
+
+        let seen = seen.lock().expect("not poisoned").clone();
+        assert_eq!(seen.len(), 1);
+        let (header, handler_trace) = &seen[0];
+        assert!(header.starts_with(&format!("00-{caller_trace}-")), "traceparent {header:?} continues {caller_trace}");
+        assert_eq!(handler_trace, &caller_trace, "the handler runs in a span of the caller's trace");
+        let counted = r#"{grpc_code="NotFound",grpc_method="GetUserByEmail",grpc_service="users.v1.UserService",grpc_type="unary"} 1"#;
+        let server_text = server_metrics.render();
+        assert!(server_text.contains(&format!("grpc_server_handled_total{counted}")), "{server_text}");
+        // Both sides count before the trailers move on, so both counts are in by now.
+        let client_text = client_metrics.render();
+        assert!(client_text.contains(&format!("grpc_client_handled_total{counted}")), "{client_text}");
+    }
+}
