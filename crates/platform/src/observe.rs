@@ -253,7 +253,11 @@ impl<B: Body> Body for ObservedBody<B> {
         let frame = ready!(this.inner.poll_frame(cx));
         match &frame {
             Some(Ok(frame)) => {
-                if let (Some(trailers), Some(call)) = (frame.trailers_ref(), this.call.take()) {
+                // Take the call only at the trailers: taking it at a data frame would drop
+                // it, and a dropped call ends as Cancelled.
+                if let Some(trailers) = frame.trailers_ref()
+                    && let Some(call) = this.call.take()
+                {
                     call.end(grpc_status(trailers).unwrap_or(Code::Unknown));
                 }
             }
@@ -383,7 +387,7 @@ mod tests {
     #[tonic::async_trait]
     impl UserService for Recording {
         async fn create_user(&self, _: Request<CreateUserRequest>) -> Result<Response<CreateUserResponse>, Status> {
-            Err(Status::unimplemented("not in this test"))
+            Ok(Response::new(CreateUserResponse { user: None }))
         }
 
         async fn get_user(&self, _: Request<GetUserRequest>) -> Result<Response<GetUserResponse>, Status> {
@@ -443,5 +447,13 @@ mod tests {
         // Both sides count before the trailers move on, so both counts are in by now.
         let client_text = client_metrics.render();
         assert!(client_text.contains(&format!("grpc_client_handled_total{counted}")), "{client_text}");
+
+        // A response with a message ends with its trailers, not as a cancellation.
+        client.create_user(CreateUserRequest::default()).await.expect("created");
+        let ok = r#"{grpc_code="OK",grpc_method="CreateUser",grpc_service="users.v1.UserService",grpc_type="unary"} 1"#;
+        let server_text = server_metrics.render();
+        assert!(server_text.contains(&format!("grpc_server_handled_total{ok}")), "{server_text}");
+        let client_text = client_metrics.render();
+        assert!(client_text.contains(&format!("grpc_client_handled_total{ok}")), "{client_text}");
     }
 }
