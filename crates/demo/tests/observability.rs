@@ -30,16 +30,15 @@ const POLL: Duration = Duration::from_millis(200);
 /// # Panics
 /// When it is missing: this test must not pass without the real tool.
 fn tool(var: &str, name: &str) -> PathBuf {
-    if let Some(path) = std::env::var_os(var) {
-        return PathBuf::from(path);
-    }
-    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.tools/bin").join(name);
+    let path = std::env::var_os(var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.tools/bin").join(name));
     assert!(
-        built.is_file(),
-        "{name} not found at {} and ${var} is unset: run scripts/install-tools.sh (or `make tools`)",
-        built.display()
+        path.is_file(),
+        "{name} not found at {} (${var} or .tools/bin): run scripts/install-tools.sh (or `make tools`)",
+        path.display()
     );
-    built
+    path
 }
 
 /// A port that was free a moment ago on 127.0.0.1 (Jaeger cannot be told to pick one).
