@@ -2,8 +2,8 @@
 //! supervision shared by the `demo` driver and the system tests.
 //!
 //! Each service is started with its config in `*_`-prefixed env vars and port 0; its
-//! JSON log goes to a file, and the address it binds is read from its
-//! `"listening"` log line, so nothing waits on a fixed port or a sleep.
+//! JSON log goes to a file, and the addresses it binds (gRPC and the metrics endpoint)
+//! are read from its `"listening"` log line, so nothing waits on a fixed port or a sleep.
 
 #![warn(missing_docs)]
 
@@ -33,6 +33,8 @@ pub struct Service {
     pub name: String,
     /// `http://127.0.0.1:PORT`.
     pub address: String,
+    /// The metrics endpoint, `http://127.0.0.1:PORT` (`GET /metrics`).
+    pub admin_address: String,
     /// Where its stdout (JSON log lines) is copied.
     pub log_path: PathBuf,
     child: Child,
@@ -74,22 +76,29 @@ impl Service {
             let mut lines = BufReader::new(stdout).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 if bound.is_some()
-                    && let Some(address) = listening_address(&line)
+                    && let Some(addresses) = listening_addresses(&line)
                     && let Some(bound) = bound.take()
                 {
-                    let _ = bound.send(address);
+                    let _ = bound.send(addresses);
                 }
                 let _ = log.write_all(line.as_bytes()).await;
                 let _ = log.write_all(b"\n").await;
                 let _ = log.flush().await;
             }
         });
-        let address = match tokio::time::timeout(START_PATIENCE, address).await {
-            Ok(Ok(address)) => address,
+        let (address, admin_address) = match tokio::time::timeout(START_PATIENCE, address).await {
+            Ok(Ok(addresses)) => addresses,
             Ok(Err(_)) => bail!("{name} exited before it listened; see {}", log_path.display()),
             Err(_) => bail!("{name} did not listen within {START_PATIENCE:?}; see {}", log_path.display()),
         };
-        Ok(Self { name: name.to_owned(), address: format!("http://{address}"), log_path, child, copier: Some(copier) })
+        Ok(Self {
+            name: name.to_owned(),
+            address: format!("http://{address}"),
+            admin_address: format!("http://{admin_address}"),
+            log_path,
+            child,
+            copier: Some(copier),
+        })
     }
 
     /// Sends SIGTERM, waits for the process to exit and for its last log line to
@@ -149,20 +158,23 @@ impl Service {
     }
 }
 
-/// The address in a `{"message": "... listening", "address": "..."}` log line.
-fn listening_address(line: &str) -> Option<String> {
+/// The addresses in a `{"message": "... listening", "address": "...", "admin_address": "..."}`
+/// log line: gRPC, then the metrics endpoint.
+fn listening_addresses(line: &str) -> Option<(String, String)> {
     let value: Value = serde_json::from_str(line).ok()?;
     let message = value.get("message")?.as_str()?;
     if !message.ends_with("listening") {
         return None;
     }
-    value.get("address")?.as_str().map(str::to_owned)
+    let address = value.get("address")?.as_str()?.to_owned();
+    Some((address, value.get("admin_address")?.as_str()?.to_owned()))
 }
 
 /// Env vars for a users replica over the SQLite file `database`.
 pub fn users_env(database: &Path) -> Vec<(&'static str, String)> {
     vec![
         ("USERS_SERVER__PORT", "0".to_owned()),
+        ("USERS_ADMIN__PORT", "0".to_owned()),
         ("USERS_DATABASE__URL", format!("sqlite://{}?mode=rwc", database.display())),
     ]
 }
@@ -172,7 +184,59 @@ pub fn orders_env(database: &Path, users: &[&Service]) -> Vec<(&'static str, Str
     let endpoints: Vec<&str> = users.iter().map(|s| s.address.as_str()).collect();
     vec![
         ("ORDERS_SERVER__PORT", "0".to_owned()),
+        ("ORDERS_ADMIN__PORT", "0".to_owned()),
         ("ORDERS_DATABASE__URL", format!("sqlite://{}?mode=rwc", database.display())),
         ("ORDERS_USERS__ENDPOINTS", format!("[{}]", endpoints.join(","))),
     ]
+}
+
+/// A fresh W3C `traceparent` for a request the caller starts, with the "sampled" flag:
+/// returns `(trace_id, header value)`. The trace id (32 lowercase hex digits) is what
+/// Jaeger shows and what the services' log lines carry as `trace_id`.
+pub fn new_traceparent() -> (String, String) {
+    // The first digit is fixed non-zero: some tools print trace ids without leading zeros.
+    let trace_id = format!("4{}", &uuid::Uuid::new_v4().simple().to_string()[1..]);
+    let span_id = uuid::Uuid::new_v4().simple().to_string()[..16].to_owned();
+    let header = format!("00-{trace_id}-{span_id}-01");
+    (trace_id, header)
+}
+
+/// `message` as a request carrying `traceparent` (see [`new_traceparent`]).
+///
+/// # Errors
+/// When `traceparent` is not a valid header value.
+pub fn traced_request<T>(message: T, traceparent: &str) -> anyhow::Result<tonic::Request<T>> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("traceparent", traceparent.parse().context("a traceparent header value")?);
+    Ok(request)
+}
+
+/// The body of `GET {service.admin_address}/metrics` (Prometheus text format), fetched with curl.
+///
+/// # Errors
+/// When curl is missing or the endpoint does not answer 200.
+pub async fn scrape(service: &Service) -> anyhow::Result<String> {
+    let url = format!("{}/metrics", service.admin_address);
+    let output = Command::new("curl").args(["--silent", "--show-error", "--fail", &url]).output().await?;
+    if !output.status.success() {
+        bail!("GET {url} failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    Ok(String::from_utf8(output.stdout)?)
+}
+
+/// The sum of the samples of `name` in a Prometheus text body whose labels include
+/// all of `labels`; 0 when there is none (a counter that never moved has no series yet).
+pub fn sample(body: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    body.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, "}"));
+            if metric != name {
+                return None;
+            }
+            let all_match = labels.iter().all(|(key, wanted)| rest.contains(&format!("{key}=\"{wanted}\"")));
+            if all_match { value.parse::<f64>().ok() } else { None }
+        })
+        .sum()
 }

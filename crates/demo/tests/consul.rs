@@ -61,6 +61,7 @@ async fn start_users(name: &str, dir: &Path, consul: &ConsulAgent) -> Service {
 async fn start_orders(dir: &Path, consul: &ConsulAgent) -> Service {
     let mut env = vec![
         ("ORDERS_SERVER__PORT".to_owned(), "0".to_owned()),
+        ("ORDERS_ADMIN__PORT".to_owned(), "0".to_owned()),
         ("ORDERS_DATABASE__URL".to_owned(), format!("sqlite://{}?mode=rwc", dir.join("orders.db").display())),
         ("ORDERS_USERS__RESOLVER".to_owned(), "consul".to_owned()),
         ("ORDERS_USERS__CONSUL_WAIT".to_owned(), "10s".to_owned()),

@@ -10,11 +10,14 @@ use platform::{
     consul::Consul,
     database::{self, Backend},
     discovery::ResolverKind,
+    metrics::{AdminServer, Metrics},
+    observe::ClientLayer,
     server::GrpcServer,
     shutdown,
 };
 use sqlx::AnyPool;
 use tokio::task::JoinHandle;
+use tower::Layer;
 
 use crate::{
     changes::Changes,
@@ -29,6 +32,7 @@ use crate::{
 /// A built orders service: database ready, listener bound, not yet serving.
 pub struct App {
     server: GrpcServer,
+    admin: AdminServer,
     pool: AnyPool,
     listener: Option<JoinHandle<()>>,
 }
@@ -36,8 +40,9 @@ pub struct App {
 impl App {
     /// Connects to `config.database`, applies migrations, starts listening for other
     /// replicas' changes (PostgreSQL), builds the users client over the resolver
-    /// `users.resolver` names, and binds `config.server` (port 0 picks a free port).
-    /// With `registration.enabled`, the instance registers in Consul once it serves.
+    /// `users.resolver` names, and binds `config.server` (port 0 picks a free port) and
+    /// the metrics endpoint `config.admin`. With `registration.enabled`, the instance
+    /// registers in Consul once it serves.
     ///
     /// # Errors
     /// When the database cannot be reached or migrated, an endpoint is malformed, or
@@ -45,6 +50,8 @@ impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let pool = database::connect(&config.database).await.context("connect to the database (database.url)")?;
         MIGRATOR.run(&pool).await.context("apply database migrations")?;
+        let metrics = Metrics::new();
+        metrics.register_pool(pool.clone()).context("register the pool metrics")?;
         let (changes, listener) = match Backend::of_url(&config.database.url).map_err(anyhow::Error::msg)? {
             Backend::Postgres => {
                 let (changes, task) =
@@ -59,6 +66,8 @@ impl App {
         let resolver = client::resolver("users", &config.users, consul.as_ref()).map_err(anyhow::Error::msg)?;
         let users = ResilientChannel::new("users", &config.users, resolver, api::FILE_DESCRIPTOR_SET)
             .context("decode the users API descriptor")?;
+        // A client span per call (traceparent to users) and grpc_client_* metrics.
+        let users = ClientLayer::new(&metrics, &[api::FILE_DESCRIPTOR_SET], "users").layer(users);
         let orders = Orders::new(
             OrderRepository::new(pool.clone(), changes.clone()),
             UsersClient::new(users),
@@ -69,17 +78,26 @@ impl App {
             .await
             .with_context(|| format!("bind {} (server.host, server.port)", config.server.addr()))?
             .add_service(OrderServiceServer::new(OrderGrpc::new(orders, config.paging)))
-            .probe_database(pool.clone(), &config.database);
+            .probe_database(pool.clone(), &config.database)
+            .with_metrics(&metrics);
         if let (true, Some(consul)) = (config.registration.enabled, consul) {
             server = server.register_in(consul, &config.registration, env!("CARGO_PKG_VERSION"));
         }
-        tracing::info!(address = %server.local_addr(), "orders listening");
-        Ok(Self { server, pool, listener })
+        let admin = AdminServer::bind(&config.admin, metrics)
+            .await
+            .with_context(|| format!("bind {} (admin.host, admin.port)", config.admin.addr()))?;
+        tracing::info!(address = %server.local_addr(), admin_address = %admin.local_addr(), "orders listening");
+        Ok(Self { server, admin, pool, listener })
     }
 
     /// The bound port.
     pub fn port(&self) -> u16 {
         self.server.local_addr().port()
+    }
+
+    /// The bound port of the metrics endpoint (`GET /metrics`).
+    pub fn admin_port(&self) -> u16 {
+        self.admin.local_addr().port()
     }
 
     /// Serves until SIGTERM or SIGINT, then drains (see [`GrpcServer::serve`]).
@@ -90,12 +108,20 @@ impl App {
         self.run_until(shutdown::signal()).await
     }
 
-    /// Serves until `stop` resolves, then drains. Tests pass their own `stop`.
+    /// Serves until `stop` resolves, then drains. The metrics endpoint answers until
+    /// the gRPC server has drained. Tests pass their own `stop`.
     ///
     /// # Errors
     /// A transport error of the server.
     pub async fn run_until(self, stop: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
-        self.server.serve(stop).await?;
+        let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let admin = tokio::spawn(self.admin.serve(async move {
+            let _ = admin_stopped.await;
+        }));
+        let served = self.server.serve(stop).await;
+        let _ = stop_admin.send(());
+        let _ = admin.await;
+        served?;
         if let Some(listener) = self.listener {
             listener.abort();
         }

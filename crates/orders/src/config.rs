@@ -6,6 +6,8 @@ use platform::{
     client::ClientConfig,
     config::{ConfigError, DatabaseConfig, LogConfig, ServerConfig},
     consul::ConsulConfig,
+    metrics::AdminConfig,
+    otel::TelemetryConfig,
     registration::RegistrationConfig,
 };
 use serde::{Deserialize, Serialize};
@@ -22,6 +24,12 @@ pub struct Config {
     pub database: DatabaseConfig,
     /// Logging: `log.level` (info), `log.format` (json).
     pub log: LogConfig,
+    /// Traces: `telemetry.otlp_endpoint` (none: no export; e.g. `http://jaeger:4317`,
+    /// env `ORDERS_TELEMETRY__OTLP_ENDPOINT`), `telemetry.service_name` (orders),
+    /// `telemetry.sampling_ratio` (1.0), `telemetry.export_timeout` (3s).
+    pub telemetry: TelemetryConfig,
+    /// Prometheus `GET /metrics`: `admin.host` (127.0.0.1), `admin.port` (9052).
+    pub admin: AdminConfig,
     /// The users service: `users.resolver` (`static`, `consul` or `dns`),
     /// `users.endpoints` (`["http://127.0.0.1:50051"]`), `users.consul_service` (`users`),
     /// `users.timeout` (1s deadline per call), retries, budget and outlier detection:
@@ -55,6 +63,8 @@ impl Default for Config {
             server: ServerConfig::on_port(50052),
             database: DatabaseConfig::at("sqlite://orders.db?mode=rwc"),
             log: LogConfig::default(),
+            telemetry: TelemetryConfig::for_service("orders"),
+            admin: AdminConfig::on_port(9052),
             users: ClientConfig {
                 consul_service: "users".to_owned(),
                 ..ClientConfig::with_endpoints(vec!["http://127.0.0.1:50051".to_owned()])

@@ -424,6 +424,8 @@ mod tests {
         client::{ClientConfig, ResilientChannel},
         config::DatabaseConfig,
         discovery,
+        metrics::Metrics,
+        observe::ClientLayer,
     };
     use tokio_stream::StreamExt;
 
@@ -443,7 +445,8 @@ mod tests {
         let channel =
             ResilientChannel::new("users", &ClientConfig::with_endpoints(vec![]), discovery::fixed(vec![]), &[])
                 .expect("an empty descriptor set decodes");
-        let users = UsersClient::new(channel);
+        let observed = tower::Layer::layer(&ClientLayer::new(&Metrics::new(), &[], "users"), channel);
+        let users = UsersClient::new(observed);
         let orders = Orders::new(repository.clone(), users, PageTokens::new("k"), changes.clone());
         (orders, repository, changes)
     }

@@ -3,10 +3,11 @@
 use std::time::SystemTime;
 
 use platform::{
-    database::{from_micros, is_unavailable, to_micros},
+    database::{self, from_micros, is_unavailable, to_micros},
     email::Email,
 };
 use sqlx::{Any, AnyPool, FromRow, Transaction};
+use tracing::Instrument;
 
 use crate::{
     changes::{CHANNEL, Changes},
@@ -77,6 +78,7 @@ impl OrderRepository {
         .bind(created_at)
         .bind(key.map(|k| k.as_str().to_owned()))
         .execute(&mut *tx)
+        .instrument(database::span(&self.pool, "INSERT", "orders"))
         .await
         .map_err(storage_error)?
         .rows_affected();
@@ -113,6 +115,7 @@ impl OrderRepository {
             .bind(id.to_string())
             .bind(from.number())
             .execute(&mut *tx)
+            .instrument(database::span(&self.pool, "UPDATE", "orders"))
             .await
             .map_err(storage_error)?
             .rows_affected();
@@ -124,6 +127,7 @@ impl OrderRepository {
         let order = sqlx::query_as::<_, OrderRow>(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
             .bind(id.to_string())
             .fetch_one(&mut *tx)
+            .instrument(database::span(&self.pool, "SELECT", "orders"))
             .await
             .map_err(storage_error)?;
         tx.commit().await.map_err(storage_error)?;
@@ -139,6 +143,7 @@ impl OrderRepository {
         let row = sqlx::query_as::<_, OrderRow>(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
             .bind(id.to_string())
             .fetch_optional(&self.pool)
+            .instrument(database::span(&self.pool, "SELECT", "orders"))
             .await
             .map_err(storage_error)?;
         row.map(Order::try_from).transpose()
@@ -153,6 +158,7 @@ impl OrderRepository {
             sqlx::query_as::<_, OrderRow>(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE idempotency_key = $1"))
                 .bind(key.as_str())
                 .fetch_optional(&self.pool)
+                .instrument(database::span(&self.pool, "SELECT", "orders"))
                 .await
                 .map_err(storage_error)?;
         row.map(Order::try_from).transpose()
@@ -183,7 +189,12 @@ impl OrderRepository {
         }
         sql.push_str(&format!(" ORDER BY id LIMIT ${}", binds.len() + 1));
         let query = binds.into_iter().fold(sqlx::query_as::<_, OrderRow>(&sql), |query, value| query.bind(value));
-        let rows = query.bind(i64::from(limit)).fetch_all(&self.pool).await.map_err(storage_error)?;
+        let rows = query
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .instrument(database::span(&self.pool, "SELECT", "orders"))
+            .await
+            .map_err(storage_error)?;
         rows.into_iter().map(Order::try_from).collect()
     }
 
@@ -197,6 +208,7 @@ impl OrderRepository {
         )
         .bind(id.to_string())
         .fetch_all(&self.pool)
+        .instrument(database::span(&self.pool, "SELECT", "order_events"))
         .await
         .map_err(storage_error)?;
         rows.into_iter().map(OrderEvent::try_from).collect()
@@ -214,6 +226,7 @@ impl OrderRepository {
             .bind(reached.number())
             .bind(to_micros(at))
             .execute(&mut **tx)
+            .instrument(database::span(&self.pool, "INSERT", "order_events"))
             .await
             .map_err(storage_error)?;
         if self.changes.via_postgres() {

@@ -2,20 +2,24 @@
 //! resilient channel (deadlines, retries, balancing and ejection live there).
 
 use api::users::v1::{GetUserByEmailRequest, user_service_client::UserServiceClient};
-use platform::{client::ResilientChannel, email::Email};
+use platform::{client::ResilientChannel, email::Email, observe};
 use tonic::Code;
 
 use crate::domain::Error;
 
+/// The channel users calls go through: observed (span, traceparent, metrics), then
+/// the resilient channel (deadline, retries, balancing).
+pub type UsersChannel = observe::Client<ResilientChannel>;
+
 /// A typed client of `users.v1.UserService`.
 #[derive(Clone)]
 pub struct UsersClient {
-    client: UserServiceClient<ResilientChannel>,
+    client: UserServiceClient<UsersChannel>,
 }
 
 impl UsersClient {
     /// Calls go through `channel`.
-    pub fn new(channel: ResilientChannel) -> Self {
+    pub fn new(channel: UsersChannel) -> Self {
         Self { client: UserServiceClient::new(channel) }
     }
 

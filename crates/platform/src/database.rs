@@ -26,6 +26,36 @@ impl Backend {
             _ => Err("the scheme must be postgres:// or sqlite://".to_owned()),
         }
     }
+
+    /// The backend of `pool`, from the scheme of the URL it connects to; `None` for a
+    /// scheme this module does not know.
+    pub fn of_pool(pool: &AnyPool) -> Option<Self> {
+        Self::of_url(pool.connect_options().database_url.as_str()).ok()
+    }
+
+    /// The OpenTelemetry `db.system` value: `postgresql` or `sqlite`.
+    pub fn system(self) -> &'static str {
+        match self {
+            Self::Postgres => "postgresql",
+            Self::Sqlite => "sqlite",
+        }
+    }
+}
+
+/// A span for one database call on `pool`, to `.instrument()` the query's future
+/// with: OpenTelemetry's database conventions (`db.system`, `db.operation` such as
+/// `SELECT`, `db.sql.table`), named `"{operation} {table}"`. It is a child of the
+/// current span (the RPC's). Never add the statement's parameters: they hold user data.
+pub fn span(pool: &AnyPool, operation: &'static str, table: &'static str) -> tracing::Span {
+    let system = Backend::of_pool(pool).map_or("other_sql", Backend::system);
+    tracing::info_span!(
+        "db.query",
+        otel.name = format!("{operation} {table}"),
+        otel.kind = "client",
+        db.system = system,
+        db.operation = operation,
+        db.sql.table = table,
+    )
 }
 
 /// Opens a pool to `config.url` and checks one connection.

@@ -1,5 +1,5 @@
-//! What both services share, one module per concern: config, telemetry, the gRPC
-//! server stack, the database pool, the balanced client, shutdown.
+//! What both services share, one module per concern: config, telemetry (logs and
+//! traces), metrics, the gRPC server stack, the database pool, the balanced client, shutdown.
 //!
 //! These are modules, not a framework: each service's `app.rs` calls them in a few
 //! lines and stays in charge of its own start-up.
@@ -15,8 +15,10 @@ pub mod deadline;
 pub mod discovery;
 pub mod email;
 pub mod id;
+pub mod metrics;
+pub mod observe;
+pub mod otel;
 pub mod registration;
-pub mod rpc_log;
 pub mod server;
 pub mod shutdown;
 pub mod status;

@@ -21,8 +21,9 @@ use crate::{
     config::{DatabaseConfig, ServerConfig},
     consul::{AgentServiceRegistration, Consul},
     database, deadline,
+    metrics::Metrics,
+    observe,
     registration::{Registered, RegistrationConfig},
-    rpc_log::RpcLogLayer,
 };
 
 /// A bound, not yet serving, gRPC server with `grpc.health.v1.Health` and server
@@ -35,6 +36,8 @@ pub struct GrpcServer {
     shutdown_grace: Duration,
     database_probe: Option<(AnyPool, DatabaseConfig)>,
     registration: Option<(Consul, AgentServiceRegistration, Duration)>,
+    descriptor_set: &'static [u8],
+    metrics: Metrics,
 }
 
 impl GrpcServer {
@@ -59,6 +62,8 @@ impl GrpcServer {
             shutdown_grace: config.shutdown_grace,
             database_probe: None,
             registration: None,
+            descriptor_set,
+            metrics: Metrics::new(),
         })
     }
 
@@ -107,6 +112,13 @@ impl GrpcServer {
         self
     }
 
+    /// Counts this server's RPCs into `metrics` (`grpc_server_*`) rather than into a
+    /// registry of its own that nobody scrapes.
+    pub fn with_metrics(mut self, metrics: &Metrics) -> Self {
+        self.metrics = metrics.clone();
+        self
+    }
+
     /// Serves until `shutdown` resolves, then drains as a lame duck: reports
     /// NOT_SERVING, leaves Consul, keeps accepting calls for `drain_period` (clients
     /// still routing here are not failed), then closes the listener and lets in-flight
@@ -115,7 +127,19 @@ impl GrpcServer {
     /// # Errors
     /// A transport error from the server itself (not from individual RPCs).
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), tonic::transport::Error> {
-        let Self { listener, routes, health, drain_period, shutdown_grace, database_probe, registration } = self;
+        let local_addr = self.local_addr();
+        let Self {
+            listener,
+            routes,
+            health,
+            drain_period,
+            shutdown_grace,
+            database_probe,
+            registration,
+            descriptor_set,
+            metrics,
+        } = self;
+        let descriptor_sets = [descriptor_set, tonic_health::pb::FILE_DESCRIPTOR_SET];
         health.set_serving(true).await;
         let probe = database_probe.map(|(pool, config)| database::watch_health(pool, &config, health.clone()));
         let registered = registration.map(|(consul, instance, refresh)| Registered::start(consul, instance, refresh));
@@ -151,8 +175,10 @@ impl GrpcServer {
                     // Translate gRPC-Web to gRPC first, so every layer below sees plain gRPC
                     // (and its trailers) whichever protocol the client spoke.
                     .layer(tonic_web::GrpcWebLayer::new())
-                    // One log line per RPC with its final status code and duration.
-                    .layer(RpcLogLayer)
+                    // One span per RPC continuing the caller's traceparent, go-grpc-middleware's
+                    // grpc_server_* metrics, and one log line at its end inside that span;
+                    // outermost after gRPC-Web so the span covers every layer below.
+                    .layer(observe::ServerLayer::new(&metrics, &descriptor_sets, local_addr))
                     // Remember each call's deadline, so the calls it makes upstream
                     // carry what remains of it (deadline propagation).
                     .layer(deadline::PropagateLayer),

@@ -5,7 +5,13 @@ use std::future::Future;
 
 use anyhow::Context;
 use api::users::v1::user_service_server::UserServiceServer;
-use platform::{consul::Consul, database, server::GrpcServer, shutdown};
+use platform::{
+    consul::Consul,
+    database,
+    metrics::{AdminServer, Metrics},
+    server::GrpcServer,
+    shutdown,
+};
 use sqlx::AnyPool;
 
 use crate::{
@@ -18,12 +24,14 @@ use crate::{
 /// A built users service: database ready, listener bound, not yet serving.
 pub struct App {
     server: GrpcServer,
+    admin: AdminServer,
     pool: AnyPool,
 }
 
 impl App {
     /// Connects to `config.database`, applies migrations, and binds `config.server`
-    /// (port 0 picks a free port; see [`App::port`]). With `registration.enabled`, the
+    /// (port 0 picks a free port; see [`App::port`]) and the metrics endpoint
+    /// `config.admin` (see [`App::admin_port`]). With `registration.enabled`, the
     /// instance registers in Consul once it serves.
     ///
     /// # Errors
@@ -32,23 +40,34 @@ impl App {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let pool = database::connect(&config.database).await.context("connect to the database (database.url)")?;
         MIGRATOR.run(&pool).await.context("apply database migrations")?;
+        let metrics = Metrics::new();
+        metrics.register_pool(pool.clone()).context("register the pool metrics")?;
         let users = Users::new(UserRepository::new(pool.clone()));
         let mut server = GrpcServer::bind(&config.server, api::FILE_DESCRIPTOR_SET)
             .await
             .with_context(|| format!("bind {} (server.host, server.port)", config.server.addr()))?
             .add_service(UserServiceServer::new(UserGrpc::new(users)))
-            .probe_database(pool.clone(), &config.database);
+            .probe_database(pool.clone(), &config.database)
+            .with_metrics(&metrics);
         if config.registration.enabled {
             let consul = Consul::new(&config.consul)?;
             server = server.register_in(consul, &config.registration, env!("CARGO_PKG_VERSION"));
         }
-        tracing::info!(address = %server.local_addr(), "users listening");
-        Ok(Self { server, pool })
+        let admin = AdminServer::bind(&config.admin, metrics)
+            .await
+            .with_context(|| format!("bind {} (admin.host, admin.port)", config.admin.addr()))?;
+        tracing::info!(address = %server.local_addr(), admin_address = %admin.local_addr(), "users listening");
+        Ok(Self { server, admin, pool })
     }
 
     /// The bound port.
     pub fn port(&self) -> u16 {
         self.server.local_addr().port()
+    }
+
+    /// The bound port of the metrics endpoint (`GET /metrics`).
+    pub fn admin_port(&self) -> u16 {
+        self.admin.local_addr().port()
     }
 
     /// Serves until SIGTERM or SIGINT, then drains (see [`GrpcServer::serve`]).
@@ -59,12 +78,20 @@ impl App {
         self.run_until(shutdown::signal()).await
     }
 
-    /// Serves until `stop` resolves, then drains. Tests pass their own `stop`.
+    /// Serves until `stop` resolves, then drains. The metrics endpoint answers until
+    /// the gRPC server has drained. Tests pass their own `stop`.
     ///
     /// # Errors
     /// A transport error of the server.
     pub async fn run_until(self, stop: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
-        self.server.serve(stop).await?;
+        let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let admin = tokio::spawn(self.admin.serve(async move {
+            let _ = admin_stopped.await;
+        }));
+        let served = self.server.serve(stop).await;
+        let _ = stop_admin.send(());
+        let _ = admin.await;
+        served?;
         self.pool.close().await;
         Ok(())
     }

@@ -5,6 +5,8 @@ use std::path::Path;
 use platform::{
     config::{ConfigError, DatabaseConfig, LogConfig, ServerConfig},
     consul::ConsulConfig,
+    metrics::AdminConfig,
+    otel::TelemetryConfig,
     registration::RegistrationConfig,
 };
 use serde::{Deserialize, Serialize};
@@ -25,6 +27,12 @@ pub struct Config {
     pub consul: ConsulConfig,
     /// This instance in Consul: `registration.enabled` (false), `registration.service` (`users`), ….
     pub registration: RegistrationConfig,
+    /// Traces: `telemetry.otlp_endpoint` (none: no export; e.g. `http://jaeger:4317`,
+    /// env `USERS_TELEMETRY__OTLP_ENDPOINT`), `telemetry.service_name` (users),
+    /// `telemetry.sampling_ratio` (1.0), `telemetry.export_timeout` (3s).
+    pub telemetry: TelemetryConfig,
+    /// Prometheus `GET /metrics`: `admin.host` (127.0.0.1), `admin.port` (9051).
+    pub admin: AdminConfig,
 }
 
 impl Default for Config {
@@ -35,6 +43,8 @@ impl Default for Config {
             log: LogConfig::default(),
             consul: ConsulConfig::default(),
             registration: RegistrationConfig::for_service("users"),
+            telemetry: TelemetryConfig::for_service("users"),
+            admin: AdminConfig::on_port(9051),
         }
     }
 }

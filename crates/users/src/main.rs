@@ -1,9 +1,9 @@
-//! The users binary: load config, start logging, build the app, serve until SIGTERM.
+//! The users binary: load config, start logs and traces, build the app, serve until SIGTERM, flush traces.
 
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::Parser;
-use platform::telemetry;
+use platform::{otel::Tracing, telemetry};
 use users::{App, Config};
 
 /// Command line of the users service; everything else is config.
@@ -22,17 +22,23 @@ async fn main() -> ExitCode {
         Ok(config) => config,
         Err(error) => return exit("config", error, 78),
     };
-    match telemetry::subscriber(&config.log, std::io::stdout) {
+    let tracing = match Tracing::start(&config.telemetry) {
+        Ok(tracing) => tracing,
+        Err(error) => return exit("config", error, 78),
+    };
+    match telemetry::subscriber(&config.log, tracing.tracer(), std::io::stdout) {
         Ok(subscriber) => telemetry::init(subscriber),
         Err(error) => return exit("config", error, 78),
     }
-    let app = match App::build(config).await {
-        Ok(app) => app,
-        Err(error) => return exit("start-up", format!("{error:#}"), 1),
+    let result = match App::build(config).await {
+        Ok(app) => app.run_until_stopped().await.map_err(|error| ("server", error)),
+        Err(error) => Err(("start-up", error)),
     };
-    match app.run_until_stopped().await {
+    // Export the spans still queued, whatever happened.
+    tracing.shutdown().await;
+    match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => exit("server", format!("{error:#}"), 1),
+        Err((stage, error)) => exit(stage, format!("{error:#}"), 1),
     }
 }
 

@@ -1,10 +1,11 @@
 //! Storage of users over sqlx; the same SQL runs on PostgreSQL and SQLite.
 
 use platform::{
-    database::{from_micros, is_unavailable, to_micros},
+    database::{self, from_micros, is_unavailable, to_micros},
     email::Email,
 };
 use sqlx::{AnyPool, FromRow, error::ErrorKind};
+use tracing::Instrument;
 
 use crate::domain::{Error, User, UserId, UserName};
 
@@ -43,6 +44,7 @@ impl UserRepository {
             .bind(user.name.as_str())
             .bind(to_micros(user.created_at))
             .execute(&self.pool)
+            .instrument(database::span(&self.pool, "INSERT", "users"))
             .await
             .map_err(|e| match &e {
                 sqlx::Error::Database(db) if db.kind() == ErrorKind::UniqueViolation => {
@@ -61,6 +63,7 @@ impl UserRepository {
         let row = sqlx::query_as::<_, UserRow>("SELECT id, email, name, created_at FROM users WHERE id = $1")
             .bind(id.to_string())
             .fetch_optional(&self.pool)
+            .instrument(database::span(&self.pool, "SELECT", "users"))
             .await
             .map_err(storage_error)?;
         row.map(User::try_from).transpose()
@@ -74,6 +77,7 @@ impl UserRepository {
         let row = sqlx::query_as::<_, UserRow>("SELECT id, email, name, created_at FROM users WHERE email = $1")
             .bind(email.as_str())
             .fetch_optional(&self.pool)
+            .instrument(database::span(&self.pool, "SELECT", "users"))
             .await
             .map_err(storage_error)?;
         row.map(User::try_from).transpose()

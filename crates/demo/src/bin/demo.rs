@@ -16,7 +16,7 @@ use api::{
     users::v1::{CreateUserRequest, user_service_client::UserServiceClient},
 };
 use clap::Parser;
-use demo::{Service, orders_env, users_env};
+use demo::{Service, new_traceparent, orders_env, traced_request, users_env};
 use tonic::{Code, Status, transport::Channel};
 
 /// Command line of the demo.
@@ -94,7 +94,15 @@ async fn main() -> anyhow::Result<()> {
             *by_code.entry(format!("{code:?}")).or_default() += 1;
         }
     }
-    let story = outcome?;
+    let (story, trace_id) = outcome?;
+    let traced_lines = [&orders, &users_a, &users_b]
+        .iter()
+        .map(|service| service.log_lines())
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .flatten()
+        .filter(|line| line["trace_id"] == trace_id.as_str())
+        .count();
     println!("\n== traffic ==");
     for line in &story {
         println!("{line}");
@@ -111,7 +119,12 @@ async fn main() -> anyhow::Result<()> {
         "exit codes after SIGTERM: {}",
         exits.iter().map(|(n, c)| format!("{n} {c}")).collect::<Vec<_>>().join(", ")
     );
+    println!(
+        "trace of the first CreateOrder: {trace_id} ({traced_lines} log lines carry it; in Jaeger when \
+         USERS_/ORDERS_TELEMETRY__OTLP_ENDPOINT point at it)"
+    );
     println!("logs: {}", dir.display());
+    ensure!(traced_lines >= 2, "the orders and users log lines of the traced call should carry its trace id");
     ensure!(spread.iter().all(|(_, n)| *n > 0), "every users replica should have served GetUserByEmail");
     ensure!(exits.iter().all(|(_, code)| *code == 0), "every service should exit 0 after SIGTERM");
     let unexpected: usize = by_code.iter().filter(|(code, _)| *code != "InvalidArgument").map(|(_, n)| n).sum();
@@ -121,8 +134,14 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// The traffic: users, orders (one retried with its idempotency key), one invalid
-/// request, paging, and a watched order going through its life. Returns what it saw.
-async fn drive(recorder: &mut Recorder, users: &str, orders: &str, order_count: usize) -> anyhow::Result<Vec<String>> {
+/// request, paging, and a watched order going through its life. Returns what it saw
+/// and the trace id the first CreateOrder was sent with.
+async fn drive(
+    recorder: &mut Recorder,
+    users: &str,
+    orders: &str,
+    order_count: usize,
+) -> anyhow::Result<(Vec<String>, String)> {
     let mut users = UserServiceClient::new(Channel::from_shared(users.to_owned())?.connect().await?);
     let mut orders = OrderServiceClient::new(Channel::from_shared(orders.to_owned())?.connect().await?);
     let mut story = Vec::new();
@@ -134,6 +153,9 @@ async fn drive(recorder: &mut Recorder, users: &str, orders: &str, order_count: 
     }
 
     let mut placed = Vec::new();
+    // The first order is sent with a traceparent, as a traced client would: its trace
+    // id is known before the call and printed in the summary.
+    let (trace_id, traceparent) = new_traceparent();
     for i in 0..order_count {
         let request = CreateOrderRequest {
             customer_email: customers[i % customers.len()].clone(),
@@ -141,6 +163,7 @@ async fn drive(recorder: &mut Recorder, users: &str, orders: &str, order_count: 
             currency: ["USD", "EUR", "GBP"][i % 3].to_owned(),
             idempotency_key: format!("demo-order-{i}"),
         };
+        let request = if i == 0 { traced_request(request, &traceparent)? } else { tonic::Request::new(request) };
         let order = recorder.call("CreateOrder", orders.create_order(request)).await?.into_inner().order;
         placed.push(order.context("CreateOrder returns the order")?);
     }
@@ -198,7 +221,7 @@ async fn drive(recorder: &mut Recorder, users: &str, orders: &str, order_count: 
     let expected = [OrderEventKind::Created, OrderEventKind::Shipped, OrderEventKind::Delivered];
     ensure!(kinds == expected, "WatchOrder sees created, shipped, delivered; saw {kinds:?}");
     story.push(format!("watch {watched}: {}", kinds.iter().map(|k| k.as_str_name()).collect::<Vec<_>>().join(" -> ")));
-    Ok(story)
+    Ok((story, trace_id))
 }
 
 fn ms(duration: Duration) -> f64 {

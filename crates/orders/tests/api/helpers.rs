@@ -84,6 +84,7 @@ async fn spawn(users_endpoint: Option<String>, timeout: Option<Duration>) -> Tes
 async fn start_users() -> (String, oneshot::Sender<()>) {
     let mut config = users::Config::default();
     config.server.port = 0;
+    config.admin.port = 0;
     config.database = DatabaseConfig::at(test_support::fresh_postgres_database("users_test").await);
     config.server.drain_period = Duration::ZERO;
     let app = users::App::build(config).await.expect("users builds");
@@ -98,6 +99,7 @@ async fn start_orders(
 ) -> (String, oneshot::Sender<()>) {
     let mut config = orders::Config::default();
     config.server.port = 0;
+    config.admin.port = 0;
     config.database = DatabaseConfig::at(database_url);
     config.users = ClientConfig::with_endpoints(users_endpoints);
     config.users.timeout = timeout.unwrap_or(Duration::from_secs(5));

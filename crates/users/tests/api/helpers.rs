@@ -48,6 +48,7 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Config)) -> TestApp {
     let database_url = test_support::fresh_postgres_database("users_test").await;
     let mut config = Config::default();
     config.server.port = 0;
+    config.admin.port = 0;
     config.database = DatabaseConfig::at(&database_url);
     config.database.health_check_interval = Duration::from_millis(50);
     config.database.acquire_timeout = Duration::from_millis(500);

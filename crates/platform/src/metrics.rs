@@ -1,0 +1,360 @@
+//! Prometheus metrics: one registry per app, the go-grpc-middleware gRPC families, and the admin HTTP endpoint.
+//!
+//! Names and labels are those of go-grpc-middleware's Prometheus interceptors
+//! (`grpc_server_handled_total{grpc_type,grpc_service,grpc_method,grpc_code}`, ...), so
+//! dashboards built for Go services work unchanged. Each [`Metrics`] owns its registry
+//! (no process-global recorder): tests run several services in one process and each
+//! must count only its own calls. Other modules add their families with
+//! [`Metrics::register`].
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    io,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    sync::{Arc, OnceLock},
+};
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, PullingGauge, Registry, TEXT_FORMAT, TextEncoder,
+    core::Collector,
+};
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tonic::Code;
+
+/// Where the admin HTTP endpoint (`GET /metrics`) listens.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Interface to bind. Default `127.0.0.1`; use `0.0.0.0` inside a container so
+    /// Prometheus can scrape it.
+    pub host: IpAddr,
+    /// TCP port; `0` picks a free one (the app logs it as `admin_address`).
+    pub port: u16,
+}
+
+impl AdminConfig {
+    /// A loopback admin endpoint on `port`.
+    pub fn on_port(port: u16) -> Self {
+        Self { host: IpAddr::V4(Ipv4Addr::LOCALHOST), port }
+    }
+
+    /// The socket address to bind.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::new(self.host, self.port)
+    }
+}
+
+/// A service's metric registry. Cloning is cheap; clones share the registry.
+#[derive(Clone, Default)]
+pub struct Metrics {
+    shared: Arc<Shared>,
+}
+
+#[derive(Default)]
+struct Shared {
+    registry: Registry,
+    server: OnceLock<GrpcMetrics>,
+    client: OnceLock<GrpcMetrics>,
+}
+
+impl Metrics {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers `collector` (a `prometheus` `IntCounterVec`, `HistogramVec`,
+    /// `PullingGauge`, or any `Collector`) and returns it for recording: how other
+    /// modules (the resilient client, the database pool) add their families.
+    ///
+    /// # Errors
+    /// When a family of that name is already registered with other labels or help, or
+    /// the name is invalid.
+    pub fn register<C: Collector + Clone + 'static>(&self, collector: C) -> prometheus::Result<C> {
+        self.shared.registry.register(Box::new(collector.clone()))?;
+        Ok(collector)
+    }
+
+    /// The server-side gRPC families (`grpc_server_*`), registered on first use.
+    pub fn grpc_server(&self) -> GrpcMetrics {
+        self.shared.server.get_or_init(|| GrpcMetrics::register(self, "server")).clone()
+    }
+
+    /// The client-side gRPC families (`grpc_client_*`), registered on first use and
+    /// shared by every client of this service (the `grpc_service` label tells them apart).
+    pub fn grpc_client(&self) -> GrpcMetrics {
+        self.shared.client.get_or_init(|| GrpcMetrics::register(self, "client")).clone()
+    }
+
+    /// Gauges read at scrape time from `pool`: `db_pool_connections` (open
+    /// connections) and `db_pool_idle_connections`.
+    ///
+    /// # Errors
+    /// When the gauges are already registered.
+    pub fn register_pool(&self, pool: sqlx::AnyPool) -> prometheus::Result<()> {
+        let size = pool.clone();
+        self.register(PullingGauge::new(
+            "db_pool_connections",
+            "Connections the database pool holds open, idle or in use.",
+            Box::new(move || f64::from(size.size())),
+        )?)?;
+        self.register(PullingGauge::new(
+            "db_pool_idle_connections",
+            "Open connections of the database pool waiting for a query.",
+            Box::new(move || pool.num_idle() as f64),
+        )?)?;
+        Ok(())
+    }
+
+    /// Every family in the Prometheus text format 0.0.4.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        // Encoding into a Vec fails only on families the registry already rejected.
+        let _ = TextEncoder::new().encode(&self.shared.registry.gather(), &mut buffer);
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+/// go-grpc-middleware's families for one side (server or client) of gRPC calls.
+#[derive(Clone)]
+pub struct GrpcMetrics {
+    started: IntCounterVec,
+    handled: IntCounterVec,
+    handling: HistogramVec,
+}
+
+impl GrpcMetrics {
+    fn register(metrics: &Metrics, side: &str) -> Self {
+        let labels = ["grpc_type", "grpc_service", "grpc_method"];
+        let with_code = ["grpc_type", "grpc_service", "grpc_method", "grpc_code"];
+        let (started_help, handled_help, handling_help) = if side == "server" {
+            (
+                "Total number of RPCs started on the server.",
+                "Total number of RPCs completed on the server, regardless of success or failure.",
+                "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.",
+            )
+        } else {
+            (
+                "Total number of RPCs started on the client.",
+                "Total number of RPCs completed by the client, regardless of success or failure.",
+                "Histogram of response latency (seconds) of the gRPC until it is finished by the application.",
+            )
+        };
+        // The names and labels are fixed and valid, so creating these cannot fail; a
+        // second registry per Metrics is impossible (OnceLock), so neither can registering.
+        let started = IntCounterVec::new(Opts::new(format!("grpc_{side}_started_total"), started_help), &labels)
+            .expect("valid metric");
+        let handled = IntCounterVec::new(Opts::new(format!("grpc_{side}_handled_total"), handled_help), &with_code)
+            .expect("valid metric");
+        // go-grpc-middleware's default buckets (prometheus.DefBuckets), in seconds.
+        let handling =
+            HistogramVec::new(HistogramOpts::new(format!("grpc_{side}_handling_seconds"), handling_help), &labels)
+                .expect("valid metric");
+        for collector in
+            [Box::new(started.clone()) as Box<dyn Collector>, Box::new(handled.clone()), Box::new(handling.clone())]
+        {
+            if let Err(error) = metrics.shared.registry.register(collector) {
+                tracing::error!(error = %error, side, "gRPC metric families not registered");
+            }
+        }
+        Self { started, handled, handling }
+    }
+
+    /// Counts the start of a call of `method`.
+    pub fn started(&self, method: &MethodLabels) {
+        self.started.with_label_values(&method.values()).inc();
+    }
+
+    /// Counts the end of a call of `method` with `code`, which took `seconds`.
+    pub fn handled(&self, method: &MethodLabels, code: Code, seconds: f64) {
+        let [kind, service, name] = method.values();
+        self.handled.with_label_values(&[kind, service, name, code_name(code)]).inc();
+        self.handling.with_label_values(&[kind, service, name]).observe(seconds);
+    }
+}
+
+/// The `grpc_type`, `grpc_service` and `grpc_method` labels of one RPC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MethodLabels {
+    /// `unary`, `client_stream`, `server_stream` or `bidi_stream`.
+    pub kind: &'static str,
+    /// Fully qualified service, e.g. `orders.v1.OrderService`.
+    pub service: String,
+    /// Method, e.g. `CreateOrder`.
+    pub method: String,
+}
+
+impl MethodLabels {
+    fn values(&self) -> [&str; 3] {
+        [self.kind, &self.service, &self.method]
+    }
+}
+
+/// Which methods stream, read from encoded `FileDescriptorSet`s: `grpc_type` needs it
+/// and a request path alone does not say.
+#[derive(Debug, Clone, Default)]
+pub struct MethodKinds {
+    kinds: Arc<HashMap<String, &'static str>>,
+}
+
+impl MethodKinds {
+    /// The methods of every service in `descriptor_sets` (each an encoded
+    /// `google.protobuf.FileDescriptorSet`); sets that do not decode are skipped.
+    pub fn from_descriptor_sets(descriptor_sets: &[&[u8]]) -> Self {
+        let mut kinds = HashMap::new();
+        for set in descriptor_sets {
+            let Ok(set) = prost_types::FileDescriptorSet::decode(*set) else { continue };
+            for file in set.file {
+                let package = file.package.unwrap_or_default();
+                for service in file.service {
+                    let service_name = match (package.as_str(), service.name.as_deref()) {
+                        ("", Some(name)) => name.to_owned(),
+                        (package, Some(name)) => format!("{package}.{name}"),
+                        (_, None) => continue,
+                    };
+                    for method in service.method {
+                        let kind = match (method.client_streaming(), method.server_streaming()) {
+                            (false, false) => "unary",
+                            (true, false) => "client_stream",
+                            (false, true) => "server_stream",
+                            (true, true) => "bidi_stream",
+                        };
+                        kinds.insert(format!("/{service_name}/{}", method.name()), kind);
+                    }
+                }
+            }
+        }
+        Self { kinds: Arc::new(kinds) }
+    }
+
+    /// The labels of a request to `path` (`/package.Service/Method`, PROTOCOL-HTTP2.md);
+    /// a method not in the descriptors counts as `unary`.
+    pub fn labels(&self, path: &str) -> MethodLabels {
+        let (service, method) = path.trim_start_matches('/').split_once('/').unwrap_or((path, ""));
+        MethodLabels {
+            kind: self.kinds.get(path).copied().unwrap_or("unary"),
+            service: service.to_owned(),
+            method: method.to_owned(),
+        }
+    }
+}
+
+/// The name grpc-go gives `code` (`codes.Code.String()`): the `grpc_code` label value.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "Canceled",
+        Code::Unknown => "Unknown",
+        Code::InvalidArgument => "InvalidArgument",
+        Code::DeadlineExceeded => "DeadlineExceeded",
+        Code::NotFound => "NotFound",
+        Code::AlreadyExists => "AlreadyExists",
+        Code::PermissionDenied => "PermissionDenied",
+        Code::ResourceExhausted => "ResourceExhausted",
+        Code::FailedPrecondition => "FailedPrecondition",
+        Code::Aborted => "Aborted",
+        Code::OutOfRange => "OutOfRange",
+        Code::Unimplemented => "Unimplemented",
+        Code::Internal => "Internal",
+        Code::Unavailable => "Unavailable",
+        Code::DataLoss => "DataLoss",
+        Code::Unauthenticated => "Unauthenticated",
+    }
+}
+
+/// A bound, not yet serving, admin HTTP endpoint: `GET /metrics` renders the registry.
+pub struct AdminServer {
+    listener: TcpListener,
+    metrics: Metrics,
+}
+
+impl AdminServer {
+    /// Binds `config.addr()` (port 0 picks a free port).
+    ///
+    /// # Errors
+    /// When the address cannot be bound.
+    pub async fn bind(config: &AdminConfig, metrics: Metrics) -> io::Result<Self> {
+        Ok(Self { listener: TcpListener::bind(config.addr()).await?, metrics })
+    }
+
+    /// The bound address; its port is the real one when the config said 0.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound TCP listener has a local address")
+    }
+
+    /// Serves until `shutdown` resolves.
+    ///
+    /// # Errors
+    /// An I/O error of the listener.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> io::Result<()> {
+        let metrics = self.metrics;
+        let router = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let body = metrics.render();
+                async move { ([(http::header::CONTENT_TYPE, TEXT_FORMAT)], body) }
+            }),
+        );
+        axum::serve(self.listener, router).with_graceful_shutdown(shutdown).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_kinds_come_from_the_descriptors() {
+        let kinds = MethodKinds::from_descriptor_sets(&[api::FILE_DESCRIPTOR_SET]);
+        assert_eq!(kinds.labels("/orders.v1.OrderService/CreateOrder").kind, "unary");
+        assert_eq!(kinds.labels("/orders.v1.OrderService/ListOrders").kind, "server_stream");
+        let unknown = kinds.labels("/x.v1.Nope/Call");
+        assert_eq!((unknown.kind, unknown.service.as_str(), unknown.method.as_str()), ("unary", "x.v1.Nope", "Call"));
+    }
+
+    #[test]
+    fn handled_calls_render_with_go_grpc_middleware_names_and_labels() {
+        let metrics = Metrics::new();
+        let server = metrics.grpc_server();
+        let method = MethodKinds::default().labels("/users.v1.UserService/GetUser");
+        server.started(&method);
+        server.handled(&method, Code::NotFound, 0.002);
+        let text = metrics.render();
+        assert!(text.contains("# TYPE grpc_server_handled_total counter"), "{text}");
+        assert!(
+            text.contains(
+                r#"grpc_server_handled_total{grpc_code="NotFound",grpc_method="GetUser",grpc_service="users.v1.UserService",grpc_type="unary"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains("grpc_server_handling_seconds_bucket{"), "{text}");
+        assert!(!text.contains("grpc_client_"), "client families appear only once used: {text}");
+    }
+
+    #[tokio::test]
+    async fn the_admin_endpoint_serves_the_registry_as_prometheus_text() {
+        let metrics = Metrics::new();
+        metrics.grpc_client().started(&MethodKinds::default().labels("/a.B/C"));
+        let admin = AdminServer::bind(&AdminConfig::on_port(0), metrics).await.expect("bind");
+        let address = admin.local_addr();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(admin.serve(async move {
+            let _ = stopped.await;
+        }));
+        let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect");
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        stream.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await.expect("send");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.expect("read");
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(response.contains("text/plain; version=0.0.4"), "{response}");
+        assert!(
+            response.contains(r#"grpc_client_started_total{grpc_method="C",grpc_service="a.B",grpc_type="unary"} 1"#)
+        );
+        let _ = stop.send(());
+        server.await.expect("joins").expect("serves cleanly");
+    }
+}

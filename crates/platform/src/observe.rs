@@ -1,0 +1,459 @@
+//! Tower layers that trace, count and log every gRPC call: [`ServerLayer`] for incoming, [`ClientLayer`] for outgoing.
+//!
+//! Each call gets one span following the OpenTelemetry RPC conventions (`rpc.system`,
+//! `rpc.service`, `rpc.method`, `rpc.grpc.status_code`, `server.address`,
+//! `server.port`), one start and one end in go-grpc-middleware's metrics, and, on the
+//! server, one `"rpc finished"` log line inside its span (so it carries `trace_id`).
+//! The server span continues the caller's W3C `traceparent`/`baggage`; the client
+//! layer writes them into the outgoing headers.
+//!
+//! The status of a gRPC call is known only at its end: in the response headers for a
+//! trailers-only response (most errors), otherwise in the trailers after the last
+//! message. So the layers watch the response body until its trailers, and a call
+//! whose body is dropped first (the client went away) ends as `Cancelled`.
+
+use std::{
+    error::Error as StdError,
+    net::SocketAddr,
+    pin::Pin,
+    task::{Context, Poll, ready},
+    time::Instant,
+};
+
+use futures::{TryFutureExt, future::MapErr};
+use http::{HeaderMap, Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tonic::{Code, Status};
+use tower::{Layer, Service};
+use tracing::{Instrument, Span, field::Empty, instrument::Instrumented};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use crate::{
+    metrics::{GrpcMetrics, MethodKinds, MethodLabels, Metrics},
+    otel,
+};
+
+/// The error type of [`Client`]: a boxed transport error or a [`Status`].
+pub type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// Builds [`Server`] services: see the module docs.
+#[derive(Clone)]
+pub struct ServerLayer {
+    metrics: GrpcMetrics,
+    kinds: MethodKinds,
+    local: SocketAddr,
+}
+
+impl ServerLayer {
+    /// Counts into `metrics`' `grpc_server_*` families; `descriptor_sets` (encoded
+    /// `FileDescriptorSet`s) say which methods stream; `local` is the listening address,
+    /// reported as `server.address` when a request has no `:authority`.
+    pub fn new(metrics: &Metrics, descriptor_sets: &[&[u8]], local: SocketAddr) -> Self {
+        Self { metrics: metrics.grpc_server(), kinds: MethodKinds::from_descriptor_sets(descriptor_sets), local }
+    }
+}
+
+impl<S> Layer<S> for ServerLayer {
+    type Service = Server<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Server { inner, layer: self.clone() }
+    }
+}
+
+/// Observes incoming calls (see the module docs).
+#[derive(Clone)]
+pub struct Server<S> {
+    inner: S,
+    layer: ServerLayer,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Server<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: Body,
+{
+    type Response = Response<ObservedBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ObservedFuture<Instrumented<S::Future>, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let labels = self.layer.kinds.labels(request.uri().path());
+        let host = request.uri().host().map_or_else(|| self.layer.local.ip().to_string(), str::to_owned);
+        let port = request.uri().port_u16().unwrap_or(self.layer.local.port());
+        let span = tracing::info_span!(
+            "grpc.server",
+            otel.name = format!("{}/{}", labels.service, labels.method),
+            otel.kind = "server",
+            otel.status_code = Empty,
+            rpc.system = "grpc",
+            rpc.service = labels.service.as_str(),
+            rpc.method = labels.method.as_str(),
+            rpc.grpc.status_code = Empty,
+            server.address = host,
+            server.port = port,
+        );
+        // A missing or malformed traceparent starts a new trace; the layer is always there.
+        let _ = span.set_parent(otel::extract(request.headers()));
+        let call = Call::start(Side::Server, span.clone(), self.layer.metrics.clone(), labels);
+        let future = span.in_scope(|| self.inner.call(request)).instrument(span.clone());
+        ObservedFuture { inner: future, call: Some(call), classify: |_| Code::Unknown }
+    }
+}
+
+/// Builds [`Client`] services: see the module docs.
+#[derive(Clone)]
+pub struct ClientLayer {
+    metrics: GrpcMetrics,
+    kinds: MethodKinds,
+    target: String,
+}
+
+impl ClientLayer {
+    /// Counts into `metrics`' `grpc_client_*` families; `descriptor_sets` say which
+    /// methods stream; `target` (e.g. `users`) is the `server.address` when the request
+    /// URI has no host (a balanced channel picks the endpoint below this layer).
+    pub fn new(metrics: &Metrics, descriptor_sets: &[&[u8]], target: impl Into<String>) -> Self {
+        Self {
+            metrics: metrics.grpc_client(),
+            kinds: MethodKinds::from_descriptor_sets(descriptor_sets),
+            target: target.into(),
+        }
+    }
+}
+
+impl<S> Layer<S> for ClientLayer {
+    type Service = Client<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Client { inner, layer: self.clone() }
+    }
+}
+
+/// Observes outgoing calls and propagates the trace context (see the module docs).
+#[derive(Clone)]
+pub struct Client<S> {
+    inner: S,
+    layer: ClientLayer,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Client<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S::Error: Into<BoxError>,
+    ResBody: Body,
+{
+    type Response = Response<ObservedBody<ResBody>>;
+    type Error = BoxError;
+    type Future = ObservedFuture<Instrumented<MapErr<S::Future, fn(S::Error) -> BoxError>>, BoxError>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let labels = self.layer.kinds.labels(request.uri().path());
+        let host = request.uri().host().map_or_else(|| self.layer.target.clone(), str::to_owned);
+        let span = tracing::info_span!(
+            "grpc.client",
+            otel.name = format!("{}/{}", labels.service, labels.method),
+            otel.kind = "client",
+            otel.status_code = Empty,
+            rpc.system = "grpc",
+            rpc.service = labels.service.as_str(),
+            rpc.method = labels.method.as_str(),
+            rpc.grpc.status_code = Empty,
+            server.address = host,
+            server.port = request.uri().port_u16(),
+        );
+        otel::inject(&span.context(), request.headers_mut());
+        let call = Call::start(Side::Client, span.clone(), self.layer.metrics.clone(), labels);
+        let to_box: fn(S::Error) -> BoxError = Into::into;
+        let future = span.in_scope(|| self.inner.call(request)).map_err(to_box).instrument(span.clone());
+        ObservedFuture { inner: future, call: Some(call), classify: client_error_code }
+    }
+}
+
+/// The code a failed client call ends with: the [`Status`] it carries, else
+/// UNAVAILABLE (no connection).
+fn client_error_code(error: &BoxError) -> Code {
+    error.downcast_ref::<Status>().map_or(Code::Unavailable, Status::code)
+}
+
+pin_project! {
+    /// The response future of [`Server`] and [`Client`].
+    pub struct ObservedFuture<F, E> {
+        #[pin]
+        inner: F,
+        call: Option<Call>,
+        classify: fn(&E) -> Code,
+    }
+}
+
+impl<F, ResBody, E> Future for ObservedFuture<F, E>
+where
+    F: Future<Output = Result<Response<ResBody>, E>>,
+    ResBody: Body,
+{
+    type Output = Result<Response<ObservedBody<ResBody>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        let Some(call) = this.call.take() else {
+            // Polled after completion: a caller bug, but not a reason to panic.
+            return Poll::Ready(
+                result.map(|r| r.map(|body| ObservedBody { inner: body, span: Span::none(), call: None })),
+            );
+        };
+        Poll::Ready(match result {
+            Ok(response) => {
+                let span = call.span.clone();
+                let call = match grpc_status(response.headers()) {
+                    // Trailers-only response: the call ends here.
+                    Some(code) => {
+                        call.end(code);
+                        None
+                    }
+                    None => Some(call),
+                };
+                Ok(response.map(|body| ObservedBody { inner: body, span, call }))
+            }
+            Err(error) => {
+                call.end((this.classify)(&error));
+                Err(error)
+            }
+        })
+    }
+}
+
+pin_project! {
+    /// A response body that ends its call when the trailers pass through, polled
+    /// inside the call's span.
+    pub struct ObservedBody<B> {
+        #[pin]
+        inner: B,
+        span: Span,
+        call: Option<Call>,
+    }
+}
+
+impl<B: Body> Body for ObservedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let _entered = this.span.enter();
+        let frame = ready!(this.inner.poll_frame(cx));
+        match &frame {
+            Some(Ok(frame)) => {
+                // Take the call only at the trailers: taking it at a data frame would drop
+                // it, and a dropped call ends as Cancelled.
+                if let Some(trailers) = frame.trailers_ref()
+                    && let Some(call) = this.call.take()
+                {
+                    call.end(grpc_status(trailers).unwrap_or(Code::Unknown));
+                }
+            }
+            Some(Err(_)) => {
+                if let Some(call) = this.call.take() {
+                    call.end(Code::Internal);
+                }
+            }
+            None => {
+                if let Some(call) = this.call.take() {
+                    // A gRPC response must end with trailers; one without has no status.
+                    call.end(Code::Unknown);
+                }
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The `grpc-status` header or trailer, if present.
+fn grpc_status(headers: &HeaderMap) -> Option<Code> {
+    headers.get("grpc-status").map(|value| Code::from_bytes(value.as_bytes()))
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Server,
+    Client,
+}
+
+/// One call in flight; ends exactly once, at `end` or, failing that, at drop.
+struct Call {
+    side: Side,
+    span: Span,
+    metrics: GrpcMetrics,
+    labels: MethodLabels,
+    start: Instant,
+    ended: bool,
+}
+
+impl Call {
+    fn start(side: Side, span: Span, metrics: GrpcMetrics, labels: MethodLabels) -> Self {
+        metrics.started(&labels);
+        Self { side, span, metrics, labels, start: Instant::now(), ended: false }
+    }
+
+    fn end(mut self, code: Code) {
+        self.finish(code);
+    }
+
+    fn finish(&mut self, code: Code) {
+        self.ended = true;
+        let elapsed = self.start.elapsed();
+        self.metrics.handled(&self.labels, code, elapsed.as_secs_f64());
+        self.span.record("rpc.grpc.status_code", code as i32);
+        // OpenTelemetry's gRPC conventions: on the server only codes that mean a
+        // server fault are errors; on the client every non-OK code is.
+        let error = match self.side {
+            Side::Server => matches!(
+                code,
+                Code::Unknown
+                    | Code::DeadlineExceeded
+                    | Code::Unimplemented
+                    | Code::Internal
+                    | Code::Unavailable
+                    | Code::DataLoss
+            ),
+            Side::Client => code != Code::Ok,
+        };
+        if error {
+            self.span.record("otel.status_code", "ERROR");
+        }
+        if self.side == Side::Client {
+            return;
+        }
+        let duration_ms = elapsed.as_secs_f64() * 1e3;
+        let (service, method) = (self.labels.service.as_str(), self.labels.method.as_str());
+        self.span.in_scope(|| {
+            if matches!(code, Code::Internal | Code::Unknown | Code::DataLoss) {
+                tracing::error!(rpc.system = "grpc", rpc.service = service, rpc.method = method, grpc.code = ?code, duration_ms, "rpc finished");
+            } else {
+                tracing::info!(rpc.system = "grpc", rpc.service = service, rpc.method = method, grpc.code = ?code, duration_ms, "rpc finished");
+            }
+        });
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        if !self.ended {
+            // The response (or its body) was dropped before the status arrived: the
+            // client cancelled or disconnected (or, on the client side, gave up).
+            self.finish(Code::Cancelled);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use api::users::v1::{
+        CreateUserRequest, CreateUserResponse, GetUserByEmailRequest, GetUserByEmailResponse, GetUserRequest,
+        GetUserResponse,
+        user_service_client::UserServiceClient,
+        user_service_server::{UserService, UserServiceServer},
+    };
+    use tokio::net::TcpListener;
+    use tokio_stream::wrappers::TcpListenerStream;
+    use tonic::{Request, Response};
+
+    use super::*;
+
+    /// A users service that remembers the traceparent each call arrived with and the
+    /// trace id of the span its handler ran in.
+    #[derive(Clone, Default)]
+    struct Recording(Arc<Mutex<Vec<(String, String)>>>);
+
+    #[tonic::async_trait]
+    impl UserService for Recording {
+        async fn create_user(&self, _: Request<CreateUserRequest>) -> Result<Response<CreateUserResponse>, Status> {
+            Ok(Response::new(CreateUserResponse { user: None }))
+        }
+
+        async fn get_user(&self, _: Request<GetUserRequest>) -> Result<Response<GetUserResponse>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+
+        async fn get_user_by_email(
+            &self,
+            request: Request<GetUserByEmailRequest>,
+        ) -> Result<Response<GetUserByEmailResponse>, Status> {
+            use opentelemetry::trace::TraceContextExt;
+            let header = request.metadata().get("traceparent").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+            let handler_trace = Span::current().context().span().span_context().trace_id().to_string();
+            self.0.lock().expect("not poisoned").push((header, handler_trace));
+            Err(Status::not_found("nobody"))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_call_carries_its_trace_to_the_server_and_both_sides_count_it_with_its_code() {
+        crate::telemetry::init_for_tests();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let local = listener.local_addr().expect("addr");
+        let (server_metrics, client_metrics) = (Metrics::new(), Metrics::new());
+        let service = Recording::default();
+        let seen = service.0.clone();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .layer(ServerLayer::new(&server_metrics, &[api::FILE_DESCRIPTOR_SET], local))
+                .add_service(UserServiceServer::new(service))
+                .serve_with_incoming(TcpListenerStream::new(listener)),
+        );
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{local}")).expect("uri").connect_lazy();
+        let observed = ClientLayer::new(&client_metrics, &[api::FILE_DESCRIPTOR_SET], "users").layer(channel);
+        let mut client = UserServiceClient::new(observed);
+
+        let caller = tracing::info_span!("caller");
+        let caller_trace = {
+            use opentelemetry::trace::TraceContextExt;
+            caller.context().span().span_context().trace_id().to_string()
+        };
+        let status = client
+            .get_user_by_email(GetUserByEmailRequest { email: "a@example.com".into() })
+            .instrument(caller)
+            .await
+            .expect_err("nobody has that email");
+        assert_eq!(status.code(), Code::NotFound);
+
+        let seen = seen.lock().expect("not poisoned").clone();
+        assert_eq!(seen.len(), 1);
+        let (header, handler_trace) = &seen[0];
+        assert!(header.starts_with(&format!("00-{caller_trace}-")), "traceparent {header:?} continues {caller_trace}");
+        assert_eq!(handler_trace, &caller_trace, "the handler runs in a span of the caller's trace");
+        let counted = r#"{grpc_code="NotFound",grpc_method="GetUserByEmail",grpc_service="users.v1.UserService",grpc_type="unary"} 1"#;
+        let server_text = server_metrics.render();
+        assert!(server_text.contains(&format!("grpc_server_handled_total{counted}")), "{server_text}");
+        // Both sides count before the trailers move on, so both counts are in by now.
+        let client_text = client_metrics.render();
+        assert!(client_text.contains(&format!("grpc_client_handled_total{counted}")), "{client_text}");
+
+        // A response with a message ends with its trailers, not as a cancellation.
+        client.create_user(CreateUserRequest::default()).await.expect("created");
+        let ok = r#"{grpc_code="OK",grpc_method="CreateUser",grpc_service="users.v1.UserService",grpc_type="unary"} 1"#;
+        let server_text = server_metrics.render();
+        assert!(server_text.contains(&format!("grpc_server_handled_total{ok}")), "{server_text}");
+        let client_text = client_metrics.render();
+        assert!(client_text.contains(&format!("grpc_client_handled_total{ok}")), "{client_text}");
+    }
+}
