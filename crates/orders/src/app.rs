@@ -66,6 +66,7 @@ impl App {
         let resolver = client::resolver("users", &config.users, consul.as_ref()).map_err(anyhow::Error::msg)?;
         let users = ResilientChannel::new("users", &config.users, resolver, api::FILE_DESCRIPTOR_SET)
             .context("decode the users API descriptor")?;
+        metrics.register_client("users", users.clone()).context("register the users client's metrics")?;
         // A client span per call (traceparent to users) and grpc_client_* metrics.
         let users = ClientLayer::new(&metrics, &[api::FILE_DESCRIPTOR_SET], "users").layer(users);
         let orders = Orders::new(

@@ -16,13 +16,17 @@ use std::{
 };
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, PullingGauge, Registry, TEXT_FORMAT, TextEncoder,
-    core::Collector,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, PullingGauge, Registry, TEXT_FORMAT,
+    TextEncoder,
+    core::{Collector, Desc},
+    proto::MetricFamily,
 };
 use prost::Message;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tonic::Code;
+
+use crate::client::{ClientStats, ResilientChannel};
 
 /// Where the admin HTTP endpoint (`GET /metrics`) listens.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -109,12 +113,95 @@ impl Metrics {
         Ok(())
     }
 
+    /// The resilient client's families for `upstream`, read from `channel` at scrape
+    /// time: `grpc_client_attempts_total`, `grpc_client_retries_total`,
+    /// `grpc_client_retry_budget_exhausted_total`, `grpc_client_ejections_total`
+    /// (counters) and `grpc_client_endpoints`, `grpc_client_ejected_endpoints`
+    /// (gauges), each labelled `upstream`.
+    ///
+    /// # Errors
+    /// When families of these names are already registered (one call per upstream
+    /// name is allowed: the label tells them apart only within one collector).
+    pub fn register_client(&self, upstream: &str, channel: ResilientChannel) -> prometheus::Result<()> {
+        self.register(ClientCollector::new(upstream, channel)?)?;
+        Ok(())
+    }
+
     /// Every family in the Prometheus text format 0.0.4.
     pub fn render(&self) -> String {
         let mut buffer = Vec::new();
         // Encoding into a Vec fails only on families the registry already rejected.
         let _ = TextEncoder::new().encode(&self.shared.registry.gather(), &mut buffer);
         String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+/// Reads a [`ResilientChannel`]'s [`ClientStats`] at each scrape.
+#[derive(Clone)]
+struct ClientCollector {
+    upstream: String,
+    channel: ResilientChannel,
+    descs: Vec<Desc>,
+}
+
+/// (name, help) of the counters, in the order of [`client_values`]'s first four values.
+const CLIENT_COUNTERS: [(&str, &str); 4] = [
+    ("grpc_client_attempts_total", "Attempts the resilient client sent to an endpoint, first tries and retries."),
+    ("grpc_client_retries_total", "Retries the resilient client sent."),
+    ("grpc_client_retry_budget_exhausted_total", "Retries wanted but refused by the retry budget."),
+    ("grpc_client_ejections_total", "Endpoints ejected by outlier detection."),
+];
+
+/// (name, help) of the gauges, in the order of [`client_values`]'s last two values.
+const CLIENT_GAUGES: [(&str, &str); 2] = [
+    ("grpc_client_endpoints", "Connected endpoints of the upstream."),
+    ("grpc_client_ejected_endpoints", "Connected endpoints of the upstream ejected right now."),
+];
+
+fn client_values(stats: ClientStats) -> [u64; 6] {
+    [
+        stats.attempts,
+        stats.retries,
+        stats.budget_exhausted,
+        stats.ejections,
+        stats.endpoints as u64,
+        stats.ejected as u64,
+    ]
+}
+
+impl ClientCollector {
+    fn new(upstream: &str, channel: ResilientChannel) -> prometheus::Result<Self> {
+        let mut this = Self { upstream: upstream.to_owned(), channel, descs: Vec::new() };
+        this.descs =
+            this.families(&[0; 6])?.iter().flat_map(|collector| collector.desc().into_iter().cloned()).collect();
+        Ok(this)
+    }
+
+    /// Fresh, unregistered metric vectors holding `values`.
+    fn families(&self, values: &[u64; 6]) -> prometheus::Result<Vec<Box<dyn Collector>>> {
+        let mut families: Vec<Box<dyn Collector>> = Vec::new();
+        for ((name, help), value) in CLIENT_COUNTERS.iter().zip(values) {
+            let counter = IntCounterVec::new(Opts::new(*name, *help), &["upstream"])?;
+            counter.with_label_values(&[self.upstream.as_str()]).inc_by(*value);
+            families.push(Box::new(counter));
+        }
+        for ((name, help), value) in CLIENT_GAUGES.iter().zip(&values[4..]) {
+            let gauge = IntGaugeVec::new(Opts::new(*name, *help), &["upstream"])?;
+            gauge.with_label_values(&[self.upstream.as_str()]).set(i64::try_from(*value).unwrap_or(i64::MAX));
+            families.push(Box::new(gauge));
+        }
+        Ok(families)
+    }
+}
+
+impl Collector for ClientCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let values = client_values(self.channel.stats());
+        self.families(&values).map(|families| families.iter().flat_map(|f| f.collect()).collect()).unwrap_or_default()
     }
 }
 
@@ -305,6 +392,26 @@ impl AdminServer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_resilient_clients_counters_and_endpoints_are_exported_per_upstream() {
+        use crate::client::ClientConfig;
+        let config = ClientConfig::with_endpoints(Vec::new());
+        let channel = ResilientChannel::new("users", &config, crate::discovery::fixed(Vec::new()), &[])
+            .expect("an empty descriptor set decodes");
+        let metrics = Metrics::new();
+        metrics.register_client("users", channel).expect("registers once");
+        let text = metrics.render();
+        for line in [
+            "# TYPE grpc_client_retries_total counter",
+            "grpc_client_retries_total{upstream=\"users\"} 0",
+            "# TYPE grpc_client_endpoints gauge",
+            "grpc_client_ejected_endpoints{upstream=\"users\"} 0",
+            "grpc_client_retry_budget_exhausted_total{upstream=\"users\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
+        }
+    }
 
     #[test]
     fn method_kinds_come_from_the_descriptors() {
