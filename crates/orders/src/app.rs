@@ -115,14 +115,7 @@ impl App {
     /// # Errors
     /// A transport error of the server.
     pub async fn run_until(self, stop: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
-        let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
-        let admin = tokio::spawn(self.admin.serve(async move {
-            let _ = admin_stopped.await;
-        }));
-        let served = self.server.serve(stop).await;
-        let _ = stop_admin.send(());
-        let _ = admin.await;
-        served?;
+        self.admin.serve_while(self.server.serve(stop)).await?;
         if let Some(listener) = self.listener {
             listener.abort();
         }

@@ -387,6 +387,19 @@ impl AdminServer {
         );
         axum::serve(self.listener, router).with_graceful_shutdown(shutdown).await
     }
+
+    /// Serves `/metrics` while `work` (the gRPC server, until it has drained) runs,
+    /// so the last scrape can still see the drain; stops with it and returns its output.
+    pub async fn serve_while<F: Future>(self, work: F) -> F::Output {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let admin = tokio::spawn(self.serve(async move {
+            let _ = stopped.await;
+        }));
+        let output = work.await;
+        let _ = stop.send(());
+        let _ = admin.await;
+        output
+    }
 }
 
 #[cfg(test)]
