@@ -5,7 +5,7 @@
 //! gRPC request -> platform::server layers -> grpc.rs (proto <-> domain, Error -> Status)
 //!              -> domain.rs (Order, rules, use cases)
 //!                   -> repository.rs (sqlx: PostgreSQL or SQLite) -> changes.rs (who changed: LISTEN/NOTIFY)
-//!                   -> users_client.rs (users.v1 over platform::client: round-robin, deadline)
+//!                   -> users_client.rs (users.v1 over platform::client: balancing, deadline, retries)
 //! ```
 
 #![warn(missing_docs)]

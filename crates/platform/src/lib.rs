@@ -1,5 +1,6 @@
 //! What both services share, one module per concern: config, telemetry (logs and
-//! traces), metrics, the gRPC server stack, the database pool, the balanced client, shutdown.
+//! traces), metrics, the gRPC server stack, the database pool, Consul registration and
+//! discovery, the resilient client, deadline propagation, shutdown.
 //!
 //! These are modules, not a framework: each service's `app.rs` calls them in a few
 //! lines and stays in charge of its own start-up.
