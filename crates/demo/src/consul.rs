@@ -118,29 +118,36 @@ impl ConsulAgent {
         Ok(self.client()?.healthy_instances(service, 0, Duration::ZERO).await?.value)
     }
 
-    /// Waits (polling, bounded by `patience`) until `condition` holds for the passing
-    /// instances of `service`.
+    /// Waits until `condition` holds for the passing instances of `service`, following
+    /// them with Consul blocking queries; bounded by `patience`.
     ///
     /// # Errors
-    /// When `patience` runs out; the message shows the last instances seen.
+    /// When `patience` runs out or the agent stops answering; the message shows the
+    /// last instances seen.
     pub async fn wait_for(
         &self,
         service: &str,
         patience: Duration,
         condition: impl Fn(&[Instance]) -> bool,
     ) -> anyhow::Result<Vec<Instance>> {
-        let deadline = tokio::time::Instant::now() + patience;
-        loop {
-            let instances = self.passing(service).await.unwrap_or_default();
-            if condition(&instances) {
-                return Ok(instances);
+        let consul = self.client()?;
+        let mut last = Vec::new();
+        let watch = async {
+            let mut index = 0;
+            loop {
+                let answer = consul.healthy_instances(service, index, Duration::from_secs(5)).await?;
+                if condition(&answer.value) {
+                    return Ok::<_, anyhow::Error>(answer.value);
+                }
+                index = answer.index.max(1);
+                last = answer.value;
             }
-            if tokio::time::Instant::now() >= deadline {
-                bail!(
-                    "consul: {service} did not reach the expected state within {patience:?}; last seen {instances:?}"
-                );
+        };
+        match tokio::time::timeout(patience, watch).await {
+            Ok(result) => result,
+            Err(_) => {
+                bail!("consul: {service} did not reach the expected state within {patience:?}; last seen {last:?}")
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 }

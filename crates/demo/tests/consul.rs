@@ -7,7 +7,7 @@ use std::{
     process::Command,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicBool, Ordering},
     },
     time::Duration,
 };
@@ -18,7 +18,7 @@ use api::{
 };
 use demo::{Service, consul::ConsulAgent, users_env};
 use serde_json::Value;
-use tokio::task::JoinHandle;
+use tokio::{sync::watch, task::JoinHandle};
 
 /// Bound on any awaited state change: a guard against a hung test, not a wait.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -117,7 +117,8 @@ impl Stack {
 /// idempotency key, until stopped.
 struct Load {
     stop: Arc<AtomicBool>,
-    succeeded: Arc<AtomicUsize>,
+    /// Calls that succeeded so far; watched to wait for progress.
+    succeeded: watch::Receiver<usize>,
     failures: Arc<Mutex<Vec<String>>>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -125,12 +126,13 @@ struct Load {
 impl Load {
     async fn start(orders: &Service, concurrency: usize) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let succeeded = Arc::new(AtomicUsize::new(0));
+        let (count, succeeded) = watch::channel(0usize);
+        let count = Arc::new(count);
         let failures = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
         for _ in 0..concurrency {
             let mut client = OrderServiceClient::connect(orders.address.clone()).await.expect("connect to orders");
-            let (stop, succeeded, failures) = (stop.clone(), succeeded.clone(), failures.clone());
+            let (stop, count, failures) = (stop.clone(), count.clone(), failures.clone());
             tasks.push(tokio::spawn(async move {
                 while !stop.load(Ordering::SeqCst) {
                     let mut request = tonic::Request::new(CreateOrderRequest {
@@ -141,12 +143,11 @@ impl Load {
                     });
                     request.set_timeout(Duration::from_secs(10));
                     match client.create_order(request).await {
-                        Ok(_) => succeeded.fetch_add(1, Ordering::SeqCst),
+                        Ok(_) => count.send_modify(|n| *n += 1),
                         Err(status) => {
-                            failures.lock().expect("lock").push(format!("{:?}: {}", status.code(), status.message()));
-                            0
+                            failures.lock().expect("lock").push(format!("{:?}: {}", status.code(), status.message()))
                         }
-                    };
+                    }
                 }
             }));
         }
@@ -154,19 +155,17 @@ impl Load {
     }
 
     fn succeeded(&self) -> usize {
-        self.succeeded.load(Ordering::SeqCst)
+        *self.succeeded.borrow()
     }
 
     /// Returns once `more` calls have succeeded since this was called (bounded by PATIENCE).
     async fn wait_for_more(&self, more: usize) {
         let target = self.succeeded() + more;
-        tokio::time::timeout(PATIENCE, async {
-            while self.succeeded() < target {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("{more} more calls did not succeed in time; failures: {:?}", self.failures()));
+        let mut succeeded = self.succeeded.clone();
+        tokio::time::timeout(PATIENCE, succeeded.wait_for(|n| *n >= target))
+            .await
+            .unwrap_or_else(|_| panic!("{more} more calls did not succeed in time; failures: {:?}", self.failures()))
+            .expect("the load runs");
     }
 
     fn failures(&self) -> Vec<String> {
@@ -179,7 +178,8 @@ impl Load {
         for task in self.tasks {
             task.await.expect("a load task ends cleanly");
         }
-        (self.succeeded.load(Ordering::SeqCst), self.failures.lock().expect("lock").clone())
+        let succeeded = *self.succeeded.borrow();
+        (succeeded, self.failures.lock().expect("lock").clone())
     }
 }
 
@@ -216,25 +216,20 @@ async fn an_instance_registers_with_a_passing_grpc_check_and_leaves_consul_on_si
 
 #[tokio::test]
 async fn steady_load_spreads_within_ten_percent_over_two_users_replicas() {
-    let stack = Stack::start("spread").await;
+    let mut stack = Stack::start("spread").await;
     let load = Load::start(&stack.orders, 4).await;
     load.wait_for_more(300).await;
     let (succeeded, failures) = load.stop().await;
     assert!(failures.is_empty(), "{failures:?}");
 
-    // Every CreateOrder made one GetUserByEmail; wait for the last log lines to land.
-    let counts = tokio::time::timeout(PATIENCE, async {
-        loop {
-            let counts: Vec<usize> =
-                stack.users.iter().map(|u| u.rpcs_finished("GetUserByEmail").expect("log readable")).collect();
-            if counts.iter().sum::<usize>() >= succeeded {
-                return counts;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .expect("every call is logged");
+    // Every CreateOrder made one GetUserByEmail. Stopping a replica waits for its last
+    // log line to reach the file, so the counts are complete.
+    let mut counts = Vec::new();
+    for users in &mut stack.users {
+        assert_eq!(users.stop().await.expect("users stops"), 0);
+        counts.push(users.rpcs_finished("GetUserByEmail").expect("log readable"));
+    }
+    assert_eq!(counts.iter().sum::<usize>(), succeeded, "one GetUserByEmail per CreateOrder: {counts:?}");
     let mean = counts.iter().sum::<usize>() as f64 / counts.len() as f64;
     for count in &counts {
         assert!((*count as f64 - mean).abs() <= 0.1 * mean, "replica counts {counts:?} (mean {mean})");
@@ -280,6 +275,7 @@ async fn a_consul_outage_under_load_fails_no_call_and_everything_registers_again
 
     stack.consul.kill().await.expect("consul stops");
     let during = load.succeeded();
+    // The outage itself lasts a fixed time: the scenario, not a wait for an event.
     tokio::time::sleep(CONSUL_OUTAGE).await;
     assert!(load.succeeded() > during, "calls went on while Consul was down");
     stack.consul.restart().await.expect("consul starts again");
