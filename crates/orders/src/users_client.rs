@@ -34,7 +34,7 @@ impl UsersClient {
             Ok(_) => Ok(true),
             Err(status) if status.code() == Code::NotFound => Ok(false),
             Err(status) => {
-                tracing::warn!(grpc.code = ?status.code(), message = status.message(), "users call failed");
+                tracing::warn!(grpc.code = ?status.code(), error = status.message(), "users call failed");
                 Err(Error::UsersUnavailable(format!("{:?}", status.code())))
             }
         }

@@ -246,16 +246,20 @@ fn is_endpoint_failure(result: &Result<http::Response<Body>, Status>) -> bool {
     code == Code::Unavailable
 }
 
-/// A transport error as a status: tonic's own timer firing at the deadline stays
-/// CANCELLED (tonic's mapping); any other failure to get an answer from the endpoint
-/// (refused, reset, closed mid-call) is UNAVAILABLE, naming the endpoint.
+/// A transport error as a status: tonic's own timer firing at the deadline
+/// (`TimeoutExpired` in the error's source chain) is CANCELLED, as tonic reports it;
+/// any other failure to get an answer from the endpoint (refused, reset, closed
+/// mid-call, even when h2 calls the reset a cancel) is UNAVAILABLE, naming the endpoint.
 fn transport_status(target: &str, uri: &Uri, error: tonic::transport::Error) -> Status {
-    let error: BoxError = Box::new(error);
-    let status = Status::from_error(error);
-    if status.code() == Code::Cancelled {
-        return status;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+    while let Some(error) = source {
+        if error.is::<tonic::TimeoutExpired>() {
+            return Status::cancelled(format!("{target} at {uri}: {error}"));
+        }
+        source = error.source();
     }
-    Status::unavailable(format!("{target} at {uri}: {}", status.message()))
+    let error: BoxError = Box::new(error);
+    Status::unavailable(format!("{target} at {uri}: {}", Status::from_error(error).message()))
 }
 
 impl Service<http::Request<Body>> for Balancer {

@@ -275,6 +275,78 @@ async fn a_call_past_its_deadline_is_deadline_exceeded() {
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
 }
 
+/// A users server on a runtime of its own: `kill` drops its tasks and sockets at once,
+/// as `kill -9` does to a process.
+struct Killable {
+    uri: Uri,
+    fake: Fake,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Killable {
+    fn serve(behaviour: Behaviour) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("rt");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let uri = format!("http://{}", listener.local_addr().expect("addr")).parse().expect("uri");
+        let fake = Fake { behaviour, calls: Arc::default(), last_timeout: Arc::default() };
+        let service = UserServiceServer::new(fake.clone());
+        runtime.spawn(async move {
+            let listener = TcpListener::from_std(listener).expect("tokio listener");
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(TcpListenerStream::new(listener))
+                .await
+        });
+        Self { uri, fake, runtime: Some(runtime) }
+    }
+
+    fn kill(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Drop for Killable {
+    fn drop(&mut self) {
+        // Dropping a runtime inside another one's task would panic; shutting down does not.
+        self.kill();
+    }
+}
+
+#[tokio::test]
+async fn a_call_in_flight_on_an_endpoint_that_dies_is_retried_on_another() {
+    let mut dying = Killable::serve(Behaviour::Hang);
+    let (good, fake_good) = serve(Behaviour::Answer).await;
+    let mut config = config();
+    config.timeout = Duration::from_secs(10);
+    let channel = channel(&config, discovery::fixed(vec![dying.uri.clone(), good]));
+    // Round-robin: of two calls in flight, one is on the dying endpoint.
+    let in_flight: Vec<_> = (0..2)
+        .map(|_| {
+            let mut client = UserServiceClient::new(channel.clone());
+            tokio::spawn(async move { get(&mut client).await })
+        })
+        .collect();
+    let mut answered = 0;
+    while calls(&dying.fake) == 0 {
+        tokio::task::yield_now().await;
+    }
+    dying.kill();
+    for call in in_flight {
+        call.await.expect("the call task ends").expect("retried on the good endpoint");
+        answered += 1;
+    }
+    assert_eq!(answered, 2);
+    assert_eq!(calls(&fake_good), 2, "the one from the dying endpoint was retried here");
+    // Calls sent right after the death, before the channel has noticed, are retried too.
+    let mut client = UserServiceClient::new(channel.clone());
+    for _ in 0..6 {
+        get(&mut client).await.expect("retried on the good endpoint");
+    }
+}
+
 #[test]
 fn static_endpoints_must_be_absolute_http_addresses_and_errors_name_the_key() {
     let config = ClientConfig::with_endpoints(vec!["http://127.0.0.1:1".into(), "localhost".into()]);
