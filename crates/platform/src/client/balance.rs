@@ -42,9 +42,20 @@ use super::{
 };
 use crate::{backoff::Backoff, discovery::Resolver};
 
-/// The endpoints an attempt of this call already went to; later attempts prefer others.
+/// The endpoints the attempts of one call went to, shared by its attempts (the retry
+/// layer puts one in each attempt's extensions); later attempts prefer other endpoints.
 #[derive(Debug, Clone, Default)]
-pub(super) struct Tried(pub Vec<Uri>);
+pub(super) struct Tried(Arc<Mutex<Vec<Uri>>>);
+
+impl Tried {
+    fn list(&self) -> Vec<Uri> {
+        lock(&self.0).clone()
+    }
+
+    fn add(&self, uri: Uri) {
+        lock(&self.0).push(uri);
+    }
+}
 
 /// Why the balancer did not send an attempt: not worth retrying, since nothing changes
 /// until an ejection expires or the resolver publishes.
@@ -272,22 +283,23 @@ impl Service<http::Request<Body>> for Balancer {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let shared = self.shared.clone();
         Box::pin(async move {
-            let tried = request.extensions().get::<Tried>().map(|tried| tried.0.clone()).unwrap_or_default();
+            let tried = request.extensions().get::<Tried>().cloned().unwrap_or_default();
+            let avoid = tried.list();
             let endpoint = loop {
                 // Register for wake-ups before looking, so an endpoint added in between is not missed.
                 let changed = shared.changed.notified();
                 tokio::pin!(changed);
                 changed.as_mut().enable();
-                match shared.pick(&tried) {
+                match shared.pick(&avoid) {
                     Pick::Endpoint(endpoint) => break endpoint,
                     Pick::Wait => changed.await,
                     Pick::None(error) => return Err(error.into()),
                 }
             };
-            request.extensions_mut().get_or_insert_default::<Tried>().0.push(endpoint.uri.clone());
+            tried.add(endpoint.uri.clone());
             shared.counters.attempts.fetch_add(1, Ordering::Relaxed);
             let attempt = lock(&endpoint.channel).call(request);
             let result = attempt.await.map_err(|error| transport_status(&shared.target, &endpoint.uri, error));

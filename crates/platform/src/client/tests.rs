@@ -192,6 +192,24 @@ async fn a_failing_endpoint_is_retried_elsewhere_then_ejected() {
 }
 
 #[tokio::test]
+async fn a_retry_goes_to_an_endpoint_the_call_has_not_tried() {
+    let (bad, fake_bad) = serve(Behaviour::Unavailable).await;
+    let (good, fake_good) = serve(Behaviour::Answer).await;
+    let mut config = config();
+    // Random picks and no ejection: only the preference for untried endpoints keeps a
+    // retry from landing on the endpoint that just failed.
+    config.balancer = BalancerKind::P2cPeakEwma;
+    config.outlier_detection.consecutive_failures = 0;
+    config.retry_policy.max_attempts = 2;
+    let mut client = UserServiceClient::new(channel(&config, discovery::fixed(vec![bad, good])));
+    for _ in 0..30 {
+        get(&mut client).await.expect("the one retry reaches the good endpoint");
+    }
+    assert_eq!(calls(&fake_good), 30);
+    assert!(calls(&fake_bad) > 0, "p2c sent some first attempts to the bad endpoint");
+}
+
+#[tokio::test]
 async fn with_every_endpoint_ejected_a_call_fails_at_once_without_an_attempt() {
     let (bad, fake_bad) = serve(Behaviour::Unavailable).await;
     let mut config = config();
