@@ -26,7 +26,10 @@ use tracing_subscriber::{
     registry::LookupSpan,
 };
 
-use crate::config::{LogConfig, LogFormat};
+use crate::{
+    config::{LogConfig, LogFormat},
+    otel::{TelemetryConfig, Tracing},
+};
 
 /// Builds the subscriber: `RUST_LOG` if set, else `config.level`, as the filter; spans
 /// exported through `tracer` (see [`crate::otel::Tracing`]); JSON lines (event fields at
@@ -69,6 +72,18 @@ where
 /// If a global subscriber was already installed: that is a start-up bug, not input.
 pub fn init(subscriber: Box<dyn Subscriber + Send + Sync>) {
     tracing::subscriber::set_global_default(subscriber).expect("telemetry::init is called once");
+}
+
+/// A service's start-up of logs and traces: starts span export per `traces`, then
+/// installs the JSON (or pretty) log subscriber on stdout carrying those spans. Call
+/// once; call [`Tracing::shutdown`] on the result before exiting, to flush spans.
+///
+/// # Errors
+/// A one-line message naming the bad key (`telemetry.*` or `log.level`).
+pub fn start(log: &LogConfig, traces: &TelemetryConfig) -> Result<Tracing, String> {
+    let tracing = Tracing::start(traces)?;
+    init(subscriber(log, tracing.tracer(), std::io::stdout)?);
+    Ok(tracing)
 }
 
 /// For tests: logs to stdout when `TEST_LOG` is set, else nowhere; spans get ids but

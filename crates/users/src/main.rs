@@ -3,7 +3,7 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::Parser;
-use platform::{otel::Tracing, telemetry};
+use platform::telemetry;
 use users::{App, Config};
 
 /// Command line of the users service; everything else is config.
@@ -22,14 +22,10 @@ async fn main() -> ExitCode {
         Ok(config) => config,
         Err(error) => return exit("config", error, 78),
     };
-    let tracing = match Tracing::start(&config.telemetry) {
+    let tracing = match telemetry::start(&config.log, &config.telemetry) {
         Ok(tracing) => tracing,
         Err(error) => return exit("config", error, 78),
     };
-    match telemetry::subscriber(&config.log, tracing.tracer(), std::io::stdout) {
-        Ok(subscriber) => telemetry::init(subscriber),
-        Err(error) => return exit("config", error, 78),
-    }
     let result = match App::build(config).await {
         Ok(app) => app.run_until_stopped().await.map_err(|error| ("server", error)),
         Err(error) => Err(("start-up", error)),

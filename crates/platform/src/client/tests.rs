@@ -26,6 +26,8 @@ use super::*;
 enum Behaviour {
     Answer,
     Unavailable,
+    /// UNAVAILABLE with this `grpc-retry-pushback-ms`.
+    Pushback(&'static str),
     Hang,
 }
 
@@ -47,6 +49,11 @@ impl Fake {
         match self.behaviour {
             Behaviour::Answer => Ok(Response::new(T::default())),
             Behaviour::Unavailable => Err(Status::unavailable("failing on purpose")),
+            Behaviour::Pushback(ms) => {
+                let mut metadata = tonic::metadata::MetadataMap::new();
+                metadata.insert("grpc-retry-pushback-ms", ms.parse().expect("ascii"));
+                Err(Status::with_metadata(Code::Unavailable, "pushing back", metadata))
+            }
             Behaviour::Hang => std::future::pending().await,
         }
     }
@@ -207,6 +214,21 @@ async fn a_retry_goes_to_an_endpoint_the_call_has_not_tried() {
     }
     assert_eq!(calls(&fake_good), 30);
     assert!(calls(&fake_bad) > 0, "p2c sent some first attempts to the bad endpoint");
+}
+
+#[tokio::test]
+async fn a_negative_server_pushback_stops_retries_and_a_positive_one_allows_them() {
+    let mut config = config();
+    config.outlier_detection.consecutive_failures = 0;
+    let (stop, fake_stop) = serve(Behaviour::Pushback("-1")).await;
+    let mut client = UserServiceClient::new(channel(&config, discovery::fixed(vec![stop])));
+    get(&mut client).await.expect_err("failing");
+    assert_eq!(calls(&fake_stop), 1, "gRFC A6: a negative pushback means do not retry");
+
+    let (wait, fake_wait) = serve(Behaviour::Pushback("1")).await;
+    let mut client = UserServiceClient::new(channel(&config, discovery::fixed(vec![wait])));
+    get(&mut client).await.expect_err("failing");
+    assert_eq!(calls(&fake_wait), 3, "retried after the pushback, up to maxAttempts");
 }
 
 #[tokio::test]
