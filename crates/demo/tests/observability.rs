@@ -260,7 +260,15 @@ async fn one_create_order_is_one_trace_in_jaeger_counted_exactly_and_found_from_
     assert_eq!(moved(&orders_before, &orders_after, "grpc_client_handled_total", &with(&by_email, "OK")), 1.0);
     assert_eq!(moved(&users_before, &users_after, "grpc_server_handled_total", &with(&by_email, "OK")), 1.0);
     assert_eq!(moved(&users_before, &users_after, "grpc_server_handled_total", &by_email), 1.0, "no other codes");
-    assert!(sample(&users_after, "db_pool_connections", &[]) >= 1.0, "the pool gauge is exported");
+    // One query on each side, each on one connection taken from the pool.
+    let users_pool = [("pool_name", "users")];
+    let orders_pool = [("pool_name", "orders")];
+    let waits = "db_client_connections_wait_time_seconds_count";
+    assert_eq!(moved(&users_before, &users_after, waits, &users_pool), 1.0, "users waited once for a connection");
+    assert_eq!(moved(&orders_before, &orders_after, waits, &orders_pool), 1.0, "orders waited once for a connection");
+    let open = sample(&users_after, "db_client_connections_usage", &users_pool);
+    assert!(open >= 1.0, "the pool holds the connection it used: {open}");
+    assert!(sample(&users_after, "db_client_connections_max", &users_pool) >= open);
 
     // Stopping flushes the spans still queued in the batch exporters.
     assert_eq!(orders.stop().await.expect("orders stops"), 0);

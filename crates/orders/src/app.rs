@@ -8,7 +8,7 @@ use api::orders::v1::order_service_server::OrderServiceServer;
 use platform::{
     client::{self, ResilientChannel},
     consul::Consul,
-    database::{self, Backend},
+    database::{self, Backend, Database},
     discovery::ResolverKind,
     metrics::{AdminServer, Metrics},
     observe::ClientLayer,
@@ -51,7 +51,8 @@ impl App {
         let pool = database::connect(&config.database).await.context("connect to the database (database.url)")?;
         MIGRATOR.run(&pool).await.context("apply database migrations")?;
         let metrics = Metrics::new();
-        metrics.register_pool(pool.clone()).context("register the pool metrics")?;
+        let database = Database::new(pool.clone(), "orders");
+        metrics.register_pool(&database).context("register the pool metrics")?;
         let (changes, listener) = match Backend::of_url(&config.database.url).map_err(anyhow::Error::msg)? {
             Backend::Postgres => {
                 let (changes, task) =
@@ -70,7 +71,7 @@ impl App {
         // A client span per call (traceparent to users) and grpc_client_* metrics.
         let users = ClientLayer::new(&metrics, &[api::FILE_DESCRIPTOR_SET], "users").layer(users);
         let orders = Orders::new(
-            OrderRepository::new(pool.clone(), changes.clone()),
+            OrderRepository::new(database, changes.clone()),
             UsersClient::new(users),
             PageTokens::new(&config.paging.token_secret),
             changes,

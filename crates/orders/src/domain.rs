@@ -441,7 +441,7 @@ mod tests {
         let pool = platform::database::connect(&config).await.expect("in-memory SQLite");
         MIGRATOR.run(&pool).await.expect("migrations apply on SQLite");
         let changes = Changes::local();
-        let repository = OrderRepository::new(pool, changes.clone());
+        let repository = OrderRepository::new(platform::database::Database::new(pool, "orders"), changes.clone());
         let channel =
             ResilientChannel::new("users", &ClientConfig::with_endpoints(vec![]), discovery::fixed(vec![]), &[])
                 .expect("an empty descriptor set decodes");

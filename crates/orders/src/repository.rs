@@ -3,10 +3,10 @@
 use std::time::SystemTime;
 
 use platform::{
-    database::{self, from_micros, is_unavailable, to_micros},
+    database::{Database, from_micros, is_unavailable, to_micros},
     email::Email,
 };
-use sqlx::{Any, AnyPool, FromRow, Transaction};
+use sqlx::{Acquire, Any, FromRow, Transaction};
 use tracing::Instrument;
 
 use crate::{
@@ -31,7 +31,7 @@ pub enum Inserted {
 /// Reads and writes the `orders` and `order_events` tables, and announces changes.
 #[derive(Clone)]
 pub struct OrderRepository {
-    pool: AnyPool,
+    db: Database,
     changes: Changes,
 }
 
@@ -53,9 +53,9 @@ struct EventRow {
 }
 
 impl OrderRepository {
-    /// A repository over `pool` (migrated with [`MIGRATOR`]) that announces writes on `changes`.
-    pub fn new(pool: AnyPool, changes: Changes) -> Self {
-        Self { pool, changes }
+    /// A repository over `db` (migrated with [`MIGRATOR`]) that announces writes on `changes`.
+    pub fn new(db: Database, changes: Changes) -> Self {
+        Self { db, changes }
     }
 
     /// Stores `order` (status CREATED) and its CREATED event, unless `key` already
@@ -64,7 +64,8 @@ impl OrderRepository {
     /// # Errors
     /// [`Error::Unavailable`] or [`Error::Internal`].
     pub async fn insert(&self, order: &Order, key: Option<&IdempotencyKey>) -> Result<Inserted, Error> {
-        let mut tx = self.pool.begin().await.map_err(storage_error)?;
+        let mut conn = self.db.acquire().await.map_err(storage_error)?;
+        let mut tx = conn.begin().await.map_err(storage_error)?;
         let created_at = to_micros(order.created_at);
         let stored = sqlx::query(
             "INSERT INTO orders (id, customer_email, total_cents, currency, status, created_at, updated_at, idempotency_key) \
@@ -78,12 +79,14 @@ impl OrderRepository {
         .bind(created_at)
         .bind(key.map(|k| k.as_str().to_owned()))
         .execute(&mut *tx)
-        .instrument(database::span(&self.pool, "INSERT", "orders"))
+        .instrument(self.db.span("INSERT", "orders"))
         .await
         .map_err(storage_error)?
         .rows_affected();
         if stored == 0 {
             tx.rollback().await.map_err(storage_error)?;
+            // Back to the pool before the next query takes one (a pool of one would deadlock).
+            drop(conn);
             let key = key.ok_or_else(|| Error::Internal(anyhow::anyhow!("insert without a key stored nothing")))?;
             let first = self.by_idempotency_key(key).await?;
             return first
@@ -108,14 +111,15 @@ impl OrderRepository {
         to: OrderStatus,
         at: SystemTime,
     ) -> Result<Option<Order>, Error> {
-        let mut tx = self.pool.begin().await.map_err(storage_error)?;
+        let mut conn = self.db.acquire().await.map_err(storage_error)?;
+        let mut tx = conn.begin().await.map_err(storage_error)?;
         let moved = sqlx::query("UPDATE orders SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4")
             .bind(to.number())
             .bind(to_micros(at))
             .bind(id.to_string())
             .bind(from.number())
             .execute(&mut *tx)
-            .instrument(database::span(&self.pool, "UPDATE", "orders"))
+            .instrument(self.db.span("UPDATE", "orders"))
             .await
             .map_err(storage_error)?
             .rows_affected();
@@ -127,7 +131,7 @@ impl OrderRepository {
         let order = sqlx::query_as::<_, OrderRow>(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
             .bind(id.to_string())
             .fetch_one(&mut *tx)
-            .instrument(database::span(&self.pool, "SELECT", "orders"))
+            .instrument(self.db.span("SELECT", "orders"))
             .await
             .map_err(storage_error)?;
         tx.commit().await.map_err(storage_error)?;
@@ -140,10 +144,11 @@ impl OrderRepository {
     /// # Errors
     /// [`Error::Unavailable`] or [`Error::Internal`].
     pub async fn get(&self, id: OrderId) -> Result<Option<Order>, Error> {
+        let mut conn = self.db.acquire().await.map_err(storage_error)?;
         let row = sqlx::query_as::<_, OrderRow>(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
             .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .instrument(database::span(&self.pool, "SELECT", "orders"))
+            .fetch_optional(&mut *conn)
+            .instrument(self.db.span("SELECT", "orders"))
             .await
             .map_err(storage_error)?;
         row.map(Order::try_from).transpose()
@@ -154,11 +159,12 @@ impl OrderRepository {
     /// # Errors
     /// [`Error::Unavailable`] or [`Error::Internal`].
     pub async fn by_idempotency_key(&self, key: &IdempotencyKey) -> Result<Option<Order>, Error> {
+        let mut conn = self.db.acquire().await.map_err(storage_error)?;
         let row =
             sqlx::query_as::<_, OrderRow>(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE idempotency_key = $1"))
                 .bind(key.as_str())
-                .fetch_optional(&self.pool)
-                .instrument(database::span(&self.pool, "SELECT", "orders"))
+                .fetch_optional(&mut *conn)
+                .instrument(self.db.span("SELECT", "orders"))
                 .await
                 .map_err(storage_error)?;
         row.map(Order::try_from).transpose()
@@ -188,11 +194,12 @@ impl OrderRepository {
             sql.push_str(&format!(" AND id > ${}", binds.len()));
         }
         sql.push_str(&format!(" ORDER BY id LIMIT ${}", binds.len() + 1));
+        let mut conn = self.db.acquire().await.map_err(storage_error)?;
         let query = binds.into_iter().fold(sqlx::query_as::<_, OrderRow>(&sql), |query, value| query.bind(value));
         let rows = query
             .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .instrument(database::span(&self.pool, "SELECT", "orders"))
+            .fetch_all(&mut *conn)
+            .instrument(self.db.span("SELECT", "orders"))
             .await
             .map_err(storage_error)?;
         rows.into_iter().map(Order::try_from).collect()
@@ -203,12 +210,13 @@ impl OrderRepository {
     /// # Errors
     /// [`Error::Unavailable`] or [`Error::Internal`].
     pub async fn events(&self, id: OrderId) -> Result<Vec<OrderEvent>, Error> {
+        let mut conn = self.db.acquire().await.map_err(storage_error)?;
         let rows = sqlx::query_as::<_, EventRow>(
             "SELECT order_id, status, occurred_at FROM order_events WHERE order_id = $1 ORDER BY status",
         )
         .bind(id.to_string())
-        .fetch_all(&self.pool)
-        .instrument(database::span(&self.pool, "SELECT", "order_events"))
+        .fetch_all(&mut *conn)
+        .instrument(self.db.span("SELECT", "order_events"))
         .await
         .map_err(storage_error)?;
         rows.into_iter().map(OrderEvent::try_from).collect()
@@ -216,7 +224,7 @@ impl OrderRepository {
 
     async fn record_event(
         &self,
-        tx: &mut Transaction<'static, Any>,
+        tx: &mut Transaction<'_, Any>,
         id: OrderId,
         reached: OrderStatus,
         at: SystemTime,
@@ -226,7 +234,7 @@ impl OrderRepository {
             .bind(reached.number())
             .bind(to_micros(at))
             .execute(&mut **tx)
-            .instrument(database::span(&self.pool, "INSERT", "order_events"))
+            .instrument(self.db.span("INSERT", "order_events"))
             .await
             .map_err(storage_error)?;
         if self.changes.via_postgres() {

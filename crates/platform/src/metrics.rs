@@ -16,8 +16,7 @@ use std::{
 };
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, PullingGauge, Registry, TEXT_FORMAT,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TEXT_FORMAT, TextEncoder,
     core::{Collector, Desc},
     proto::MetricFamily,
 };
@@ -26,7 +25,10 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tonic::Code;
 
-use crate::client::{ClientStats, ResilientChannel};
+use crate::{
+    client::{ClientStats, ResilientChannel},
+    database::Database,
+};
 
 /// Where the admin HTTP endpoint (`GET /metrics`) listens.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -93,23 +95,12 @@ impl Metrics {
         self.shared.client.get_or_init(|| GrpcMetrics::register(self, "client")).clone()
     }
 
-    /// Gauges read at scrape time from `pool`: `db_pool_connections` (open
-    /// connections) and `db_pool_idle_connections`.
+    /// The pool metrics of `database` (see [`Database::collector`]).
     ///
     /// # Errors
-    /// When the gauges are already registered.
-    pub fn register_pool(&self, pool: sqlx::AnyPool) -> prometheus::Result<()> {
-        let size = pool.clone();
-        self.register(PullingGauge::new(
-            "db_pool_connections",
-            "Connections the database pool holds open, idle or in use.",
-            Box::new(move || f64::from(size.size())),
-        )?)?;
-        self.register(PullingGauge::new(
-            "db_pool_idle_connections",
-            "Open connections of the database pool waiting for a query.",
-            Box::new(move || pool.num_idle() as f64),
-        )?)?;
+    /// When a pool is already registered.
+    pub fn register_pool(&self, database: &Database) -> prometheus::Result<()> {
+        self.register(database.collector())?;
         Ok(())
     }
 

@@ -7,7 +7,7 @@ use anyhow::Context;
 use api::users::v1::user_service_server::UserServiceServer;
 use platform::{
     consul::Consul,
-    database,
+    database::{self, Database},
     metrics::{AdminServer, Metrics},
     server::GrpcServer,
     shutdown,
@@ -41,8 +41,9 @@ impl App {
         let pool = database::connect(&config.database).await.context("connect to the database (database.url)")?;
         MIGRATOR.run(&pool).await.context("apply database migrations")?;
         let metrics = Metrics::new();
-        metrics.register_pool(pool.clone()).context("register the pool metrics")?;
-        let users = Users::new(UserRepository::new(pool.clone()));
+        let database = Database::new(pool.clone(), "users");
+        metrics.register_pool(&database).context("register the pool metrics")?;
+        let users = Users::new(UserRepository::new(database));
         let mut server = GrpcServer::bind(&config.server, api::FILE_DESCRIPTOR_SET)
             .await
             .with_context(|| format!("bind {} (server.host, server.port)", config.server.addr()))?

@@ -1,10 +1,10 @@
 //! Storage of users over sqlx; the same SQL runs on PostgreSQL and SQLite.
 
 use platform::{
-    database::{self, from_micros, is_unavailable, to_micros},
+    database::{Database, from_micros, is_unavailable, to_micros},
     email::Email,
 };
-use sqlx::{AnyPool, FromRow, error::ErrorKind};
+use sqlx::{FromRow, error::ErrorKind};
 use tracing::Instrument;
 
 use crate::domain::{Error, User, UserId, UserName};
@@ -15,7 +15,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// Reads and writes the `users` table.
 #[derive(Clone)]
 pub struct UserRepository {
-    pool: AnyPool,
+    db: Database,
 }
 
 /// A `users` row as stored.
@@ -28,9 +28,9 @@ struct UserRow {
 }
 
 impl UserRepository {
-    /// A repository over `pool` (migrated with [`MIGRATOR`]).
-    pub fn new(pool: AnyPool) -> Self {
-        Self { pool }
+    /// A repository over `db` (migrated with [`MIGRATOR`]).
+    pub fn new(db: Database) -> Self {
+        Self { db }
     }
 
     /// Inserts `user`.
@@ -38,13 +38,14 @@ impl UserRepository {
     /// # Errors
     /// [`Error::EmailTaken`] when the email is taken; [`Error::Unavailable`] or [`Error::Internal`].
     pub async fn insert(&self, user: &User) -> Result<(), Error> {
+        let mut conn = self.db.acquire().await.map_err(storage_error)?;
         sqlx::query("INSERT INTO users (id, email, name, created_at) VALUES ($1, $2, $3, $4)")
             .bind(user.id.to_string())
             .bind(user.email.as_str())
             .bind(user.name.as_str())
             .bind(to_micros(user.created_at))
-            .execute(&self.pool)
-            .instrument(database::span(&self.pool, "INSERT", "users"))
+            .execute(&mut *conn)
+            .instrument(self.db.span("INSERT", "users"))
             .await
             .map_err(|e| match &e {
                 sqlx::Error::Database(db) if db.kind() == ErrorKind::UniqueViolation => {
@@ -60,10 +61,11 @@ impl UserRepository {
     /// # Errors
     /// [`Error::Unavailable`] or [`Error::Internal`].
     pub async fn get(&self, id: UserId) -> Result<Option<User>, Error> {
+        let mut conn = self.db.acquire().await.map_err(storage_error)?;
         let row = sqlx::query_as::<_, UserRow>("SELECT id, email, name, created_at FROM users WHERE id = $1")
             .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .instrument(database::span(&self.pool, "SELECT", "users"))
+            .fetch_optional(&mut *conn)
+            .instrument(self.db.span("SELECT", "users"))
             .await
             .map_err(storage_error)?;
         row.map(User::try_from).transpose()
@@ -74,10 +76,11 @@ impl UserRepository {
     /// # Errors
     /// [`Error::Unavailable`] or [`Error::Internal`].
     pub async fn by_email(&self, email: &Email) -> Result<Option<User>, Error> {
+        let mut conn = self.db.acquire().await.map_err(storage_error)?;
         let row = sqlx::query_as::<_, UserRow>("SELECT id, email, name, created_at FROM users WHERE email = $1")
             .bind(email.as_str())
-            .fetch_optional(&self.pool)
-            .instrument(database::span(&self.pool, "SELECT", "users"))
+            .fetch_optional(&mut *conn)
+            .instrument(self.db.span("SELECT", "users"))
             .await
             .map_err(storage_error)?;
         row.map(User::try_from).transpose()
