@@ -77,7 +77,19 @@ pub fn from_headers(headers: &HeaderMap) -> Option<Instant> {
     headers.get(GRPC_TIMEOUT).and_then(parse_timeout).map(|timeout| Instant::now() + timeout)
 }
 
-/// Server layer: serves each call inside a scope holding its deadline (see [`incoming`]).
+/// How much earlier than tonic's own timer [`Propagate`] answers an expired call.
+/// tonic's server reads `grpc-timeout` too, outside every layer of ours, and answers
+/// an expired call CANCELLED ("Timeout expired"), where gRPC says DEADLINE_EXCEEDED
+/// (grpc-go's servers answer it). Both timers start within microseconds of each other
+/// and tokio's timers tick in milliseconds, so one millisecond is enough to go first;
+/// tonic polls the call before its timer, so a tie goes to us as well.
+pub const ANSWER_BEFORE_TONIC: Duration = Duration::from_millis(1);
+
+/// Server layer: serves each call inside a scope holding its deadline (see
+/// [`incoming`]), and answers DEADLINE_EXCEEDED when the handler has not answered by
+/// then (gRPC status codes: "the deadline expired before the operation could
+/// complete"). For a streaming response that is the deadline of its headers; the
+/// stream itself is the handler's to bound.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PropagateLayer;
 
@@ -95,10 +107,11 @@ pub struct Propagate<S> {
     inner: S,
 }
 
-impl<S, B> Service<Request<B>> for Propagate<S>
+impl<S, B, R> Service<Request<B>> for Propagate<S>
 where
-    S: Service<Request<B>>,
+    S: Service<Request<B>, Response = http::Response<R>>,
     S::Future: Send + 'static,
+    R: Default,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -110,7 +123,17 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let deadline = from_headers(request.headers());
-        Box::pin(INCOMING.scope(deadline, self.inner.call(request)))
+        let served = INCOMING.scope(deadline, self.inner.call(request));
+        let Some(deadline) = deadline else { return Box::pin(served) };
+        Box::pin(async move {
+            match tokio::time::timeout_at(deadline.checked_sub(ANSWER_BEFORE_TONIC).unwrap_or(deadline), served).await {
+                Ok(answered) => answered,
+                Err(_) => {
+                    Ok(tonic::Status::deadline_exceeded("deadline exceeded while the server handled the call")
+                        .into_http())
+                }
+            }
+        })
     }
 }
 
@@ -147,6 +170,32 @@ mod tests {
         assert_eq!(encode_timeout(Duration::from_secs(200_000)), "200000S");
         let round_trip = parse_timeout(&encode_timeout(Duration::from_nanos(1_999_999))).expect("parses");
         assert_eq!(round_trip, Duration::from_micros(1999));
+    }
+
+    #[tokio::test]
+    async fn a_call_still_running_at_its_deadline_is_answered_deadline_exceeded() {
+        let slow = tower::service_fn(|_: Request<()>| async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Ok::<_, std::convert::Infallible>(http::Response::new(String::from("too late")))
+        });
+        let mut service = PropagateLayer.layer(slow);
+        let mut request = Request::new(());
+        request.headers_mut().insert(GRPC_TIMEOUT, HeaderValue::from_static("50m"));
+        let started = Instant::now();
+        let response = service.call(request).await.expect("answered");
+        let status = tonic::Status::from_header_map(response.headers()).expect("a grpc-status");
+        assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
+        assert!(started.elapsed() < Duration::from_secs(30), "answered at the deadline, not when the handler ended");
+    }
+
+    #[tokio::test]
+    async fn a_call_without_a_deadline_is_left_to_finish() {
+        let quick = tower::service_fn(|_: Request<()>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(String::from("done")))
+        });
+        let response = PropagateLayer.layer(quick).call(Request::new(())).await.expect("answered");
+        assert_eq!(response.body(), "done");
+        assert!(tonic::Status::from_header_map(response.headers()).is_none());
     }
 
     #[tokio::test]

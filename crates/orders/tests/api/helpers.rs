@@ -15,6 +15,7 @@ pub struct TestStack {
     pub orders: OrderServiceClient<Channel>,
     pub users: UserServiceClient<Channel>,
     pub users_address: String,
+    pub orders_address: String,
     pub orders_database_url: String,
     _stops: Vec<oneshot::Sender<()>>,
 }
@@ -73,9 +74,10 @@ async fn spawn(users_endpoint: Option<String>, timeout: Option<Duration>) -> Tes
     let endpoint = users_endpoint.unwrap_or_else(|| users_address.clone());
     let (orders_address, orders_stop) = start_orders(&orders_database_url, vec![endpoint], timeout).await;
     TestStack {
-        orders: OrderServiceClient::connect(orders_address).await.expect("connect to orders"),
+        orders: OrderServiceClient::connect(orders_address.clone()).await.expect("connect to orders"),
         users: UserServiceClient::connect(users_address.clone()).await.expect("connect to users"),
         users_address,
+        orders_address,
         orders_database_url,
         _stops: vec![users_stop, orders_stop],
     }
@@ -121,4 +123,34 @@ where
         let _ = stopped.await;
     })));
     stop
+}
+
+/// Sends one gRPC call over plain HTTP/2 with `grpc-timeout: {grpc_timeout}` and
+/// returns the `grpc-status` the server answered. tonic's own client would enforce the
+/// timeout itself (and report CANCELLED) before the server's answer could arrive.
+pub async fn raw_grpc_status(
+    address: &str,
+    path: &str,
+    message: &impl prost::Message,
+    grpc_timeout: &str,
+) -> tonic::Code {
+    use http_body_util::{BodyExt, Full};
+    let encoded = message.encode_to_vec();
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&u32::try_from(encoded.len()).expect("a small message").to_be_bytes());
+    frame.extend_from_slice(&encoded);
+    let request = http::Request::post(format!("{address}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("grpc-timeout", grpc_timeout)
+        .body(Full::new(bytes::Bytes::from(frame)))
+        .expect("a valid request");
+    let client =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).http2_only(true).build_http();
+    let response = client.request(request).await.expect("the server answers over HTTP/2");
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.expect("the body arrives");
+    let trailers = body.trailers().cloned().unwrap_or_default();
+    let status = trailers.get("grpc-status").or_else(|| headers.get("grpc-status")).expect("a grpc-status");
+    tonic::Code::from_bytes(status.as_bytes())
 }
