@@ -11,12 +11,13 @@ use opentelemetry::trace::TraceContextExt;
 use opentelemetry_sdk::trace::SdkTracer;
 use serde_json::{Map, Value};
 use tracing::{
-    Event, Subscriber,
+    Event, Level, Subscriber,
     field::{Field, Visit},
 };
 use tracing_opentelemetry::OpenTelemetryLayer;
 use tracing_subscriber::{
-    EnvFilter, Registry,
+    EnvFilter, Layer, Registry,
+    filter::{FilterExt, LevelFilter, filter_fn},
     fmt::{
         FmtContext, FormatEvent, FormatFields, FormattedFields, MakeWriter,
         format::{JsonFields, Writer},
@@ -31,8 +32,9 @@ use crate::{
     otel::{TelemetryConfig, Tracing},
 };
 
-/// Builds the subscriber: `RUST_LOG` if set, else `config.level`, as the filter; spans
-/// exported through `tracer` (see [`crate::otel::Tracing`]); JSON lines (event fields at
+/// Builds the subscriber: `RUST_LOG` if set, else `config.level`, as the filter of the
+/// log lines; spans (and their events) at INFO and above exported through `tracer`
+/// (see [`crate::otel::Tracing`]) whatever that filter says; JSON lines (event fields at
 /// the top level, plus `timestamp`, `level`, `target`, the current `span` with its
 /// fields, and `trace_id`/`span_id` inside a span) or pretty output, written to `sink`
 /// (stdout in production, a test writer or `std::io::sink` in tests).
@@ -56,13 +58,26 @@ where
         }
         _ => EnvFilter::try_new(&config.level).map_err(|e| format!("invalid config key `log.level`: {e}")),
     }?;
-    // The filter applies to spans too: a span filtered out is neither logged nor exported.
-    let registry = Registry::default().with(filter).with(OpenTelemetryLayer::new(tracer));
+    // Each layer filters for itself. Traces keep spans and events at INFO and above
+    // whatever the log level, so `log.level = "warn"` quiets the logs without emptying
+    // Jaeger; the log layer also sees INFO spans it would filter out, so a WARN line
+    // inside an RPC still names its span.
+    let traces = OpenTelemetryLayer::new(tracer).with_filter(LevelFilter::INFO);
+    let logs = filter.or(filter_fn(|metadata| metadata.is_span() && *metadata.level() <= Level::INFO));
+    let registry = Registry::default().with(traces);
     Ok(match config.format {
-        LogFormat::Json => Box::new(registry.with(
-            tracing_subscriber::fmt::layer().fmt_fields(JsonFields::new()).event_format(JsonLines).with_writer(sink),
-        )),
-        LogFormat::Pretty => Box::new(registry.with(tracing_subscriber::fmt::layer().pretty().with_writer(sink))),
+        LogFormat::Json => Box::new(
+            registry.with(
+                tracing_subscriber::fmt::layer()
+                    .fmt_fields(JsonFields::new())
+                    .event_format(JsonLines)
+                    .with_writer(sink)
+                    .with_filter(logs),
+            ),
+        ),
+        LogFormat::Pretty => {
+            Box::new(registry.with(tracing_subscriber::fmt::layer().pretty().with_writer(sink).with_filter(logs)))
+        }
     })
 }
 
@@ -245,5 +260,24 @@ mod tests {
         assert_eq!(trace_id.len(), 32);
         assert_ne!(trace_id, "00000000000000000000000000000000");
         assert_eq!(inside["span_id"].as_str().map(str::len), Some(16));
+    }
+
+    #[test]
+    fn a_quieter_log_level_keeps_the_spans_so_a_warning_still_carries_its_trace_id() {
+        let sink = Captured::default();
+        let tracer = opentelemetry_sdk::trace::SdkTracerProvider::builder().build().tracer("test");
+        let config = LogConfig { level: "warn".to_owned(), format: LogFormat::Json };
+        let subscriber = subscriber(&config, tracer, sink.clone()).expect("a valid level");
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("rpc", method = "CreateOrder");
+            let _entered = span.enter();
+            tracing::info!("filtered out");
+            tracing::warn!("kept");
+        });
+        let lines = lines(&sink);
+        assert_eq!(lines.len(), 1, "only the warning is logged: {lines:?}");
+        assert_eq!(lines[0]["message"], "kept");
+        assert_eq!(lines[0]["span"]["name"], "rpc");
+        assert_eq!(lines[0]["trace_id"].as_str().map(str::len), Some(32), "the span is traced: {}", lines[0]);
     }
 }
