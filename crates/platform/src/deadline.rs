@@ -125,13 +125,17 @@ where
         let deadline = from_headers(request.headers());
         let served = INCOMING.scope(deadline, self.inner.call(request));
         let Some(deadline) = deadline else { return Box::pin(served) };
+        let expiry = tokio::time::sleep_until(deadline.checked_sub(ANSWER_BEFORE_TONIC).unwrap_or(deadline));
         Box::pin(async move {
-            match tokio::time::timeout_at(deadline.checked_sub(ANSWER_BEFORE_TONIC).unwrap_or(deadline), served).await {
-                Ok(answered) => answered,
-                Err(_) => {
-                    Ok(tonic::Status::deadline_exceeded("deadline exceeded while the server handled the call")
-                        .into_http())
+            tokio::select! {
+                // The deadline first: when a busy runtime wakes this call late, after the
+                // handler's own outgoing calls also timed out (at the deadline itself), the
+                // answer is still DEADLINE_EXCEEDED, not whatever the handler made of that.
+                biased;
+                () = expiry => {
+                    Ok(tonic::Status::deadline_exceeded("deadline exceeded while the server handled the call").into_http())
                 }
+                answered = served => answered,
             }
         })
     }
@@ -186,6 +190,25 @@ mod tests {
         let status = tonic::Status::from_header_map(response.headers()).expect("a grpc-status");
         assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
         assert!(started.elapsed() < Duration::from_secs(30), "answered at the deadline, not when the handler ended");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_wakeup_answers_deadline_exceeded_not_what_the_handler_made_of_its_own_timeout() {
+        // The handler's outgoing call times out at the deadline itself; it answers UNAVAILABLE.
+        let handler = tower::service_fn(|_: Request<()>| async {
+            tokio::time::sleep_until(incoming().expect("inside the scope")).await;
+            Ok::<_, std::convert::Infallible>(tonic::Status::unavailable("users timed out").into_http::<String>())
+        });
+        let mut request = Request::new(());
+        request.headers_mut().insert(GRPC_TIMEOUT, HeaderValue::from_static("50m"));
+        let call = PropagateLayer.layer(handler).call(request);
+        tokio::pin!(call);
+        assert!(futures::poll!(&mut call).is_pending(), "both timers are set");
+        // The runtime wakes the call only once both timers are due, as a busy one may.
+        tokio::time::advance(Duration::from_millis(60)).await;
+        let response = call.await.expect("answered");
+        let status = tonic::Status::from_header_map(response.headers()).expect("a grpc-status");
+        assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
     }
 
     #[tokio::test]

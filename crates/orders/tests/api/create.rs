@@ -3,10 +3,9 @@
 use std::time::Duration;
 
 use api::orders::v1::{CreateOrderRequest, ListOrdersRequest, OrderStatus};
-use tokio::net::TcpListener;
 use tonic::Code;
 
-use crate::helpers::{order_request, raw_grpc_status, spawn_orders_with_users_at, spawn_stack};
+use crate::helpers::{order_request, raw_grpc_status, silent_endpoint, spawn_orders_with_users_at, spawn_stack};
 
 #[tokio::test]
 async fn create_order_for_an_existing_customer_returns_a_created_order() {
@@ -88,15 +87,7 @@ async fn concurrent_creates_with_one_key_create_exactly_one_order() {
 
 #[tokio::test]
 async fn create_order_when_users_does_not_answer_is_unavailable_within_the_deadline() {
-    // A users endpoint that accepts connections and never answers.
-    let silent = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let address = format!("http://{}", silent.local_addr().expect("address"));
-    let _held = tokio::spawn(async move {
-        let mut connections = Vec::new();
-        while let Ok((socket, _)) = silent.accept().await {
-            connections.push(socket);
-        }
-    });
+    let address = silent_endpoint().await;
     let mut stack = spawn_orders_with_users_at(address, Duration::from_millis(200)).await;
     let status = stack.orders.create_order(order_request("erin@example.com", 100, "")).await.expect_err("no users");
     assert_eq!(status.code(), Code::Unavailable);
@@ -105,14 +96,7 @@ async fn create_order_when_users_does_not_answer_is_unavailable_within_the_deadl
 
 #[tokio::test]
 async fn create_order_whose_callers_deadline_passes_while_users_is_silent_is_deadline_exceeded() {
-    let silent = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let address = format!("http://{}", silent.local_addr().expect("address"));
-    let _held = tokio::spawn(async move {
-        let mut connections = Vec::new();
-        while let Ok((socket, _)) = silent.accept().await {
-            connections.push(socket);
-        }
-    });
+    let address = silent_endpoint().await;
     // Users may take 30 s by configuration; the caller allows 300 ms.
     let stack = spawn_orders_with_users_at(address, Duration::from_secs(30)).await;
     let request = order_request("fay@example.com", 100, "");

@@ -154,3 +154,17 @@ pub async fn raw_grpc_status(
     let status = trailers.get("grpc-status").or_else(|| headers.get("grpc-status")).expect("a grpc-status");
     tonic::Code::from_bytes(status.as_bytes())
 }
+
+/// The address of an endpoint that accepts connections and never answers (a hung
+/// users replica); it lives as long as the test's runtime.
+pub async fn silent_endpoint() -> String {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = format!("http://{}", silent.local_addr().expect("address"));
+    tokio::spawn(async move {
+        let mut connections = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            connections.push(socket);
+        }
+    });
+    address
+}
