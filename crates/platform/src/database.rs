@@ -34,12 +34,6 @@ impl Backend {
         }
     }
 
-    /// The backend of `pool`, from the scheme of the URL it connects to; `None` for a
-    /// scheme this module does not know.
-    pub fn of_pool(pool: &AnyPool) -> Option<Self> {
-        Self::of_url(pool.connect_options().database_url.as_str()).ok()
-    }
-
     /// The OpenTelemetry `db.system` value: `postgresql` or `sqlite`.
     pub fn system(self) -> &'static str {
         match self {
@@ -47,22 +41,6 @@ impl Backend {
             Self::Sqlite => "sqlite",
         }
     }
-}
-
-/// A span for one database call on `pool`, to `.instrument()` the query's future
-/// with: OpenTelemetry's database conventions (`db.system`, `db.operation` such as
-/// `SELECT`, `db.sql.table`), named `"{operation} {table}"`. It is a child of the
-/// current span (the RPC's). Never add the statement's parameters: they hold user data.
-pub fn span(pool: &AnyPool, operation: &'static str, table: &'static str) -> tracing::Span {
-    let system = Backend::of_pool(pool).map_or("other_sql", Backend::system);
-    tracing::info_span!(
-        "db.query",
-        otel.name = format!("{operation} {table}"),
-        otel.kind = "client",
-        db.system = system,
-        db.operation = operation,
-        db.sql.table = table,
-    )
 }
 
 /// A pool and how long callers waited for its connections: what repositories hold.
@@ -74,6 +52,8 @@ pub fn span(pool: &AnyPool, operation: &'static str, table: &'static str) -> tra
 #[derive(Clone)]
 pub struct Database {
     pool: AnyPool,
+    /// `db.system` of its spans.
+    system: &'static str,
     name: Arc<str>,
     wait_time: Histogram,
 }
@@ -83,8 +63,7 @@ pub struct Database {
 const WAIT_BUCKETS: [f64; 12] = [0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0];
 
 impl Database {
-    /// `pool`, named `name` in its metrics (the `pool_name` label;
-    /// the service's name).
+    /// `pool`, named `name` (the service's) in the `pool_name` label of its metrics.
     pub fn new(pool: AnyPool, name: &str) -> Self {
         let opts = HistogramOpts::new(
             "db_client_connections_wait_time_seconds",
@@ -94,7 +73,9 @@ impl Database {
         .buckets(WAIT_BUCKETS.to_vec());
         // A fixed, valid name, label and increasing buckets: creating it cannot fail.
         let wait_time = Histogram::with_opts(opts).expect("valid histogram");
-        Self { pool, name: name.into(), wait_time }
+        let url = pool.connect_options().database_url.clone();
+        let system = Backend::of_url(url.as_str()).map_or("other_sql", Backend::system);
+        Self { pool, system, name: name.into(), wait_time }
     }
 
     /// The pool itself, for migrations and the health probe.
@@ -116,9 +97,19 @@ impl Database {
         connection
     }
 
-    /// A span for one query on this database; see [`span`].
+    /// A span for one query on this database, to `.instrument()` the query's future
+    /// with: OpenTelemetry's database conventions (`db.system`, `db.operation` such as
+    /// `SELECT`, `db.sql.table`), named `"{operation} {table}"`. It is a child of the
+    /// current span (the RPC's). Never add the statement's parameters: they hold user data.
     pub fn span(&self, operation: &'static str, table: &'static str) -> tracing::Span {
-        span(&self.pool, operation, table)
+        tracing::info_span!(
+            "db.query",
+            otel.name = format!("{operation} {table}"),
+            otel.kind = "client",
+            db.system = self.system,
+            db.operation = operation,
+            db.sql.table = table,
+        )
     }
 
     /// The pool's metric families, read at scrape time, to register in the service's
