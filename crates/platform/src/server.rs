@@ -180,7 +180,8 @@ impl GrpcServer {
                     // outermost after gRPC-Web so the span covers every layer below.
                     .layer(observe::ServerLayer::new(&metrics, &descriptor_sets, local_addr))
                     // Remember each call's deadline, so the calls it makes upstream
-                    // carry what remains of it (deadline propagation).
+                    // carry what remains of it (deadline propagation), and answer
+                    // DEADLINE_EXCEEDED when it passes (tonic alone says CANCELLED).
                     .layer(deadline::PropagateLayer),
             )
             .add_routes(routes)
