@@ -6,11 +6,12 @@ use std::future::Future;
 use anyhow::Context;
 use api::orders::v1::order_service_server::OrderServiceServer;
 use platform::{
+    admin::AdminServer,
     client::{self, ResilientChannel},
     consul::Consul,
     database::{self, Backend, Database},
     discovery::ResolverKind,
-    metrics::{AdminServer, Metrics},
+    metrics::Metrics,
     observe::ClientLayer,
     server::GrpcServer,
     shutdown,
@@ -52,7 +53,7 @@ impl App {
         MIGRATOR.run(&pool).await.context("apply database migrations")?;
         let metrics = Metrics::new();
         let database = Database::new(pool.clone(), "orders");
-        metrics.register_pool(&database).context("register the pool metrics")?;
+        metrics.register(database.collector()).context("register the pool metrics")?;
         let (changes, listener) = match Backend::of_url(&config.database.url).map_err(anyhow::Error::msg)? {
             Backend::Postgres => {
                 let (changes, task) =
@@ -76,12 +77,11 @@ impl App {
             PageTokens::new(&config.paging.token_secret),
             changes,
         );
-        let mut server = GrpcServer::bind(&config.server, api::FILE_DESCRIPTOR_SET)
+        let mut server = GrpcServer::bind(&config.server, api::FILE_DESCRIPTOR_SET, &metrics)
             .await
             .with_context(|| format!("bind {} (server.host, server.port)", config.server.addr()))?
             .add_service(OrderServiceServer::new(OrderGrpc::new(orders, config.paging)))
-            .probe_database(pool.clone(), &config.database)
-            .with_metrics(&metrics);
+            .probe_database(pool.clone(), &config.database);
         if let (true, Some(consul)) = (config.registration.enabled, consul) {
             server = server.register_in(consul, &config.registration, env!("CARGO_PKG_VERSION"));
         }

@@ -3,10 +3,10 @@
 use std::path::Path;
 
 use platform::{
+    admin::AdminConfig,
     client::ClientConfig,
     config::{ConfigError, DatabaseConfig, LogConfig, ServerConfig},
     consul::ConsulConfig,
-    metrics::AdminConfig,
     otel::TelemetryConfig,
     registration::RegistrationConfig,
 };

@@ -3,6 +3,7 @@
 use std::{
     fmt,
     net::{IpAddr, Ipv4Addr, SocketAddr},
+    num::NonZeroU32,
     path::Path,
     time::Duration,
 };
@@ -90,6 +91,21 @@ pub struct ServerConfig {
     /// closed, before they are cut, e.g. `"10s"`.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Calls the application services may handle at once in this process (default
+    /// 1024; at least 1). A call beyond it is answered UNAVAILABLE at once, so the
+    /// client can retry another replica, instead of queueing until its deadline passes.
+    /// Health checks and reflection are not counted. A streaming call holds its place
+    /// until its response headers are sent.
+    pub max_concurrent_requests: NonZeroU32,
+    /// How long a connection may be idle before the server sends an HTTP/2 PING to
+    /// check that the client is still there, e.g. `"2h"` (the default, grpc-go's
+    /// server `keepalive.ServerParameters.Time`); `"0s"` sends none.
+    #[serde(with = "humantime_serde")]
+    pub http2_keepalive_interval: Duration,
+    /// How long the server waits for a PING's acknowledgement before it closes the
+    /// connection, e.g. `"20s"` (the default, grpc-go's `Timeout`).
+    #[serde(with = "humantime_serde")]
+    pub http2_keepalive_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -100,6 +116,9 @@ impl ServerConfig {
             port,
             drain_period: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(10),
+            max_concurrent_requests: NonZeroU32::new(1024).expect("1024 is not zero"),
+            http2_keepalive_interval: Duration::from_secs(2 * 60 * 60),
+            http2_keepalive_timeout: Duration::from_secs(20),
         }
     }
 

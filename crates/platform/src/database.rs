@@ -1,4 +1,4 @@
-//! The service's database pool (PostgreSQL or the embedded SQLite), its health probe and its metrics.
+//! The service's database pool (PostgreSQL or the embedded SQLite) and its metrics.
 
 use std::{sync::Arc, time::Instant};
 
@@ -7,10 +7,9 @@ use prometheus::{
     core::{Collector, Desc},
     proto::MetricFamily,
 };
-use sqlx::{Any, AnyPool, Connection, any::AnyPoolOptions, pool::PoolConnection};
-use tokio::task::JoinHandle;
+use sqlx::{Any, AnyPool, any::AnyPoolOptions, pool::PoolConnection};
 
-use crate::{config::DatabaseConfig, server::Health};
+use crate::config::DatabaseConfig;
 
 /// Which database engine a pool talks to; some statements differ between them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,36 +199,6 @@ pub async fn connect(config: &DatabaseConfig) -> Result<AnyPool, sqlx::Error> {
         .await
 }
 
-/// Spawns a task that pings the database every `config.health_check_interval` and
-/// reports the server SERVING while it answers, NOT_SERVING while it does not
-/// (`grpc.health.v1`: a replica that cannot reach its data should get no traffic).
-pub fn watch_health(pool: AnyPool, config: &DatabaseConfig, health: Health) -> JoinHandle<()> {
-    let interval = config.health_check_interval;
-    let timeout = config.acquire_timeout;
-    tokio::spawn(async move {
-        let mut last = None;
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticker.tick().await;
-            let reachable = matches!(tokio::time::timeout(timeout, ping(&pool)).await, Ok(Ok(())));
-            if last != Some(reachable) {
-                if reachable {
-                    tracing::info!("database reachable; serving");
-                } else {
-                    tracing::warn!("database unreachable; not serving");
-                }
-                health.set_serving(reachable).await;
-                last = Some(reachable);
-            }
-        }
-    })
-}
-
-async fn ping(pool: &AnyPool) -> Result<(), sqlx::Error> {
-    pool.acquire().await?.ping().await
-}
-
 /// A time as stored in a `BIGINT` column: microseconds since the Unix epoch.
 /// Times before the epoch are stored as negative numbers; times further than
 /// ±292,000 years away saturate.
@@ -277,7 +246,7 @@ mod tests {
         config.acquire_timeout = std::time::Duration::from_millis(50);
         let db = Database::new(connect(&config).await.expect("in-memory SQLite"), "test");
         let metrics = crate::metrics::Metrics::new();
-        metrics.register_pool(&db).expect("registered once");
+        metrics.register(db.collector()).expect("registered once");
 
         let held = db.acquire().await.expect("the one connection");
         let refused = db.acquire().await.expect_err("the pool of one is taken");

@@ -1,12 +1,14 @@
 //! What both services share, one module per concern: config, telemetry (logs and
-//! traces), metrics, the gRPC server stack, the database pool, Consul registration and
-//! discovery, the resilient client, deadline propagation, shutdown.
+//! traces), metrics and the admin endpoint, the gRPC server stack and its health, the
+//! database pool, Consul registration and discovery, the resilient client, deadline
+//! propagation, shutdown.
 //!
 //! These are modules, not a framework: each service's `app.rs` calls them in a few
 //! lines and stays in charge of its own start-up.
 
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod backoff;
 pub mod client;
 pub mod config;
@@ -15,6 +17,7 @@ pub mod database;
 pub mod deadline;
 pub mod discovery;
 pub mod email;
+pub mod health;
 pub mod id;
 pub mod metrics;
 pub mod observe;

@@ -1,57 +1,27 @@
-//! Prometheus metrics: one registry per app, the go-grpc-middleware gRPC families, and the admin HTTP endpoint.
+//! Prometheus metrics: one registry per app and the go-grpc-middleware gRPC families.
 //!
 //! Names and labels are those of go-grpc-middleware's Prometheus interceptors
 //! (`grpc_server_handled_total{grpc_type,grpc_service,grpc_method,grpc_code}`, ...), so
 //! dashboards built for Go services work unchanged. Each [`Metrics`] owns its registry
 //! (no process-global recorder): tests run several services in one process and each
-//! must count only its own calls. Other modules add their families with
-//! [`Metrics::register`].
+//! must count only its own calls. Other modules export their own families as a
+//! `collector()` (linkerd's way) and the app adds them with [`Metrics::register`], so
+//! this module need not import theirs. `admin` serves the registry over HTTP.
 
 use std::{
     collections::HashMap,
-    future::Future,
-    io,
-    net::{IpAddr, Ipv4Addr, SocketAddr},
     sync::{Arc, OnceLock},
 };
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TEXT_FORMAT, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
     core::{Collector, Desc},
     proto::MetricFamily,
 };
 use prost::Message;
-use serde::{Deserialize, Serialize};
-use tokio::net::TcpListener;
 use tonic::Code;
 
-use crate::{
-    client::{ClientStats, ResilientChannel},
-    database::Database,
-};
-
-/// Where the admin HTTP endpoint (`GET /metrics`) listens.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AdminConfig {
-    /// Interface to bind. Default `127.0.0.1`; use `0.0.0.0` inside a container so
-    /// Prometheus can scrape it.
-    pub host: IpAddr,
-    /// TCP port; `0` picks a free one (the app logs it as `admin_address`).
-    pub port: u16,
-}
-
-impl AdminConfig {
-    /// A loopback admin endpoint on `port`.
-    pub fn on_port(port: u16) -> Self {
-        Self { host: IpAddr::V4(Ipv4Addr::LOCALHOST), port }
-    }
-
-    /// The socket address to bind.
-    pub fn addr(&self) -> SocketAddr {
-        SocketAddr::new(self.host, self.port)
-    }
-}
+use crate::client::{ClientStats, ResilientChannel};
 
 /// A service's metric registry. Cloning is cheap; clones share the registry.
 #[derive(Clone, Default)]
@@ -93,15 +63,6 @@ impl Metrics {
     /// shared by every client of this service (the `grpc_service` label tells them apart).
     pub fn grpc_client(&self) -> GrpcMetrics {
         self.shared.client.get_or_init(|| GrpcMetrics::register(self, "client")).clone()
-    }
-
-    /// The pool metrics of `database` (see [`Database::collector`]).
-    ///
-    /// # Errors
-    /// When a pool is already registered.
-    pub fn register_pool(&self, database: &Database) -> prometheus::Result<()> {
-        self.register(database.collector())?;
-        Ok(())
     }
 
     /// The resilient client's families for `upstream`, read from `channel` at scrape
@@ -343,56 +304,6 @@ pub fn code_name(code: Code) -> &'static str {
     }
 }
 
-/// A bound, not yet serving, admin HTTP endpoint: `GET /metrics` renders the registry.
-pub struct AdminServer {
-    listener: TcpListener,
-    metrics: Metrics,
-}
-
-impl AdminServer {
-    /// Binds `config.addr()` (port 0 picks a free port).
-    ///
-    /// # Errors
-    /// When the address cannot be bound.
-    pub async fn bind(config: &AdminConfig, metrics: Metrics) -> io::Result<Self> {
-        Ok(Self { listener: TcpListener::bind(config.addr()).await?, metrics })
-    }
-
-    /// The bound address; its port is the real one when the config said 0.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("a bound TCP listener has a local address")
-    }
-
-    /// Serves until `shutdown` resolves.
-    ///
-    /// # Errors
-    /// An I/O error of the listener.
-    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> io::Result<()> {
-        let metrics = self.metrics;
-        let router = axum::Router::new().route(
-            "/metrics",
-            axum::routing::get(move || {
-                let body = metrics.render();
-                async move { ([(http::header::CONTENT_TYPE, TEXT_FORMAT)], body) }
-            }),
-        );
-        axum::serve(self.listener, router).with_graceful_shutdown(shutdown).await
-    }
-
-    /// Serves `/metrics` while `work` (the gRPC server, until it has drained) runs,
-    /// so the last scrape can still see the drain; stops with it and returns its output.
-    pub async fn serve_while<F: Future>(self, work: F) -> F::Output {
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let admin = tokio::spawn(self.serve(async move {
-            let _ = stopped.await;
-        }));
-        let output = work.await;
-        let _ = stop.send(());
-        let _ = admin.await;
-        output
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -443,29 +354,5 @@ mod tests {
         );
         assert!(text.contains("grpc_server_handling_seconds_bucket{"), "{text}");
         assert!(!text.contains("grpc_client_"), "client families appear only once used: {text}");
-    }
-
-    #[tokio::test]
-    async fn the_admin_endpoint_serves_the_registry_as_prometheus_text() {
-        let metrics = Metrics::new();
-        metrics.grpc_client().started(&MethodKinds::default().labels("/a.B/C"));
-        let admin = AdminServer::bind(&AdminConfig::on_port(0), metrics).await.expect("bind");
-        let address = admin.local_addr();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(admin.serve(async move {
-            let _ = stopped.await;
-        }));
-        let mut stream = tokio::net::TcpStream::connect(address).await.expect("connect");
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        stream.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await.expect("send");
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.expect("read");
-        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-        assert!(response.contains("text/plain; version=0.0.4"), "{response}");
-        assert!(
-            response.contains(r#"grpc_client_started_total{grpc_method="C",grpc_service="a.B",grpc_type="unary"} 1"#)
-        );
-        let _ = stop.send(());
-        server.await.expect("joins").expect("serves cleanly");
     }
 }

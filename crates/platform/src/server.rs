@@ -1,39 +1,37 @@
 //! The gRPC server every service runs: one listener, the layer stack, health and reflection.
 
-use std::{
-    convert::Infallible,
-    future::Future,
-    io,
-    net::SocketAddr,
-    sync::{Arc, Mutex, PoisonError},
-    time::Duration,
-};
+use std::{convert::Infallible, future::Future, io, net::SocketAddr, time::Duration};
 
-use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::{server::NamedService, service::Routes, transport::Server};
-use tonic_health::{ServingStatus, server::HealthReporter};
-use tower::ServiceBuilder;
-
+use axum::error_handling::HandleErrorLayer;
+use http::Response;
 use sqlx::AnyPool;
+use tokio::net::TcpListener;
+use tonic::{
+    Status,
+    server::NamedService,
+    service::Routes,
+    transport::{Server, server::TcpIncoming},
+};
+use tower::{BoxError, ServiceBuilder, limit::GlobalConcurrencyLimitLayer, load_shed::error::Overloaded};
 
 use crate::{
     config::{DatabaseConfig, ServerConfig},
     consul::{AgentServiceRegistration, Consul},
-    database, deadline,
+    deadline,
+    health::{self, Health},
     metrics::Metrics,
     observe,
     registration::{Registered, RegistrationConfig},
 };
 
-/// A bound, not yet serving, gRPC server with `grpc.health.v1.Health` and server
-/// reflection (`grpc.reflection.v1`) already registered.
+/// A bound, not yet serving, gRPC server. When it serves, it also answers
+/// `grpc.health.v1.Health` and server reflection (`grpc.reflection.v1`).
 pub struct GrpcServer {
     listener: TcpListener,
-    routes: Routes,
+    config: ServerConfig,
+    /// The application services only: health and reflection join them in [`stack`].
+    services: Routes,
     health: Health,
-    drain_period: Duration,
-    shutdown_grace: Duration,
     database_probe: Option<(AnyPool, DatabaseConfig)>,
     registration: Option<(Consul, AgentServiceRegistration, Duration)>,
     descriptor_set: &'static [u8],
@@ -41,29 +39,26 @@ pub struct GrpcServer {
 }
 
 impl GrpcServer {
-    /// Binds `config.addr()` (port 0 picks a free port) and registers health and
-    /// reflection; `descriptor_set` is the encoded `FileDescriptorSet` reflection serves.
+    /// Binds `config.addr()` (port 0 picks a free port). `descriptor_set` is the
+    /// encoded `FileDescriptorSet` reflection serves; every call is counted in
+    /// `metrics`' `grpc_server_*` families (the registry the admin endpoint serves).
     ///
     /// # Errors
     /// When the address cannot be bound or the descriptor set does not decode.
-    pub async fn bind(config: &ServerConfig, descriptor_set: &'static [u8]) -> io::Result<Self> {
+    pub async fn bind(config: &ServerConfig, descriptor_set: &'static [u8], metrics: &Metrics) -> io::Result<Self> {
+        // Built here only to fail at start-up on a bad descriptor set; `stack` builds
+        // the one it serves.
+        reflection(descriptor_set).map_err(io::Error::other)?;
         let listener = TcpListener::bind(config.addr()).await?;
-        let (reporter, health_service) = tonic_health::server::health_reporter();
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(descriptor_set)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .map_err(io::Error::other)?;
         Ok(Self {
             listener,
-            routes: Routes::new(health_service).add_service(reflection),
-            health: Health { reporter, services: Vec::new(), serving: Arc::new(Mutex::new(None)) },
-            drain_period: config.drain_period,
-            shutdown_grace: config.shutdown_grace,
+            config: config.clone(),
+            services: Routes::default(),
+            health: Health::new(),
             database_probe: None,
             registration: None,
             descriptor_set,
-            metrics: Metrics::new(),
+            metrics: metrics.clone(),
         })
     }
 
@@ -72,7 +67,8 @@ impl GrpcServer {
         self.listener.local_addr().expect("a bound TCP listener has a local address")
     }
 
-    /// Handle to this server's health statuses (the server as a whole and each added service).
+    /// Handle to this server's health statuses (the server as a whole and each service
+    /// added so far).
     pub fn health(&self) -> Health {
         self.health.clone()
     }
@@ -91,13 +87,13 @@ impl GrpcServer {
             + 'static,
         S::Future: Send + 'static,
     {
-        self.health.services.push(S::NAME);
-        self.routes = self.routes.add_service(service);
+        self.health.add(S::NAME);
+        self.services = self.services.add_service(service);
         self
     }
 
     /// While serving, ping `pool` and report NOT_SERVING while it does not answer
-    /// (see [`database::watch_health`]).
+    /// (see [`health::watch_database`]).
     pub fn probe_database(mut self, pool: AnyPool, config: &DatabaseConfig) -> Self {
         self.database_probe = Some((pool, config.clone()));
         self
@@ -112,13 +108,6 @@ impl GrpcServer {
         self
     }
 
-    /// Counts this server's RPCs into `metrics` (`grpc_server_*`) rather than into a
-    /// registry of its own that nobody scrapes.
-    pub fn with_metrics(mut self, metrics: &Metrics) -> Self {
-        self.metrics = metrics.clone();
-        self
-    }
-
     /// Serves until `shutdown` resolves, then drains as a lame duck: reports
     /// NOT_SERVING, leaves Consul, keeps accepting calls for `drain_period` (clients
     /// still routing here are not failed), then closes the listener and lets in-flight
@@ -127,21 +116,10 @@ impl GrpcServer {
     /// # Errors
     /// A transport error from the server itself (not from individual RPCs).
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), tonic::transport::Error> {
-        let local_addr = self.local_addr();
-        let Self {
-            listener,
-            routes,
-            health,
-            drain_period,
-            shutdown_grace,
-            database_probe,
-            registration,
-            descriptor_set,
-            metrics,
-        } = self;
-        let descriptor_sets = [descriptor_set, tonic_health::pb::FILE_DESCRIPTOR_SET];
+        let Self { listener, config, services, health, database_probe, registration, descriptor_set, metrics } = self;
+        let (drain_period, shutdown_grace) = (config.drain_period, config.shutdown_grace);
         health.set_serving(true).await;
-        let probe = database_probe.map(|(pool, config)| database::watch_health(pool, &config, health.clone()));
+        let probe = database_probe.map(|(pool, config)| health::watch_database(pool, &config, health.clone()));
         let registered = registration.map(|(consul, instance, refresh)| Registered::start(consul, instance, refresh));
         let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
         let signal = {
@@ -167,25 +145,7 @@ impl GrpcServer {
                 let _ = stopping_tx.send(true);
             }
         };
-        let server = Server::builder()
-            // gRPC-Web clients (browsers) speak HTTP/1.1; gRPC and gRPC-Web share the port.
-            .accept_http1(true)
-            .layer(
-                ServiceBuilder::new()
-                    // Translate gRPC-Web to gRPC first, so every layer below sees plain gRPC
-                    // (and its trailers) whichever protocol the client spoke.
-                    .layer(tonic_web::GrpcWebLayer::new())
-                    // One span per RPC continuing the caller's traceparent, go-grpc-middleware's
-                    // grpc_server_* metrics, and one log line at its end inside that span;
-                    // outermost after gRPC-Web so the span covers every layer below.
-                    .layer(observe::ServerLayer::new(&metrics, &descriptor_sets, local_addr))
-                    // Remember each call's deadline, so the calls it makes upstream
-                    // carry what remains of it (deadline propagation), and answer
-                    // DEADLINE_EXCEEDED when it passes (tonic alone says CANCELLED).
-                    .layer(deadline::PropagateLayer),
-            )
-            .add_routes(routes)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+        let server = stack(listener, &config, services, &health, descriptor_set, &metrics, signal);
         tokio::pin!(server);
         tokio::select! {
             result = &mut server => result,
@@ -200,31 +160,127 @@ impl GrpcServer {
     }
 }
 
-/// The health statuses a server reports through `grpc.health.v1.Health`.
-#[derive(Clone)]
-pub struct Health {
-    reporter: HealthReporter,
-    services: Vec<&'static str>,
-    /// The status last set; `None` before the first.
-    serving: Arc<Mutex<Option<bool>>>,
+/// The whole server stack, in the order a request meets it, serving `listener` until
+/// `signal` resolves: every layer, the application `services`, health and reflection.
+fn stack(
+    listener: TcpListener,
+    config: &ServerConfig,
+    services: Routes,
+    health: &Health,
+    descriptor_set: &'static [u8],
+    metrics: &Metrics,
+    signal: impl Future<Output = ()>,
+) -> impl Future<Output = Result<(), tonic::transport::Error>> {
+    let local_addr = listener.local_addr().expect("a bound TCP listener has a local address");
+    let descriptor_sets = [descriptor_set, tonic_health::pb::FILE_DESCRIPTOR_SET];
+    let limit = usize::try_from(config.max_concurrent_requests.get()).unwrap_or(usize::MAX);
+    // Inside the router, around the application services only: health checks and
+    // reflection are neither counted nor shed, so a replica at capacity still answers
+    // its health checks (SERVING: it is busy, not broken; a NOT_SERVING here would
+    // pull every replica out of rotation together under a load spike).
+    let mut services = services.into_axum_router();
+    if services.has_routes() {
+        services = services.route_layer(
+            ServiceBuilder::new()
+                // An overloaded call is answered UNAVAILABLE ("most likely a transient
+                // condition... retried with a backoff", gRPC status codes), which our
+                // clients retry on another replica by default (`retryableStatusCodes`);
+                // tonic's own shedding says RESOURCE_EXHAUSTED, a code meant for quotas.
+                .layer(HandleErrorLayer::new(overloaded_is_unavailable))
+                // At capacity, fail at once rather than queue: a queued call would wait
+                // until its deadline passed and fail anyway, after holding memory.
+                .load_shed()
+                // Limit in-flight calls per process (`server.max_concurrent_requests`);
+                // one semaphore shared by every service and connection.
+                .layer(GlobalConcurrencyLimitLayer::new(limit)),
+        );
+    }
+    let routes = Routes::from(services)
+        // `grpc.health.v1.Health`: Check and Watch for probes, Consul and balancers.
+        .add_service(health.service())
+        // `grpc.reflection.v1`, so grpcurl and Postman work without the .proto files.
+        .add_service(reflection(descriptor_set).expect("the descriptor set decoded in bind"));
+    let keepalive = config.http2_keepalive_interval;
+    Server::builder()
+        // gRPC-Web clients (browsers) speak HTTP/1.1; gRPC and gRPC-Web share the port.
+        .accept_http1(true)
+        // PING idle connections, so a client that vanished without a FIN (a crashed
+        // node, a dropped NAT entry) frees its connection.
+        .http2_keepalive_interval((!keepalive.is_zero()).then_some(keepalive))
+        .http2_keepalive_timeout(Some(config.http2_keepalive_timeout))
+        .layer(
+            ServiceBuilder::new()
+                // Translate gRPC-Web to gRPC first, so every layer below sees plain gRPC
+                // (and its trailers) whichever protocol the client spoke.
+                .layer(tonic_web::GrpcWebLayer::new())
+                // One span per RPC continuing the caller's traceparent, go-grpc-middleware's
+                // grpc_server_* metrics, and one log line at its end inside that span;
+                // outermost after gRPC-Web so the span covers every layer below, and
+                // calls shed for overload are logged and counted too.
+                .layer(observe::ServerLayer::new(metrics, &descriptor_sets, local_addr))
+                // Remember each call's deadline, so the calls it makes upstream
+                // carry what remains of it (deadline propagation), and answer
+                // DEADLINE_EXCEEDED when it passes (tonic alone says CANCELLED).
+                .layer(deadline::PropagateLayer),
+        )
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming(listener), signal)
 }
 
-impl Health {
-    /// Sets the server (`""`) and every added service to SERVING or NOT_SERVING.
-    /// Setting the status it already has does nothing, so `Watch` streams get a message
-    /// only when the status changes (gRPC health checking protocol, `Watch`).
-    pub async fn set_serving(&self, serving: bool) {
-        {
-            let mut current = self.serving.lock().unwrap_or_else(PoisonError::into_inner);
-            if *current == Some(serving) {
-                return;
-            }
-            *current = Some(serving);
-        }
-        let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
-        self.reporter.set_service_status("", status).await;
-        for service in &self.services {
-            self.reporter.set_service_status(*service, status).await;
-        }
+/// The connections `listener` accepts, each with TCP_NODELAY set. tonic sets it only
+/// on listeners it binds itself; without it, small HTTP/2 frames (a unary response's
+/// headers, message and trailers) wait for the client's delayed ACK (~40 ms, Nagle).
+fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
+/// Server reflection (`grpc.reflection.v1`) over `descriptor_set` and the health service's.
+fn reflection(
+    descriptor_set: &'static [u8],
+) -> Result<
+    tonic_reflection::server::v1::ServerReflectionServer<impl tonic_reflection::server::v1::ServerReflection>,
+    tonic_reflection::server::Error,
+> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(descriptor_set)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+}
+
+/// A call refused by the load shedder, answered UNAVAILABLE (see [`stack`]); the
+/// services below it cannot fail otherwise (their error type is `Infallible`).
+async fn overloaded_is_unavailable(error: BoxError) -> Response<axum::body::Body> {
+    if error.is::<Overloaded>() {
+        Status::unavailable("the server is at its limit of concurrent calls (server.max_concurrent_requests)")
+            .into_http()
+    } else {
+        Status::from_error(error).into_http()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use tokio::net::TcpStream;
+    use tokio_stream::StreamExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn every_connection_the_server_accepts_has_tcp_nodelay() {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.expect("bind");
+        let address = listener.local_addr().expect("bound");
+        let mut incoming = incoming(listener);
+        let _client = TcpStream::connect(address).await.expect("connect");
+        let accepted = incoming.next().await.expect("the stream stays open").expect("accepted");
+        assert!(accepted.nodelay().expect("readable option"), "Nagle's algorithm is still on");
+    }
+
+    #[tokio::test]
+    async fn an_overloaded_call_is_answered_unavailable() {
+        let response = overloaded_is_unavailable(Overloaded::new().into()).await;
+        let status = Status::from_header_map(response.headers()).expect("a gRPC status in the headers");
+        assert_eq!(status.code(), tonic::Code::Unavailable);
     }
 }

@@ -6,9 +6,10 @@ use std::future::Future;
 use anyhow::Context;
 use api::users::v1::user_service_server::UserServiceServer;
 use platform::{
+    admin::AdminServer,
     consul::Consul,
     database::{self, Database},
-    metrics::{AdminServer, Metrics},
+    metrics::Metrics,
     server::GrpcServer,
     shutdown,
 };
@@ -42,14 +43,13 @@ impl App {
         MIGRATOR.run(&pool).await.context("apply database migrations")?;
         let metrics = Metrics::new();
         let database = Database::new(pool.clone(), "users");
-        metrics.register_pool(&database).context("register the pool metrics")?;
+        metrics.register(database.collector()).context("register the pool metrics")?;
         let users = Users::new(UserRepository::new(database));
-        let mut server = GrpcServer::bind(&config.server, api::FILE_DESCRIPTOR_SET)
+        let mut server = GrpcServer::bind(&config.server, api::FILE_DESCRIPTOR_SET, &metrics)
             .await
             .with_context(|| format!("bind {} (server.host, server.port)", config.server.addr()))?
             .add_service(UserServiceServer::new(UserGrpc::new(users)))
-            .probe_database(pool.clone(), &config.database)
-            .with_metrics(&metrics);
+            .probe_database(pool.clone(), &config.database);
         if config.registration.enabled {
             let consul = Consul::new(&config.consul)?;
             server = server.register_in(consul, &config.registration, env!("CARGO_PKG_VERSION"));

@@ -3,9 +3,9 @@
 use std::path::Path;
 
 use platform::{
+    admin::AdminConfig,
     config::{ConfigError, DatabaseConfig, LogConfig, ServerConfig},
     consul::ConsulConfig,
-    metrics::AdminConfig,
     otel::TelemetryConfig,
     registration::RegistrationConfig,
 };
