@@ -112,7 +112,7 @@ impl Database {
     }
 
     /// The pool's metric families, read at scrape time, to register in the service's
-    /// registry: OpenTelemetry's database connection-pool metrics as semantic
+    /// registry (`metrics.register(database.collector())`): OpenTelemetry's database connection-pool metrics as semantic
     /// conventions 1.24 name them (`db.client.connections.usage`, `.max`, `.wait_time`,
     /// attributes `state` and `pool.name`), in Prometheus form:
     /// `db_client_connections_usage{state="idle"|"used"}` and

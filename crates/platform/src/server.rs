@@ -160,8 +160,12 @@ impl GrpcServer {
     }
 }
 
-/// The whole server stack, in the order a request meets it, serving `listener` until
-/// `signal` resolves: every layer, the application `services`, health and reflection.
+/// The whole server stack, serving `listener` until `signal` resolves: every layer,
+/// the application `services`, health and reflection. A request meets them in this
+/// order: the accepted socket (TCP_NODELAY), HTTP/2 (keepalive PINGs) or HTTP/1.1,
+/// gRPC-Web translation, observe (span, metrics, log line), deadline, the router;
+/// then health or reflection directly, or, for an application service, the
+/// UNAVAILABLE answer, load shedding and the in-flight limit before the service.
 fn stack(
     listener: TcpListener,
     config: &ServerConfig,
@@ -275,6 +279,29 @@ mod tests {
         let _client = TcpStream::connect(address).await.expect("connect");
         let accepted = incoming.next().await.expect("the stream stays open").expect("accepted");
         assert!(accepted.nodelay().expect("readable option"), "Nagle's algorithm is still on");
+    }
+
+    #[test]
+    // figment::Jail's closures return figment::Error, which is large; that is its API.
+    #[allow(clippy::result_large_err)]
+    fn a_request_limit_of_zero_is_a_config_error_naming_the_key() {
+        #[derive(Debug, serde::Serialize, serde::Deserialize)]
+        struct Sample {
+            server: ServerConfig,
+        }
+        impl Default for Sample {
+            fn default() -> Self {
+                Self { server: ServerConfig::on_port(0) }
+            }
+        }
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SAMPLE_SERVER__MAX_CONCURRENT_REQUESTS", "0");
+            let error = crate::config::load::<Sample>("SAMPLE_", None).expect_err("zero calls at once serves nobody");
+            let message = error.to_string();
+            assert!(message.contains("server.max_concurrent_requests"), "{message}");
+            assert!(message.contains("SAMPLE_SERVER__MAX_CONCURRENT_REQUESTS"), "{message}");
+            Ok(())
+        });
     }
 
     #[tokio::test]
