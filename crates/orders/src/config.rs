@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Listener: `server.host` (127.0.0.1), `server.port` (50052), `server.drain_period`
-    /// (1s lame duck after SIGTERM), `server.shutdown_grace` (10s).
+    /// (1s lame duck after SIGTERM), `server.shutdown_grace` (10s),
+    /// `server.max_concurrent_requests` (1024; beyond it calls are answered UNAVAILABLE),
+    /// `server.http2_keepalive_interval` (2h; `0s` off), `server.http2_keepalive_timeout` (20s).
     pub server: ServerConfig,
     /// Storage: `database.url` defaults to the embedded SQLite file `orders.db`.
     pub database: DatabaseConfig,
