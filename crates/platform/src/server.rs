@@ -179,9 +179,10 @@ fn stack(
     let descriptor_sets = [descriptor_set, tonic_health::pb::FILE_DESCRIPTOR_SET];
     let limit = usize::try_from(config.max_concurrent_requests.get()).unwrap_or(usize::MAX);
     // Inside the router, around the application services only: health checks and
-    // reflection are neither counted nor shed, so a replica at capacity still answers
-    // its health checks (SERVING: it is busy, not broken; a NOT_SERVING here would
-    // pull every replica out of rotation together under a load spike).
+    // reflection take no slot and are never shed, so a replica at capacity still
+    // answers its health checks SERVING (it is busy, not broken; failing them would
+    // have Consul and balancers pull every busy replica out of rotation at once, as
+    // a load spike hits them all).
     let mut services = services.into_axum_router();
     if services.has_routes() {
         services = services.route_layer(
