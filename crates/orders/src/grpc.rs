@@ -13,10 +13,8 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     config::PagingConfig,
-    domain::{
-        Cents, Currency, Error, IdempotencyKey, ListQuery, NewOrder, Order, OrderEvent, OrderStatus, Orders,
-        parse_order_id,
-    },
+    domain::{ListQuery, NewOrder, Orders},
+    order::{Cents, Currency, Error, IdempotencyKey, Order, OrderEvent, OrderStatus, parse_order_id},
 };
 
 /// A stream of responses, as tonic wants it for server-streaming RPCs.

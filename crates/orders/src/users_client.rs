@@ -5,7 +5,7 @@ use api::users::v1::{GetUserByEmailRequest, user_service_client::UserServiceClie
 use platform::{client::ResilientChannel, email::Email, observe};
 use tonic::Code;
 
-use crate::domain::Error;
+use crate::order::Error;
 
 /// The channel users calls go through: observed (span, traceparent, metrics), then
 /// the resilient channel (deadline, retries, balancing).

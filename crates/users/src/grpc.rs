@@ -7,7 +7,10 @@ use api::users::v1::{
 use platform::{email::Email, status};
 use tonic::{Request, Response, Status};
 
-use crate::domain::{Error, NewUser, User, UserName, Users, parse_user_id};
+use crate::{
+    domain::{NewUser, Users},
+    user::{Error, User, UserName, parse_user_id},
+};
 
 /// The `users.v1.UserService` implementation.
 pub struct UserGrpc {
