@@ -5,7 +5,7 @@
 
 use std::{fmt, time::SystemTime};
 
-use platform::{email::Email, id::Id};
+use platform::{email::Email, id::Id, status::quote};
 
 /// An order's id.
 pub type OrderId = Id<Order>;
@@ -50,7 +50,7 @@ impl Currency {
     pub fn parse(input: &str) -> Result<Self, Error> {
         iso_currency::Currency::from_code(&input.trim().to_ascii_uppercase())
             .map(Self)
-            .ok_or_else(|| Error::invalid("currency", format!("{input:?} is not an ISO 4217 currency code")))
+            .ok_or_else(|| Error::invalid("currency", format!("{} is not an ISO 4217 currency code", quote(input))))
     }
 
     /// The three-letter code.
@@ -173,14 +173,18 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// Several request fields are malformed (INVALID_ARGUMENT, one field violation
+    /// each): `(field, reason)` pairs, fields as named in the proto.
+    #[error("{}", .0.iter().map(|(field, reason)| format!("invalid {field}: {reason}")).collect::<Vec<_>>().join("; "))]
+    InvalidArguments(Vec<(&'static str, String)>),
     /// No such order (NOT_FOUND).
     #[error("order not found")]
     NotFound,
     /// No user has this email (FAILED_PRECONDITION).
-    #[error("no customer with email {0}: create the user first")]
+    #[error("no customer with email {}: create the user first", quote(.0.as_str()))]
     UnknownCustomer(Email),
     /// The idempotency key was used for a different request (ALREADY_EXISTS).
-    #[error("idempotency_key {0:?} was already used for a different order request")]
+    #[error("idempotency_key {} was already used for a different order request", quote(.0))]
     KeyReused(String),
     /// The order is not in a status that allows this move (FAILED_PRECONDITION).
     #[error("order is {current}; it must be {required} to become {wanted}")]
@@ -207,6 +211,25 @@ impl Error {
     /// An [`Error::InvalidArgument`].
     pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
         Self::InvalidArgument { field, reason: reason.into() }
+    }
+
+    /// The errors of a request's fields as one: `None` when there are none, the error
+    /// itself when there is one, else [`Error::InvalidArguments`] with every bad field,
+    /// so a client learns all of them from one call. A non-field error wins outright.
+    pub fn of_fields(errors: impl IntoIterator<Item = Option<Error>>) -> Option<Error> {
+        let mut errors: Vec<Error> = errors.into_iter().flatten().collect();
+        if errors.len() <= 1 {
+            return errors.pop();
+        }
+        let mut fields = Vec::with_capacity(errors.len());
+        for error in errors {
+            match error {
+                Error::InvalidArgument { field, reason } => fields.push((field, reason)),
+                Error::InvalidArguments(more) => fields.extend(more),
+                other => return Some(other),
+            }
+        }
+        Some(Error::InvalidArguments(fields))
     }
 }
 

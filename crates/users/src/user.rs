@@ -3,7 +3,7 @@
 
 use std::time::SystemTime;
 
-use platform::{email::Email, id::Id};
+use platform::{email::Email, id::Id, status::quote};
 
 /// A user's id.
 pub type UserId = Id<User>;
@@ -67,11 +67,15 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// Several request fields are malformed (INVALID_ARGUMENT, one field violation
+    /// each): `(field, reason)` pairs, fields as named in the proto.
+    #[error("{}", .0.iter().map(|(field, reason)| format!("invalid {field}: {reason}")).collect::<Vec<_>>().join("; "))]
+    InvalidArguments(Vec<(&'static str, String)>),
     /// No such user (NOT_FOUND).
     #[error("user not found")]
     NotFound,
     /// The email belongs to another user (ALREADY_EXISTS).
-    #[error("a user with email {0} already exists")]
+    #[error("a user with email {} already exists", quote(.0.as_str()))]
     EmailTaken(Email),
     /// The database could not be reached in time (UNAVAILABLE).
     #[error("database unavailable")]
@@ -85,6 +89,25 @@ impl Error {
     /// An [`Error::InvalidArgument`].
     pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
         Self::InvalidArgument { field, reason: reason.into() }
+    }
+
+    /// The errors of a request's fields as one: `None` when there are none, the error
+    /// itself when there is one, else [`Error::InvalidArguments`] with every bad field,
+    /// so a client learns all of them from one call. A non-field error wins outright.
+    pub fn of_fields(errors: impl IntoIterator<Item = Option<Error>>) -> Option<Error> {
+        let mut errors: Vec<Error> = errors.into_iter().flatten().collect();
+        if errors.len() <= 1 {
+            return errors.pop();
+        }
+        let mut fields = Vec::with_capacity(errors.len());
+        for error in errors {
+            match error {
+                Error::InvalidArgument { field, reason } => fields.push((field, reason)),
+                Error::InvalidArguments(more) => fields.extend(more),
+                other => return Some(other),
+            }
+        }
+        Some(Error::InvalidArguments(fields))
     }
 }
 
