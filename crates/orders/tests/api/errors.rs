@@ -1,7 +1,7 @@
 //! Errors a program can read: google.rpc details decoded from real calls, and messages
 //! that quote input only briefly.
 
-use api::orders::v1::CreateOrderRequest;
+use api::orders::v1::{CreateOrderRequest, GetOrderRequest, ListOrdersRequest};
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
@@ -28,6 +28,23 @@ async fn create_order_with_several_invalid_fields_returns_a_field_violation_for_
     let status = stack.orders.create_order(request).await.expect_err("invalid");
     assert_eq!(status.code(), Code::InvalidArgument);
     assert_eq!(violated_fields(&status), ["customer_email", "total_cents", "currency", "idempotency_key"]);
+}
+
+#[tokio::test]
+async fn get_order_with_a_malformed_id_returns_a_field_violation_naming_id() {
+    let mut stack = spawn_stack().await;
+    let status = stack.orders.get_order(GetOrderRequest { id: "42".into() }).await.expect_err("not a UUID");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(violated_fields(&status), ["id"]);
+}
+
+#[tokio::test]
+async fn list_orders_with_a_bad_page_size_and_a_bad_email_returns_a_field_violation_for_each() {
+    let mut stack = spawn_stack().await;
+    let request = ListOrdersRequest { customer_email: "nope".into(), page_size: -1, page_token: String::new() };
+    let status = stack.orders.list_orders(request).await.expect_err("invalid");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(violated_fields(&status), ["page_size", "customer_email"]);
 }
 
 #[tokio::test]
