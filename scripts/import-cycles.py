@@ -108,7 +108,8 @@ def module_graph(crate):
 
 
 def cycles(graph):
-    """One cycle (a list of nodes, first == last) per strongly connected component larger than one node."""
+    """Per strongly connected component larger than one node: its modules, one cycle
+    through them (first == last) and every import among them."""
     index, low, stack, on_stack, components = {}, {}, [], set(), []
 
     def connect(v):
@@ -152,7 +153,8 @@ def cycles(graph):
                     seen.add(w)
                     paths[w] = paths[v] + [w]
                     queue.append(w)
-        found.append((sorted(component), cycle))
+        edges = [f"{v} -> {w}" for v in sorted(component) for w in sorted(graph[v] & component)]
+        found.append((sorted(component), cycle, edges))
     return found
 
 
@@ -163,9 +165,10 @@ def main(argv):
         if not (Path(crate) / "src").is_dir():
             print(f"{crate}: no src/ directory", file=sys.stderr)
             return 2
-        for component, cycle in cycles(module_graph(crate)):
+        for component, cycle, edges in cycles(module_graph(crate)):
             failed = True
             print(f"{crate}: import cycle {' -> '.join(cycle)} (modules in the loop: {', '.join(component)})")
+            print(f"  imports among them: {'; '.join(edges)}")
     if not failed:
         print(f"no import cycles in {', '.join(crates)}")
     return 1 if failed else 0
