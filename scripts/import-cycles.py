@@ -5,10 +5,12 @@ For each crate (default: crates/orders, crates/users, crates/platform), every mo
 under src/ is one node: `src/x.rs` is `x`, and a directory module `src/x/` (with
 `src/x.rs` or `src/x/mod.rs`) is also the single node `x`. `lib.rs` (the root that
 declares the modules) and binaries (`main.rs`, `src/bin/`) are not nodes. An edge
-x -> y is any `crate::y` path in x's code, test modules included, whether written
-`use crate::y::..`, `use crate::{y, ..}` or inline; comments are ignored.
+x -> y is any `crate::y` path in x's code, whether written `use crate::y::..`,
+`use crate::{y, ..}` or inline; comments are ignored. Test code counts too, unless
+`--ignore-tests` is given (then items under `#[cfg(test)]` and files named `tests.rs`
+are skipped).
 
-Usage: scripts/import-cycles.py [CRATE_DIR ...]
+Usage: scripts/import-cycles.py [--ignore-tests] [CRATE_DIR ...]
 Exit status 0 when no crate has a cycle, 1 (printing each cycle) otherwise.
 """
 
@@ -21,24 +23,23 @@ IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def strip_comments(text):
-    """The code without `//` line comments and `/* */` block comments (string literals are kept)."""
+    """The code without comments and without the contents of string and char literals
+    (a `"crate::x"` in a message is not an import)."""
     out, i, n = [], 0, len(text)
-    in_string = False
     while i < n:
         c = text[i]
-        if in_string:
-            out.append(c)
-            if c == "\\" and i + 1 < n:
-                out.append(text[i + 1])
-                i += 2
-                continue
-            if c == '"':
-                in_string = False
+        if c == '"':
+            # Skip to the closing quote, honouring escapes; keep an empty literal.
             i += 1
-        elif c == '"':
-            in_string = True
-            out.append(c)
+            while i < n and text[i] != '"':
+                i += 2 if text[i] == "\\" else 1
+            out.append('""')
             i += 1
+        elif c == "'" and (text.startswith("\\", i + 1) or text[i + 2 : i + 3] == "'"):
+            # A char literal ('"', '\n', '\''), not a lifetime.
+            end = text.find("'", i + 3 if text.startswith("\\", i + 1) else i + 2)
+            out.append("' '")
+            i = n if end < 0 else end + 1
         elif text.startswith("//", i):
             end = text.find("\n", i)
             i = n if end < 0 else end
@@ -48,6 +49,33 @@ def strip_comments(text):
         else:
             out.append(c)
             i += 1
+    return "".join(out)
+
+
+def without_tests(text):
+    """The code without the item that follows each `#[cfg(test)]` (a `mod tests { .. }` or `use ..;`)."""
+    out, i = [], 0
+    for match in re.finditer(r"#\[cfg\(test\)\]", text):
+        if match.start() < i:
+            continue
+        out.append(text[i : match.start()])
+        j = match.end()
+        # The item ends at its first `;` at depth 0 or at the `}` closing its first `{`.
+        depth = 0
+        while j < len(text):
+            if text[j] == "{":
+                depth += 1
+            elif text[j] == "}":
+                depth -= 1
+                if depth == 0:
+                    j += 1
+                    break
+            elif text[j] == ";" and depth == 0:
+                j += 1
+                break
+            j += 1
+        i = j
+    out.append(text[i:])
     return "".join(out)
 
 
@@ -90,7 +118,7 @@ def referenced_modules(text):
     return names
 
 
-def module_graph(crate):
+def module_graph(crate, ignore_tests=False):
     """{module: set of modules it references} for the crate at `crate`."""
     src = Path(crate) / "src"
     files = {}
@@ -99,10 +127,15 @@ def module_graph(crate):
         if relative.parts[0] == "bin" or relative.as_posix() in ("lib.rs", "main.rs"):
             continue
         node = relative.parts[0].removesuffix(".rs")
+        if ignore_tests and path.stem == "tests":
+            files.setdefault(node, [])  # `#[cfg(test)] mod tests;` in a file of its own
+            continue
         files.setdefault(node, []).append(path)
     graph = {}
     for node, paths in files.items():
         code = "".join(strip_comments(p.read_text(encoding="utf-8")) for p in paths)
+        if ignore_tests:
+            code = without_tests(code)
         graph[node] = {m for m in referenced_modules(code) if m in files and m != node}
     return graph
 
@@ -159,13 +192,15 @@ def cycles(graph):
 
 
 def main(argv):
-    crates = argv[1:] or DEFAULT_CRATES
+    args = argv[1:]
+    ignore_tests = "--ignore-tests" in args
+    crates = [a for a in args if a != "--ignore-tests"] or DEFAULT_CRATES
     failed = False
     for crate in crates:
         if not (Path(crate) / "src").is_dir():
             print(f"{crate}: no src/ directory", file=sys.stderr)
             return 2
-        for component, cycle, edges in cycles(module_graph(crate)):
+        for component, cycle, edges in cycles(module_graph(crate, ignore_tests)):
             failed = True
             print(f"{crate}: import cycle {' -> '.join(cycle)} (modules in the loop: {', '.join(component)})")
             print(f"  imports among them: {'; '.join(edges)}")
