@@ -23,6 +23,14 @@ pub mod orders {
     }
 }
 
+/// The RPC vocabulary the generated service traits and clients speak, re-exported so
+/// the services implement and call them without depending on `tonic` themselves
+/// (docs/adr/0003-tonic-and-grpc-rust.md): a move to another gRPC crate changes these
+/// lines and `platform`, not the services.
+pub mod rpc {
+    pub use tonic::{Code, Request, Response, Status, async_trait};
+}
+
 /// The encoded `google.protobuf.FileDescriptorSet` of every proto file above,
 /// including imports; register it with `tonic-reflection` so `grpcurl` can list
 /// and call the services without local proto files.

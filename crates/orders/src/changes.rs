@@ -6,7 +6,7 @@ use std::time::Duration;
 use sqlx::postgres::PgListener;
 use tokio::{sync::broadcast, task::JoinHandle};
 
-use crate::domain::OrderId;
+use crate::order::OrderId;
 
 /// The PostgreSQL notification channel; the payload is the changed order's id.
 pub const CHANNEL: &str = "order_changes";

@@ -2,21 +2,24 @@
 
 use std::pin::Pin;
 
-use api::orders::v1::{
-    self as pb, CreateOrderRequest, CreateOrderResponse, DeliverOrderRequest, DeliverOrderResponse, GetOrderRequest,
-    GetOrderResponse, ListOrdersRequest, ListOrdersResponse, OrderEventKind, ShipOrderRequest, ShipOrderResponse,
-    WatchOrderRequest, WatchOrderResponse, order_service_server::OrderService,
+use api::{
+    orders::v1::{
+        self as pb, CreateOrderRequest, CreateOrderResponse, DeliverOrderRequest, DeliverOrderResponse,
+        GetOrderRequest, GetOrderResponse, ListOrdersRequest, ListOrdersResponse, OrderEventKind, ShipOrderRequest,
+        ShipOrderResponse, WatchOrderRequest, WatchOrderResponse, order_service_server::OrderService,
+    },
+    rpc::{Request, Response, Status, async_trait},
 };
 use futures::{Stream, StreamExt};
-use platform::{email::Email, status};
-use tonic::{Request, Response, Status};
+use platform::{
+    email::Email,
+    status::{Failure, FieldViolation, Reason},
+};
 
 use crate::{
     config::PagingConfig,
-    domain::{
-        Cents, Currency, Error, IdempotencyKey, ListQuery, NewOrder, Order, OrderEvent, OrderStatus, Orders,
-        parse_order_id,
-    },
+    domain::{ListQuery, NewOrder, Orders},
+    order::{Cents, Currency, Error, IdempotencyKey, Order, OrderEvent, OrderStatus, parse_order_id},
 };
 
 /// A stream of responses, as tonic wants it for server-streaming RPCs.
@@ -36,23 +39,25 @@ impl OrderGrpc {
 
     fn list_query(&self, request: ListOrdersRequest) -> Result<ListQuery, Error> {
         let page_size = match u32::try_from(request.page_size) {
-            Ok(0) => self.paging.default_page_size,
-            Ok(size) if size <= self.paging.max_page_size => size,
-            _ => {
-                let reason = format!("must be between 0 and {}", self.paging.max_page_size);
-                return Err(Error::invalid("page_size", reason));
-            }
+            Ok(0) => Ok(self.paging.default_page_size),
+            Ok(size) if size <= self.paging.max_page_size => Ok(size),
+            _ => Err(Error::invalid("page_size", format!("must be between 0 and {}", self.paging.max_page_size))),
         };
         let customer = match request.customer_email.as_str() {
-            "" => None,
-            email => Some(parse_email("customer_email", email)?),
+            "" => Ok(None),
+            email => parse_email("customer_email", email).map(Some),
         };
-        let page_token = Some(request.page_token).filter(|t| !t.is_empty());
-        Ok(ListQuery { customer, page_size, page_token })
+        match (page_size, customer) {
+            (Ok(page_size), Ok(customer)) => {
+                let page_token = Some(request.page_token).filter(|t| !t.is_empty());
+                Ok(ListQuery { customer, page_size, page_token })
+            }
+            (page_size, customer) => Err(invalid_fields([page_size.err(), customer.err()])),
+        }
     }
 }
 
-#[tonic::async_trait]
+#[async_trait]
 impl OrderService for OrderGrpc {
     type ListOrdersStream = ResponseStream<ListOrdersResponse>;
     type WatchOrderStream = ResponseStream<WatchOrderResponse>;
@@ -119,6 +124,11 @@ impl OrderService for OrderGrpc {
     }
 }
 
+/// The field errors of a request that has at least one.
+fn invalid_fields<const N: usize>(errors: [Option<Error>; N]) -> Error {
+    Error::of_fields(errors).unwrap_or_else(|| Error::Internal(anyhow::anyhow!("a request failed without an error")))
+}
+
 fn parse_email(field: &'static str, input: &str) -> Result<Email, Error> {
     Email::parse(input).map_err(|reason| Error::invalid(field, reason))
 }
@@ -126,13 +136,21 @@ fn parse_email(field: &'static str, input: &str) -> Result<Email, Error> {
 impl TryFrom<CreateOrderRequest> for NewOrder {
     type Error = Error;
 
+    /// Every bad field is reported, not only the first.
     fn try_from(request: CreateOrderRequest) -> Result<Self, Error> {
-        Ok(NewOrder {
-            customer: parse_email("customer_email", &request.customer_email)?,
-            total: Cents::parse(request.total_cents)?,
-            currency: Currency::parse(&request.currency)?,
-            idempotency_key: IdempotencyKey::parse(&request.idempotency_key)?,
-        })
+        match (
+            parse_email("customer_email", &request.customer_email),
+            Cents::parse(request.total_cents),
+            Currency::parse(&request.currency),
+            IdempotencyKey::parse(&request.idempotency_key),
+        ) {
+            (Ok(customer), Ok(total), Ok(currency), Ok(idempotency_key)) => {
+                Ok(NewOrder { customer, total, currency, idempotency_key })
+            }
+            (customer, total, currency, key) => {
+                Err(invalid_fields([customer.err(), total.err(), currency.err(), key.err()]))
+            }
+        }
     }
 }
 
@@ -179,22 +197,45 @@ impl From<OrderEvent> for pb::OrderEvent {
     }
 }
 
+/// `google.rpc.ErrorInfo.domain` of every reason below: the proto package.
+pub const ERROR_DOMAIN: &str = "orders.v1";
+/// ALREADY_EXISTS: the idempotency key was first used for a different order request.
+pub const IDEMPOTENCY_KEY_REUSED: Reason = Reason { reason: "IDEMPOTENCY_KEY_REUSED", domain: ERROR_DOMAIN };
+/// FAILED_PRECONDITION: no user has the customer email; create the user first.
+pub const CUSTOMER_NOT_FOUND: Reason = Reason { reason: "CUSTOMER_NOT_FOUND", domain: ERROR_DOMAIN };
+/// FAILED_PRECONDITION: the order is not in the status this move starts from.
+pub const WRONG_ORDER_STATUS: Reason = Reason { reason: "WRONG_ORDER_STATUS", domain: ERROR_DOMAIN };
+
+/// One code per variant, through the shared mapper (`platform::status`), which adds
+/// `BadRequest` field violations to INVALID_ARGUMENT and `ErrorInfo` to the refusals
+/// a client branches on.
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
-        match error {
-            Error::InvalidArgument { .. } => Status::invalid_argument(error.to_string()),
-            Error::NotFound => Status::not_found(error.to_string()),
-            Error::KeyReused(_) => Status::already_exists(error.to_string()),
-            Error::UnknownCustomer(_) | Error::WrongStatus { .. } => Status::failed_precondition(error.to_string()),
-            Error::UsersUnavailable(_) => Status::unavailable(error.to_string()),
-            Error::Unavailable(source) => status::unavailable("database", source),
-            Error::Internal(source) => status::internal(source),
-        }
+        let message = error.to_string();
+        let failure = match error {
+            Error::InvalidArgument { field, reason } => Failure::invalid(field, reason),
+            Error::InvalidArguments(fields) => Failure::InvalidArgument(
+                fields.into_iter().map(|(field, description)| FieldViolation { field, description }).collect(),
+            ),
+            Error::NotFound => Failure::NotFound(message),
+            Error::KeyReused(_) => Failure::AlreadyExists(IDEMPOTENCY_KEY_REUSED, message),
+            Error::UnknownCustomer(_) => Failure::FailedPrecondition(CUSTOMER_NOT_FOUND, message),
+            Error::WrongStatus { .. } => Failure::FailedPrecondition(WRONG_ORDER_STATUS, message),
+            Error::UsersUnavailable(_) => Failure::Unavailable(message),
+            Error::Unavailable(source) => {
+                Failure::DependencyUnavailable { dependency: "database", detail: source.to_string() }
+            }
+            Error::Internal(source) => Failure::Internal(format!("{source:#}")),
+        };
+        Status::from(failure)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use api::rpc::Code;
+    use tonic_types::StatusExt;
+
     use super::*;
 
     fn request(email: &str, cents: i64, currency: &str) -> CreateOrderRequest {
@@ -214,7 +255,7 @@ mod tests {
             (request("a@example.com", 100, "DOLLARS"), "currency"),
         ] {
             let status = Status::from(NewOrder::try_from(bad).expect_err("invalid"));
-            assert_eq!(status.code(), tonic::Code::InvalidArgument);
+            assert_eq!(status.code(), Code::InvalidArgument);
             assert!(status.message().starts_with(&format!("invalid {field}")), "{}", status.message());
         }
     }
@@ -222,7 +263,80 @@ mod tests {
     #[test]
     fn an_unknown_customer_is_failed_precondition_naming_the_email() {
         let status = Status::from(Error::UnknownCustomer(Email::parse("who@example.com").expect("valid")));
-        assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(status.code(), Code::FailedPrecondition);
         assert!(status.message().contains("who@example.com"));
+    }
+
+    /// The `(field, description)` pairs of a status's `google.rpc.BadRequest`.
+    fn violations(status: &Status) -> Vec<(String, String)> {
+        let details = status.get_error_details();
+        let bad_request = details.bad_request().expect("a BadRequest detail");
+        bad_request.field_violations.iter().map(|v| (v.field.clone(), v.description.clone())).collect()
+    }
+
+    #[test]
+    fn each_invalid_create_field_carries_a_field_violation_naming_it() {
+        for (bad, field) in [
+            (request("nope", 100, "USD"), "customer_email"),
+            (request("a@example.com", 0, "USD"), "total_cents"),
+            (request("a@example.com", 100, "DOLLARS"), "currency"),
+        ] {
+            let status = Status::from(NewOrder::try_from(bad).expect_err("invalid"));
+            let fields: Vec<_> = violations(&status).into_iter().map(|(field, _)| field).collect();
+            assert_eq!(fields, [field]);
+        }
+    }
+
+    #[test]
+    fn a_create_request_with_several_bad_fields_names_every_one() {
+        let mut bad = request("nope", -1, "DOLLARS");
+        bad.idempotency_key = "has space".into();
+        let status = Status::from(NewOrder::try_from(bad).expect_err("invalid"));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let fields: Vec<_> = violations(&status).into_iter().map(|(field, _)| field).collect();
+        assert_eq!(fields, ["customer_email", "total_cents", "currency", "idempotency_key"]);
+        for field in fields {
+            assert!(status.message().contains(&format!("invalid {field}: ")), "{}", status.message());
+        }
+    }
+
+    #[test]
+    fn the_refusals_a_client_branches_on_carry_their_reason() {
+        let who = Email::parse("who@example.com").expect("valid");
+        for (error, code, reason) in [
+            (Error::KeyReused("key-1".into()), Code::AlreadyExists, "IDEMPOTENCY_KEY_REUSED"),
+            (Error::UnknownCustomer(who), Code::FailedPrecondition, "CUSTOMER_NOT_FOUND"),
+            (
+                Error::WrongStatus {
+                    current: OrderStatus::Created,
+                    required: OrderStatus::Shipped,
+                    wanted: OrderStatus::Delivered,
+                },
+                Code::FailedPrecondition,
+                "WRONG_ORDER_STATUS",
+            ),
+        ] {
+            let status = Status::from(error);
+            assert_eq!(status.code(), code);
+            let details = status.get_error_details();
+            let info = details.error_info().expect("an ErrorInfo detail");
+            assert_eq!((info.reason.as_str(), info.domain.as_str()), (reason, "orders.v1"));
+        }
+    }
+
+    #[test]
+    fn a_megabyte_of_input_in_any_field_yields_a_short_message() {
+        let huge = "X".repeat(1 << 20);
+        let mut with_huge_key = request("a@example.com", 100, "USD");
+        with_huge_key.idempotency_key = huge.clone();
+        for bad in [request(&huge, 100, "USD"), request("a@example.com", 100, &huge), with_huge_key] {
+            let status = Status::from(NewOrder::try_from(bad).expect_err("invalid"));
+            assert!(status.message().len() < 200, "{} bytes", status.message().len());
+            let (_, description) = violations(&status).pop().expect("one violation");
+            assert!(description.len() < 200, "{} bytes", description.len());
+        }
+        // The key of a reused-key refusal is quoted briefly too, whatever its length.
+        let status = Status::from(Error::KeyReused(huge));
+        assert!(status.message().len() < 200, "{} bytes", status.message().len());
     }
 }

@@ -9,7 +9,7 @@ use hmac::{Hmac, Mac};
 use platform::email::Email;
 use sha2::Sha256;
 
-use crate::domain::{Error, OrderId};
+use crate::order::{Error, OrderId};
 
 const VERSION: u8 = 1;
 const TAG_LEN: usize = 16;

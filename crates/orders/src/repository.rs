@@ -11,7 +11,7 @@ use tracing::Instrument;
 
 use crate::{
     changes::{CHANNEL, Changes},
-    domain::{Cents, Currency, Error, IdempotencyKey, Order, OrderEvent, OrderId, OrderStatus},
+    order::{Cents, Currency, Error, IdempotencyKey, Order, OrderEvent, OrderId, OrderStatus},
 };
 
 /// The embedded migrations of the orders database (`crates/orders/migrations`).
@@ -56,6 +56,12 @@ impl OrderRepository {
     /// A repository over `db` (migrated with [`MIGRATOR`]) that announces writes on `changes`.
     pub fn new(db: Database, changes: Changes) -> Self {
         Self { db, changes }
+    }
+
+    /// The current time at the precision this repository stores (whole microseconds
+    /// since the Unix epoch), so an order built with it equals the order read back.
+    pub fn now() -> SystemTime {
+        from_micros(to_micros(SystemTime::now()))
     }
 
     /// Stores `order` (status CREATED) and its CREATED event, unless `key` already

@@ -1,11 +1,13 @@
 //! The users service as orders sees it: "does this customer exist?", over the
 //! resilient channel (deadlines, retries, balancing and ejection live there).
 
-use api::users::v1::{GetUserByEmailRequest, user_service_client::UserServiceClient};
+use api::{
+    rpc::Code,
+    users::v1::{GetUserByEmailRequest, user_service_client::UserServiceClient},
+};
 use platform::{client::ResilientChannel, email::Email, observe};
-use tonic::Code;
 
-use crate::domain::Error;
+use crate::order::Error;
 
 /// The channel users calls go through: observed (span, traceparent, metrics), then
 /// the resilient channel (deadline, retries, balancing).

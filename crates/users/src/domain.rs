@@ -1,52 +1,11 @@
-//! Users, the rules that make one valid, and the use cases the gRPC layer calls.
+//! The users use cases the gRPC layer calls (`Users`), and their inputs.
 
-use std::time::SystemTime;
+use platform::email::Email;
 
-use platform::{
-    database::{from_micros, to_micros},
-    email::Email,
-    id::Id,
+use crate::{
+    repository::UserRepository,
+    user::{Error, User, UserId, UserName},
 };
-
-use crate::repository::UserRepository;
-
-/// A user's id.
-pub type UserId = Id<User>;
-
-/// Parses a [`UserId`] from request field `field`.
-///
-/// # Errors
-/// [`Error::InvalidArgument`] naming `field`.
-pub fn parse_user_id(input: &str, field: &'static str) -> Result<UserId, Error> {
-    UserId::parse(input).map_err(|reason| Error::invalid(field, reason))
-}
-
-/// A display name: 1 to 200 characters after trimming, no control characters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserName(String);
-
-impl UserName {
-    /// Parses `input`.
-    ///
-    /// # Errors
-    /// [`Error::InvalidArgument`] naming `name`.
-    pub fn parse(input: &str) -> Result<Self, Error> {
-        let trimmed = input.trim();
-        match trimmed.chars().count() {
-            0 => Err(Error::invalid("name", "must not be empty")),
-            201.. => Err(Error::invalid("name", "must be at most 200 characters")),
-            _ if trimmed.chars().any(char::is_control) => {
-                Err(Error::invalid("name", "must not contain control characters"))
-            }
-            _ => Ok(Self(trimmed.to_owned())),
-        }
-    }
-
-    /// The name.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
 
 /// What it takes to create a user: already-parsed fields.
 #[derive(Debug, Clone)]
@@ -55,51 +14,6 @@ pub struct NewUser {
     pub email: Email,
     /// Display name.
     pub name: UserName,
-}
-
-/// A stored user.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct User {
-    /// Id.
-    pub id: UserId,
-    /// Unique, normalised email.
-    pub email: Email,
-    /// Display name.
-    pub name: UserName,
-    /// Creation time (microsecond precision).
-    pub created_at: SystemTime,
-}
-
-/// Why a users use case failed. `grpc.rs` maps each variant to one gRPC code.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// A request field is malformed (INVALID_ARGUMENT).
-    #[error("invalid {field}: {reason}")]
-    InvalidArgument {
-        /// The request field, as named in the proto.
-        field: &'static str,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// No such user (NOT_FOUND).
-    #[error("user not found")]
-    NotFound,
-    /// The email belongs to another user (ALREADY_EXISTS).
-    #[error("a user with email {0} already exists")]
-    EmailTaken(Email),
-    /// The database could not be reached in time (UNAVAILABLE).
-    #[error("database unavailable")]
-    Unavailable(#[source] sqlx::Error),
-    /// Anything else (INTERNAL); the detail is logged, never sent.
-    #[error("internal error")]
-    Internal(#[source] anyhow::Error),
-}
-
-impl Error {
-    /// An [`Error::InvalidArgument`].
-    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
-        Self::InvalidArgument { field, reason: reason.into() }
-    }
 }
 
 /// The users use cases over a repository.
@@ -119,8 +33,8 @@ impl Users {
     /// # Errors
     /// [`Error::EmailTaken`], or a storage error.
     pub async fn create(&self, new: NewUser) -> Result<User, Error> {
-        // Stored with microsecond precision: return what a later read will return.
-        let created_at = from_micros(to_micros(SystemTime::now()));
+        // At storage precision: what create returns equals what a later read returns.
+        let created_at = UserRepository::now();
         let user = User { id: UserId::generate(), email: new.email, name: new.name, created_at };
         self.repository.insert(&user).await?;
         Ok(user)
@@ -140,25 +54,5 @@ impl Users {
     /// [`Error::NotFound`], or a storage error.
     pub async fn by_email(&self, email: &Email) -> Result<User, Error> {
         self.repository.by_email(email).await?.ok_or(Error::NotFound)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_name_is_trimmed_and_must_not_be_blank_or_too_long() {
-        assert_eq!(UserName::parse("  Ada ").map(|n| n.as_str().to_owned()).ok(), Some("Ada".to_owned()));
-        assert!(matches!(UserName::parse("   "), Err(Error::InvalidArgument { field: "name", .. })));
-        assert!(UserName::parse(&"é".repeat(200)).is_ok());
-        assert!(matches!(UserName::parse(&"é".repeat(201)), Err(Error::InvalidArgument { field: "name", .. })));
-        assert!(matches!(UserName::parse("a\u{0}b"), Err(Error::InvalidArgument { field: "name", .. })));
-    }
-
-    #[test]
-    fn a_user_id_must_be_a_uuid_and_names_its_field() {
-        assert!(parse_user_id(&UserId::generate().to_string(), "id").is_ok());
-        assert!(matches!(parse_user_id("42", "id"), Err(Error::InvalidArgument { field: "id", .. })));
     }
 }

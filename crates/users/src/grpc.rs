@@ -1,13 +1,21 @@
 //! The gRPC edge: implements `users.v1.UserService`, translating proto <-> domain and `Error` -> `Status`.
 
-use api::users::v1::{
-    self as pb, CreateUserRequest, CreateUserResponse, GetUserByEmailRequest, GetUserByEmailResponse, GetUserRequest,
-    GetUserResponse, user_service_server::UserService,
+use api::{
+    rpc::{Request, Response, Status, async_trait},
+    users::v1::{
+        self as pb, CreateUserRequest, CreateUserResponse, GetUserByEmailRequest, GetUserByEmailResponse,
+        GetUserRequest, GetUserResponse, user_service_server::UserService,
+    },
 };
-use platform::{email::Email, status};
-use tonic::{Request, Response, Status};
+use platform::{
+    email::Email,
+    status::{Failure, FieldViolation, Reason},
+};
 
-use crate::domain::{Error, NewUser, User, UserName, Users, parse_user_id};
+use crate::{
+    domain::{NewUser, Users},
+    user::{Error, User, UserName, parse_user_id},
+};
 
 /// The `users.v1.UserService` implementation.
 pub struct UserGrpc {
@@ -21,7 +29,7 @@ impl UserGrpc {
     }
 }
 
-#[tonic::async_trait]
+#[async_trait]
 impl UserService for UserGrpc {
     async fn create_user(&self, request: Request<CreateUserRequest>) -> Result<Response<CreateUserResponse>, Status> {
         let new = NewUser::try_from(request.into_inner())?;
@@ -52,8 +60,13 @@ fn parse_email(input: &str) -> Result<Email, Error> {
 impl TryFrom<CreateUserRequest> for NewUser {
     type Error = Error;
 
+    /// Every bad field is reported, not only the first.
     fn try_from(request: CreateUserRequest) -> Result<Self, Error> {
-        Ok(NewUser { email: parse_email(&request.email)?, name: UserName::parse(&request.name)? })
+        match (parse_email(&request.email), UserName::parse(&request.name)) {
+            (Ok(email), Ok(name)) => Ok(NewUser { email, name }),
+            (email, name) => Err(Error::of_fields([email.err(), name.err()])
+                .unwrap_or_else(|| Error::Internal(anyhow::anyhow!("a request failed without an error")))),
+        }
     }
 }
 
@@ -68,20 +81,38 @@ impl From<User> for pb::User {
     }
 }
 
+/// `google.rpc.ErrorInfo.domain` of every reason below: the proto package.
+pub const ERROR_DOMAIN: &str = "users.v1";
+/// ALREADY_EXISTS: another user already has this email.
+pub const EMAIL_TAKEN: Reason = Reason { reason: "EMAIL_TAKEN", domain: ERROR_DOMAIN };
+
+/// One code per variant, through the shared mapper (`platform::status`), which adds
+/// `BadRequest` field violations to INVALID_ARGUMENT and `ErrorInfo` to the refusals
+/// a client branches on.
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
-        match error {
-            Error::InvalidArgument { .. } => Status::invalid_argument(error.to_string()),
-            Error::NotFound => Status::not_found(error.to_string()),
-            Error::EmailTaken(_) => Status::already_exists(error.to_string()),
-            Error::Unavailable(source) => status::unavailable("database", source),
-            Error::Internal(source) => status::internal(source),
-        }
+        let message = error.to_string();
+        let failure = match error {
+            Error::InvalidArgument { field, reason } => Failure::invalid(field, reason),
+            Error::InvalidArguments(fields) => Failure::InvalidArgument(
+                fields.into_iter().map(|(field, description)| FieldViolation { field, description }).collect(),
+            ),
+            Error::NotFound => Failure::NotFound(message),
+            Error::EmailTaken(_) => Failure::AlreadyExists(EMAIL_TAKEN, message),
+            Error::Unavailable(source) => {
+                Failure::DependencyUnavailable { dependency: "database", detail: source.to_string() }
+            }
+            Error::Internal(source) => Failure::Internal(format!("{source:#}")),
+        };
+        Status::from(failure)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use api::rpc::Code;
+    use tonic_types::StatusExt;
+
     use super::*;
 
     #[test]
@@ -89,14 +120,54 @@ mod tests {
         let status = Status::from(
             NewUser::try_from(CreateUserRequest { email: "nope".into(), name: "Ada".into() }).unwrap_err(),
         );
-        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+        assert_eq!(status.code(), Code::InvalidArgument);
         assert!(status.message().starts_with("invalid email"), "{}", status.message());
     }
 
     #[test]
     fn internal_errors_hide_their_detail() {
         let status = Status::from(Error::Internal(anyhow::anyhow!("SELECT * FROM secret_table failed")));
-        assert_eq!(status.code(), tonic::Code::Internal);
+        assert_eq!(status.code(), Code::Internal);
         assert!(!status.message().contains("SELECT"));
+    }
+
+    /// The fields of a status's `google.rpc.BadRequest` violations.
+    fn violated_fields(status: &Status) -> Vec<String> {
+        let details = status.get_error_details();
+        let bad_request = details.bad_request().expect("a BadRequest detail");
+        bad_request.field_violations.iter().map(|v| v.field.clone()).collect()
+    }
+
+    #[test]
+    fn a_create_request_with_two_bad_fields_names_both_as_field_violations() {
+        let status =
+            Status::from(NewUser::try_from(CreateUserRequest { email: "nope".into(), name: " ".into() }).unwrap_err());
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(violated_fields(&status), ["email", "name"]);
+        assert!(status.message().contains("invalid email: ") && status.message().contains("invalid name: "));
+    }
+
+    #[test]
+    fn a_taken_email_is_already_exists_with_reason_email_taken() {
+        let status = Status::from(Error::EmailTaken(Email::parse("ada@example.com").expect("valid")));
+        assert_eq!(status.code(), Code::AlreadyExists);
+        let details = status.get_error_details();
+        let info = details.error_info().expect("an ErrorInfo detail");
+        assert_eq!((info.reason.as_str(), info.domain.as_str()), ("EMAIL_TAKEN", "users.v1"));
+    }
+
+    #[test]
+    fn a_megabyte_of_input_in_any_field_yields_a_short_message() {
+        let huge = "X".repeat(1 << 20);
+        for (request, field) in [
+            (CreateUserRequest { email: huge.clone(), name: "Ada".into() }, "email"),
+            (CreateUserRequest { email: "ada@example.com".into(), name: huge.clone() }, "name"),
+        ] {
+            let status = Status::from(NewUser::try_from(request).unwrap_err());
+            assert!(status.message().len() < 200, "{field}: {} bytes", status.message().len());
+            assert_eq!(violated_fields(&status), [field]);
+        }
+        let status = Status::from(parse_email(&huge).unwrap_err());
+        assert!(status.message().len() < 200, "{} bytes", status.message().len());
     }
 }

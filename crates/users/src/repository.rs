@@ -1,5 +1,7 @@
 //! Storage of users over sqlx; the same SQL runs on PostgreSQL and SQLite.
 
+use std::time::SystemTime;
+
 use platform::{
     database::{Database, from_micros, is_unavailable, to_micros},
     email::Email,
@@ -7,7 +9,7 @@ use platform::{
 use sqlx::{FromRow, error::ErrorKind};
 use tracing::Instrument;
 
-use crate::domain::{Error, User, UserId, UserName};
+use crate::user::{Error, User, UserId, UserName};
 
 /// The embedded migrations of the users database (`crates/users/migrations`).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
@@ -31,6 +33,12 @@ impl UserRepository {
     /// A repository over `db` (migrated with [`MIGRATOR`]).
     pub fn new(db: Database) -> Self {
         Self { db }
+    }
+
+    /// The current time at the precision this repository stores (whole microseconds
+    /// since the Unix epoch), so a user built with it equals the user read back.
+    pub fn now() -> SystemTime {
+        from_micros(to_micros(SystemTime::now()))
     }
 
     /// Inserts `user`.

@@ -3,6 +3,7 @@
 
 mod create;
 mod deadline;
+mod errors;
 mod helpers;
 mod lifecycle;
 mod list;
