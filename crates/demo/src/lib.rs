@@ -21,7 +21,7 @@ use tokio::{
     fs::File,
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
     process::{Child, Command},
-    sync::oneshot,
+    sync::{oneshot, watch},
 };
 
 /// How long a service may take to bind: a guard against a hung start, not a wait.
@@ -40,6 +40,8 @@ pub struct Service {
     child: Child,
     /// Copies stdout to the log file; done once the process has exited.
     copier: Option<tokio::task::JoinHandle<()>>,
+    /// Lines copied to the log file so far: changes when a new line is readable there.
+    lines: watch::Receiver<usize>,
 }
 
 /// The directory of the release binaries: `$STACK_BIN_DIR`, else the workspace's
@@ -71,6 +73,7 @@ impl Service {
         let log_path = log_dir.join(format!("{name}.log"));
         let mut log = File::create(&log_path).await.with_context(|| format!("create {}", log_path.display()))?;
         let (bound, address) = oneshot::channel();
+        let (copied, lines) = watch::channel(0usize);
         let copier = tokio::spawn(async move {
             let mut bound = Some(bound);
             let mut lines = BufReader::new(stdout).lines();
@@ -84,6 +87,7 @@ impl Service {
                 let _ = log.write_all(line.as_bytes()).await;
                 let _ = log.write_all(b"\n").await;
                 let _ = log.flush().await;
+                copied.send_modify(|n| *n += 1);
             }
         });
         let (address, admin_address) = match tokio::time::timeout(START_PATIENCE, address).await {
@@ -98,6 +102,7 @@ impl Service {
             log_path,
             child,
             copier: Some(copier),
+            lines,
         })
     }
 
@@ -143,6 +148,28 @@ impl Service {
     pub fn log_lines(&self) -> anyhow::Result<Vec<Value>> {
         let text = std::fs::read_to_string(&self.log_path)?;
         Ok(text.lines().filter_map(|line| serde_json::from_str(line).ok()).collect())
+    }
+
+    /// Waits until the service has logged a line whose `message` is `message`, following
+    /// the log as lines arrive; returns that line. Bounded by `patience`.
+    ///
+    /// # Errors
+    /// When `patience` runs out, the process exits first, or the log is unreadable.
+    pub async fn wait_for_log(&self, message: &str, patience: Duration) -> anyhow::Result<Value> {
+        let mut lines = self.lines.clone();
+        let follow = async {
+            loop {
+                if let Some(line) = self.log_lines()?.into_iter().find(|line| line["message"] == message) {
+                    return Ok(line);
+                }
+                if lines.changed().await.is_err() {
+                    bail!("{} exited before it logged {message:?}", self.name);
+                }
+            }
+        };
+        tokio::time::timeout(patience, follow)
+            .await
+            .with_context(|| format!("{} did not log {message:?} within {patience:?}", self.name))?
     }
 
     /// How many RPCs of `method` (e.g. `GetUserByEmail`) this service has finished.

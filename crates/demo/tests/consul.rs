@@ -51,9 +51,16 @@ fn registration_env(prefix: &str, consul: &ConsulAgent) -> Vec<(String, String)>
 }
 
 async fn start_users(name: &str, dir: &Path, consul: &ConsulAgent) -> Service {
+    start_users_with(name, dir, consul, &[]).await
+}
+
+/// A registered users replica with `overrides` applied over the usual env vars.
+async fn start_users_with(name: &str, dir: &Path, consul: &ConsulAgent, overrides: &[(String, String)]) -> Service {
     let mut env: Vec<(String, String)> =
         users_env(&dir.join("users.db")).into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
     env.extend(registration_env("USERS_", consul));
+    env.retain(|(key, _)| overrides.iter().all(|(other, _)| other != key));
+    env.extend(overrides.iter().cloned());
     let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
     Service::start("users", name, &env, dir).await.expect("users starts")
 }
@@ -212,6 +219,43 @@ async fn an_instance_registers_with_a_passing_grpc_check_and_leaves_consul_on_si
     assert_eq!(users.stop().await.expect("users stops"), 0, "exit code after SIGTERM");
     let services = consul_get(&consul, "/v1/agent/services");
     assert!(services.as_object().expect("services by id").values().all(|s| s["Service"] != "users"), "{services}");
+}
+
+#[tokio::test]
+async fn an_instance_killed_and_restarted_on_its_address_leaves_one_consul_entry() {
+    let dir = temp_dir("restart-same-port");
+    let consul = ConsulAgent::start(&dir).await.expect("consul starts");
+    let port = demo::consul::free_port().expect("a free port");
+    let env = [("USERS_SERVER__PORT".to_owned(), port.to_string())];
+    let mut first = start_users_with("users-1", &dir, &consul, &env).await;
+    first.wait_for_log("registered in consul", PATIENCE).await.expect("the first run registers");
+    first.kill().await.expect("kill -9");
+
+    let second = start_users_with("users-2", &dir, &consul, &env).await;
+    second.wait_for_log("registered in consul", PATIENCE).await.expect("the restart registers");
+    let entries = consul_get(&consul, "/v1/agent/services");
+    let on_port: Vec<&Value> = entries
+        .as_object()
+        .expect("services by id")
+        .values()
+        .filter(|s| s["Service"] == "users" && s["Port"] == port)
+        .collect();
+    assert_eq!(on_port.len(), 1, "the restart replaced the dead run's entry: {entries}");
+    let passing = consul.wait_for("users", PATIENCE, |p| p.iter().all(|i| i.port == port) && p.len() == 1).await;
+    passing.expect("one passing entry, the new process's");
+}
+
+#[tokio::test]
+async fn a_new_instance_is_passing_as_soon_as_it_has_registered() {
+    let dir = temp_dir("initially-passing");
+    let consul = ConsulAgent::start(&dir).await.expect("consul starts");
+    // Consul's first run of a check comes at a random point of its interval: with 60 s,
+    // an instance registered critical stays out of `?passing` answers for a long while.
+    let env = [("USERS_REGISTRATION__CHECK_INTERVAL".to_owned(), "60s".to_owned())];
+    let users = start_users_with("users", &dir, &consul, &env).await;
+    users.wait_for_log("registered in consul", PATIENCE).await.expect("registers");
+    let passing = consul.passing("users").await.expect("consul answers");
+    assert!(passing.iter().any(|i| i.port == users.port()), "not yet passing after registering: {passing:?}");
 }
 
 #[tokio::test]

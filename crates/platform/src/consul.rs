@@ -4,7 +4,8 @@
 //!
 //! Endpoints used (Consul API docs, <https://developer.hashicorp.com/consul/api-docs>):
 //! `PUT /v1/agent/service/register`, `PUT /v1/agent/service/deregister/:service_id`,
-//! `GET /v1/agent/service/:service_id`, `GET /v1/health/service/:service?passing`.
+//! `GET /v1/agent/service/:service_id`, `GET /v1/agent/services?filter=…`,
+//! `GET /v1/health/service/:service?passing`.
 
 use std::{collections::BTreeMap, fmt, time::Duration};
 
@@ -118,6 +119,37 @@ pub struct AgentCheck {
     pub timeout: String,
     /// Remove the instance after critical this long, e.g. `"1m"` (Consul reaps at minute granularity).
     pub deregister_critical_service_after: String,
+    /// The check's status until its first run (Consul API, "Register Service": `Check.Status`).
+    /// Consul's own default is critical, which keeps a new instance out of `?passing`
+    /// answers for up to one `interval`; we register only once serving, so passing.
+    pub status: CheckStatus,
+}
+
+/// A Consul health check status (Consul API, "Health": `passing`, `warning`, `critical`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckStatus {
+    /// Healthy: the instance is in `?passing` answers.
+    Passing,
+    /// Degraded but still listed as passing only by `?passing=false` queries.
+    Warning,
+    /// Unhealthy: left out of `?passing` answers.
+    Critical,
+}
+
+/// One service instance the local agent holds (`GET /v1/agent/services`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AgentService {
+    /// Its service ID.
+    #[serde(rename = "ID")]
+    pub id: String,
+    /// Its service name.
+    pub service: String,
+    /// The address it registered (may be empty: then the node's).
+    pub address: String,
+    /// Its port.
+    pub port: u16,
 }
 
 /// One healthy instance from `GET /v1/health/service/:service?passing`.
@@ -226,6 +258,23 @@ impl Consul {
             Err(ConsulError::Refused { status: StatusCode::NOT_FOUND, .. }) => Ok(false),
             Err(error) => Err(error),
         }
+    }
+
+    /// Every instance of `service` the local agent holds, passing or not
+    /// (`GET /v1/agent/services?filter=Service == "…"`).
+    ///
+    /// # Errors
+    /// [`ConsulError`] when the agent is unreachable, refuses, or answers unparsable JSON.
+    pub async fn agent_services(&self, service: &str) -> Result<Vec<AgentService>, ConsulError> {
+        // Consul's filter language quotes strings with double quotes; a service name is
+        // a DNS label, but escape anyway rather than trust it.
+        let filter = format!("Service == \"{}\"", service.replace('\\', "\\\\").replace('"', "\\\""));
+        let path = format!("/v1/agent/services?filter={}", encode(&filter));
+        let operation = format!("list agent services of {service}");
+        let (_, body) = self.call(Method::GET, &path, Vec::new(), CALL_TIMEOUT, &operation).await?;
+        let services: BTreeMap<String, AgentService> =
+            serde_json::from_slice(&body).map_err(|e| ConsulError::Malformed { operation, reason: e.to_string() })?;
+        Ok(services.into_values().collect())
     }
 
     /// The instances of `service` whose checks all pass. With `index` > 0 this is a
@@ -353,6 +402,7 @@ mod tests {
                 interval: "1s".into(),
                 timeout: "1s".into(),
                 deregister_critical_service_after: "1m".into(),
+                status: CheckStatus::Passing,
             },
         };
         let json = serde_json::to_value(&registration).expect("serialises");
@@ -361,6 +411,7 @@ mod tests {
         assert_eq!(json["Check"]["GRPC"], "127.0.0.1:50051");
         assert_eq!(json["Check"]["GRPCUseTLS"], false);
         assert_eq!(json["Check"]["DeregisterCriticalServiceAfter"], "1m");
+        assert_eq!(json["Check"]["Status"], "passing");
     }
 
     #[test]

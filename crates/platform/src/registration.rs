@@ -8,7 +8,7 @@ use tokio::{sync::watch, task::JoinHandle};
 
 use crate::{
     backoff::Backoff,
-    consul::{AgentCheck, AgentServiceRegistration, Consul},
+    consul::{AgentCheck, AgentServiceRegistration, CheckStatus, Consul, ConsulError},
 };
 
 /// How this instance appears in Consul.
@@ -21,6 +21,12 @@ pub struct RegistrationConfig {
     pub service: String,
     /// The address other services dial (`registration.address`); empty means `server.host`.
     pub address: String,
+    /// This instance's name, part of its service ID (`registration.instance_name`, e.g. the
+    /// pod name from the downward API); empty (the default) leaves it out. Either way the
+    /// ID is the same for every run on one address and port, so a restarted instance
+    /// replaces its own entry instead of leaving a dead one that its check keeps passing.
+    #[serde(default)]
+    pub instance_name: String,
     /// Consul tags (`registration.tags`).
     pub tags: Vec<String>,
     /// How often Consul runs the gRPC health check (`registration.check_interval`, 10s).
@@ -45,6 +51,7 @@ impl RegistrationConfig {
             enabled: false,
             service: service.into(),
             address: String::new(),
+            instance_name: String::new(),
             tags: vec!["grpc".to_owned()],
             check_interval: Duration::from_secs(10),
             check_timeout: Duration::from_secs(2),
@@ -53,13 +60,18 @@ impl RegistrationConfig {
         }
     }
 
-    /// The registration of the instance serving at `bound`, with a unique service ID
-    /// (`{service}-{address}-{port}-{random}`) and `version` in its meta.
+    /// The registration of the instance serving at `bound`, with `version` in its meta.
+    /// Its service ID is deterministic: `{service}-{address}-{port}`, or
+    /// `{service}-{instance_name}-{address}-{port}` when an instance name is set.
+    /// Its check starts passing: the server registers only once it serves.
     pub fn instance(&self, bound: SocketAddr, version: &str) -> AgentServiceRegistration {
         let address = if self.address.is_empty() { bound.ip().to_string() } else { self.address.clone() };
-        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        let id = match self.instance_name.as_str() {
+            "" => format!("{}-{}-{}", self.service, address, bound.port()),
+            name => format!("{}-{name}-{}-{}", self.service, address, bound.port()),
+        };
         AgentServiceRegistration {
-            id: format!("{}-{}-{}-{}", self.service, address, bound.port(), &suffix[..8]),
+            id,
             name: self.service.clone(),
             address: address.clone(),
             port: bound.port(),
@@ -73,6 +85,7 @@ impl RegistrationConfig {
                 interval: go_duration(self.check_interval),
                 timeout: go_duration(self.check_timeout),
                 deregister_critical_service_after: go_duration(self.deregister_critical_after),
+                status: CheckStatus::Passing,
             },
         }
     }
@@ -92,9 +105,11 @@ pub struct Registered {
 }
 
 impl Registered {
-    /// Registers `instance` now and every time a check every `refresh` finds the agent
-    /// no longer has it (an agent restart loses its services; so does `consul reload`
-    /// of a dev agent). Failures are logged and retried with backoff, never fatal: the
+    /// Registers `instance` now (replacing an entry a crashed run left under the same
+    /// ID, and removing entries of the same service on the same address and port under
+    /// other IDs), then again every time a check every `refresh` finds the agent no
+    /// longer has it (an agent restart loses its services; so does `consul reload` of a
+    /// dev agent). Failures are logged and retried with backoff, never fatal: the
     /// service keeps serving whether or not Consul is up.
     pub fn start(consul: Consul, instance: AgentServiceRegistration, refresh: Duration) -> Self {
         let (stop, mut stopped) = watch::channel(false);
@@ -103,9 +118,16 @@ impl Registered {
             let consul = consul.clone();
             async move {
                 let mut backoff = Backoff::new(Duration::from_millis(200), refresh.max(Duration::from_millis(200)));
+                let mut registered = false;
                 loop {
-                    let delay = match ensure_registered(&consul, &instance).await {
+                    let attempt = if registered {
+                        ensure_registered(&consul, &instance).await
+                    } else {
+                        register(&consul, &instance).await
+                    };
+                    let delay = match attempt {
                         Ok(()) => {
+                            registered = true;
                             backoff.reset();
                             refresh
                         }
@@ -143,14 +165,29 @@ impl Registered {
     }
 }
 
-async fn ensure_registered(
-    consul: &Consul,
-    instance: &AgentServiceRegistration,
-) -> Result<(), crate::consul::ConsulError> {
+/// Registers `instance` unless the agent already has it.
+async fn ensure_registered(consul: &Consul, instance: &AgentServiceRegistration) -> Result<(), ConsulError> {
     if consul.is_registered(&instance.id).await? {
         return Ok(());
     }
+    register(consul, instance).await
+}
+
+/// Registers (or replaces) `instance`, then deregisters the other entries of its service
+/// on its address and port: left by a run that crashed before this ID scheme, or under
+/// another instance name. Their checks reach this process, so Consul would never reap them.
+async fn register(consul: &Consul, instance: &AgentServiceRegistration) -> Result<(), ConsulError> {
     consul.register(instance).await?;
+    for stale in consul.agent_services(&instance.name).await? {
+        if stale.id != instance.id && stale.address == instance.address && stale.port == instance.port {
+            consul.deregister(&stale.id).await?;
+            tracing::info!(
+                service_id = instance.id,
+                stale_id = stale.id,
+                "removed a stale consul entry on this address"
+            );
+        }
+    }
     tracing::info!(
         service_id = instance.id,
         service = instance.name,
@@ -166,12 +203,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_instance_gets_a_unique_id_its_bound_port_and_a_grpc_check_on_it() {
-        let config = RegistrationConfig::for_service("users");
+    fn an_instance_gets_the_same_id_for_its_address_and_port_and_a_passing_grpc_check_on_it() {
+        let mut config = RegistrationConfig::for_service("users");
         let bound: SocketAddr = "127.0.0.1:4242".parse().expect("addr");
-        let (a, b) = (config.instance(bound, "1.2.3"), config.instance(bound, "1.2.3"));
-        assert_ne!(a.id, b.id);
-        assert!(a.id.starts_with("users-127.0.0.1-4242-"), "{}", a.id);
+        let (a, b) = (config.instance(bound, "1.2.3"), config.instance(bound, "1.2.4"));
+        assert_eq!(a.id, b.id, "a restart on the same address replaces its own entry");
+        assert_eq!(a.id, "users-127.0.0.1-4242");
+        assert_ne!(a.id, config.instance("127.0.0.1:4243".parse().expect("addr"), "1.2.3").id);
+        config.instance_name = "users-7d9f-x2".to_owned();
+        assert_eq!(config.instance(bound, "1.2.3").id, "users-users-7d9f-x2-127.0.0.1-4242");
+        assert_eq!(a.check.status, CheckStatus::Passing);
         assert_eq!((a.address.as_str(), a.port), ("127.0.0.1", 4242));
         assert_eq!(a.check.grpc, "127.0.0.1:4242");
         assert_eq!(a.meta["version"], "1.2.3");
