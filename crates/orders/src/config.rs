@@ -65,10 +65,8 @@ impl Default for Config {
             log: LogConfig::default(),
             telemetry: TelemetryConfig::for_service("orders"),
             admin: AdminConfig::on_port(9052),
-            users: ClientConfig {
-                consul_service: "users".to_owned(),
-                ..ClientConfig::with_endpoints(vec!["http://127.0.0.1:50051".to_owned()])
-            },
+            // `users.consul_service` defaults to `users`, used once `users.resolver = "consul"`.
+            users: ClientConfig::for_upstream("users", vec!["http://127.0.0.1:50051".parse().expect("a valid URI")]),
             consul: ConsulConfig::default(),
             registration: RegistrationConfig::for_service("orders"),
             paging: PagingConfig { token_secret: String::new(), default_page_size: 50, max_page_size: 1000 },
@@ -92,7 +90,7 @@ impl Config {
 mod tests {
     use std::time::Duration;
 
-    use platform::discovery::ResolverKind;
+    use platform::client::ResolverConfig;
 
     use super::*;
 
@@ -103,7 +101,7 @@ mod tests {
             jail.set_env("ORDERS_USERS__METHOD_TIMEOUTS__GETUSERBYEMAIL", "300ms");
             jail.set_env("ORDERS_USERS__RETRY_POLICY__MAXATTEMPTS", "4");
             let config = Config::load(None).map_err(|e| e.to_string())?;
-            assert_eq!(config.users.resolver, ResolverKind::Consul);
+            assert!(matches!(config.users.resolver, ResolverConfig::Consul { .. }), "{:?}", config.users.resolver);
             assert_eq!(config.users.timeout_of("GetUserByEmail"), Duration::from_millis(300));
             assert_eq!(config.users.retry_policy.max_attempts, 4);
             assert_eq!(config.users.retry_policy.initial_backoff, Duration::from_millis(25), "others keep defaults");

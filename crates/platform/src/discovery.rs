@@ -6,25 +6,12 @@
 use std::{collections::BTreeSet, time::Duration};
 
 use http::Uri;
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::{backoff::Backoff, consul::Consul};
+use crate::{backoff::Backoff, consul::Consul, redact};
 
 /// The endpoint set of one upstream; the balancer follows its latest value.
 pub type Resolver = watch::Receiver<Vec<Uri>>;
-
-/// Which resolver a client uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ResolverKind {
-    /// The `endpoints` list from config (the embedded default).
-    Static,
-    /// The passing instances of a Consul service, followed with blocking queries.
-    Consul,
-    /// The A/AAAA records of a name, re-resolved periodically (a Kubernetes headless Service).
-    Dns,
-}
 
 /// A resolver that always answers `endpoints`: the static list from config.
 pub fn fixed(endpoints: Vec<Uri>) -> Resolver {
@@ -112,7 +99,8 @@ fn publish_set(publish: &watch::Sender<Vec<Uri>>, name: &str, mut uris: Vec<Uri>
         if *current == uris || (uris.is_empty() && !current.is_empty()) {
             return false;
         }
-        tracing::info!(upstream = name, endpoints = ?uris.iter().map(Uri::to_string).collect::<Vec<_>>(), "endpoints changed");
+        let shown: Vec<String> = uris.iter().map(|uri| redact::uri(uri).to_string()).collect();
+        tracing::info!(upstream = name, endpoints = ?shown, "endpoints changed");
         *current = uris;
         true
     });

@@ -20,6 +20,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Code, Request, Response, Status};
 
 use super::*;
+use crate::{deadline, discovery};
 
 /// How a fake users server answers every call.
 #[derive(Clone, Copy)]
@@ -387,9 +388,50 @@ async fn a_call_in_flight_on_an_endpoint_that_dies_is_retried_on_another() {
     }
 }
 
-#[test]
-fn static_endpoints_must_be_absolute_http_addresses_and_errors_name_the_key() {
-    let config = ClientConfig::with_endpoints(vec!["http://127.0.0.1:1".into(), "localhost".into()]);
-    let error = resolver("users", &config, None).expect_err("no scheme");
-    assert!(error.contains("users.endpoints") && error.contains("localhost"), "{error}");
+#[tokio::test]
+async fn the_resilient_clients_counters_and_endpoints_are_exported_per_upstream() {
+    let config = ClientConfig::with_endpoints(Vec::new());
+    let metrics = Metrics::new();
+    channel_with_metrics(&config, &metrics);
+    let text = metrics.render();
+    for line in [
+        "# TYPE grpc_client_retries_total counter",
+        "grpc_client_retries_total{upstream=\"users\"} 0",
+        "# TYPE grpc_client_endpoints gauge",
+        "grpc_client_ejected_endpoints{upstream=\"users\"} 0",
+        "grpc_client_retry_budget_exhausted_total{upstream=\"users\"} 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
+    }
+}
+
+fn channel_with_metrics(config: &ClientConfig, metrics: &Metrics) -> Channel {
+    super::channel("users", config, None, metrics, api::FILE_DESCRIPTOR_SET).expect("builds")
+}
+
+#[tokio::test]
+async fn counters_move_as_calls_are_made_and_a_second_registration_of_one_upstream_is_refused() {
+    let (bad, _fake_bad) = serve(Behaviour::Unavailable).await;
+    let (good, _fake_good) = serve(Behaviour::Answer).await;
+    let mut config = config();
+    config.resolver = ResolverConfig::Static { endpoints: vec![bad, good] };
+    let metrics = Metrics::new();
+    let mut client = UserServiceClient::new(channel_with_metrics(&config, &metrics));
+    for _ in 0..4 {
+        client.get_user_by_email(GetUserByEmailRequest { email: "a@example.com".into() }).await.expect("retried");
+    }
+    let text = metrics.render();
+    let value = |family: &str| -> u64 {
+        let prefix = format!("{family}{{upstream=\"users\"}} ");
+        let line = text.lines().find(|line| line.starts_with(&prefix)).unwrap_or_else(|| panic!("{family} in {text}"));
+        line[prefix.len()..].parse().expect("an integer")
+    };
+    let retries = value("grpc_client_retries_total");
+    assert!(retries > 0, "the bad endpoint's failures were retried:\n{text}");
+    assert_eq!(value("grpc_client_attempts_total"), 4 + retries, "one first try per call plus the retries");
+    assert_eq!(value("grpc_client_endpoints"), 2);
+    assert!(matches!(
+        super::channel("users", &config, None, &metrics, api::FILE_DESCRIPTOR_SET),
+        Err(ChannelError::MetricsError { .. })
+    ));
 }
