@@ -435,3 +435,38 @@ async fn counters_move_as_calls_are_made_and_a_second_registration_of_one_upstre
         Err(ChannelError::MetricsError { .. })
     ));
 }
+
+#[tokio::test]
+async fn work_a_handler_spawns_with_deadline_spawn_still_sends_the_served_calls_deadline() {
+    use tower::Layer;
+    let (uri, fake) = serve(Behaviour::Answer).await;
+    let mut config = config();
+    config.timeout = Duration::from_secs(5);
+    let client = UserServiceClient::new(channel(&config, discovery::fixed(vec![uri])));
+    // The grpc-timeout users saw from each spawned call.
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    // A served call with a 300 ms deadline whose handler calls users from a spawned
+    // task: first with `deadline::spawn`, then with a bare `tokio::spawn`.
+    let handler = {
+        let seen = seen.clone();
+        tower::service_fn(move |_: http::Request<()>| {
+            let (client, fake, seen) = (client.clone(), fake.clone(), seen.clone());
+            async move {
+                let last = || fake.last_timeout.lock().expect("lock").expect("a grpc-timeout");
+                let mut kept = client.clone();
+                deadline::spawn(async move { get(&mut kept).await }).await.expect("joins").expect("answers");
+                seen.lock().expect("lock").push(last());
+                let mut lost = client.clone();
+                tokio::spawn(async move { get(&mut lost).await }).await.expect("joins").expect("answers");
+                seen.lock().expect("lock").push(last());
+                Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+            }
+        })
+    };
+    let mut request = http::Request::new(());
+    request.headers_mut().insert(deadline::GRPC_TIMEOUT, HeaderValue::from_static("300m"));
+    deadline::PropagateLayer.layer(handler).call(request).await.expect("answered");
+    let seen = seen.lock().expect("lock").clone();
+    assert!(seen[0] <= Duration::from_millis(300), "deadline::spawn keeps the served deadline: {:?}", seen[0]);
+    assert!(seen[1] > Duration::from_secs(1), "a bare tokio::spawn loses it (config default 5s): {:?}", seen[1]);
+}
