@@ -34,6 +34,50 @@ impl fmt::Display for Redacted {
     }
 }
 
+/// Log lines written while a test runs, to check what reaches the logs.
+#[cfg(test)]
+pub(crate) mod captured {
+    use std::sync::{Arc, Mutex};
+
+    use tracing::subscriber::DefaultGuard;
+
+    /// Everything this crate logged on this thread (at any level) since [`logs`], as text.
+    #[derive(Clone, Default)]
+    pub(crate) struct Logs(Arc<Mutex<Vec<u8>>>);
+
+    impl Logs {
+        /// The text so far.
+        pub(crate) fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().expect("not poisoned")).into_owned()
+        }
+    }
+
+    impl std::io::Write for Logs {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("not poisoned").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Captures this crate's logs on this thread until the guard drops (a
+    /// current-thread runtime's tasks run on it too). Only `platform`'s own events:
+    /// hyper-util's TRACE lines show a request URI's authority as given.
+    pub(crate) fn logs() -> (Logs, DefaultGuard) {
+        let logs = Logs::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("platform=trace"))
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -470,3 +470,18 @@ async fn work_a_handler_spawns_with_deadline_spawn_still_sends_the_served_calls_
     assert!(seen[0] <= Duration::from_millis(300), "deadline::spawn keeps the served deadline: {:?}", seen[0]);
     assert!(seen[1] > Duration::from_secs(1), "a bare tokio::spawn loses it (config default 5s): {:?}", seen[1]);
 }
+
+#[tokio::test]
+async fn a_password_in_an_endpoint_never_reaches_the_logs() {
+    let (logs, _guard) = crate::redact::captured::logs();
+    let (uri, fake) = serve(Behaviour::Answer).await;
+    let with_password: Uri =
+        format!("http://admin:s3cret@{}", uri.authority().expect("host and port")).parse().expect("uri");
+    let dead: Uri = "http://admin:s3cret@127.0.0.1:1".parse().expect("uri");
+    let mut client = UserServiceClient::new(channel(&config(), discovery::fixed(vec![with_password, dead])));
+    get(&mut client).await.expect("the live endpoint answers");
+    assert_eq!(calls(&fake), 1);
+    let text = logs.text();
+    assert!(text.contains("endpoint connected"), "{text}");
+    assert!(!text.contains("s3cret") && !text.contains("admin"), "{text}");
+}
