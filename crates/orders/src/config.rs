@@ -118,4 +118,25 @@ mod tests {
             Ok(())
         });
     }
+
+    #[test]
+    fn an_https_users_endpoint_is_refused_at_load_naming_the_key_and_the_variable() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("ORDERS_USERS__ENDPOINTS", "[https://users.internal:50051]");
+            let error = Config::load(None).expect_err("TLS is not spoken yet").to_string();
+            assert!(error.contains("users.endpoints") && error.contains("ORDERS_USERS__ENDPOINTS"), "{error}");
+            assert!(error.contains("use http://") && !error.contains('\n'), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_consul_resolver_without_a_service_is_refused_at_load_naming_the_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("orders.toml", "[users]\nresolver = \"consul\"\nconsul_service = \"\"\n")?;
+            let error = Config::load(Some(Path::new("orders.toml"))).expect_err("no service").to_string();
+            assert!(error.contains("users") && error.contains("consul_service"), "{error}");
+            Ok(())
+        });
+    }
 }
