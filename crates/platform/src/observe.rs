@@ -473,7 +473,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_thousand_distinct_unknown_paths_leave_one_series() {
+    async fn a_thousand_distinct_unknown_paths_leave_one_series_and_no_trace_in_span_names() {
+        let (logs, _guard) = crate::redact::captured::logs();
         let metrics = Metrics::new();
         let unimplemented = tower::service_fn(|_: http::Request<()>| async {
             Ok::<_, std::convert::Infallible>(Status::unimplemented("no such method").into_http::<String>())
@@ -495,5 +496,9 @@ mod tests {
             ],
         );
         assert_eq!(series("grpc_server_started_total{").len(), 1, "{text}");
+        // The span (name and attributes) of each call, printed with its "rpc finished" line.
+        let logs = logs.text();
+        assert!(logs.contains(r#"otel.name="unknown/unknown""#) && logs.contains("rpc.method=\"unknown\""), "{logs}");
+        assert!(!logs.contains("probe") && !logs.contains("Method1"), "no raw path in spans or lines");
     }
 }

@@ -82,7 +82,7 @@ pub enum ChannelError {
     },
     /// The upstream's descriptor set does not decode (a build fault of `api`).
     #[error("upstream {upstream}: descriptor set does not decode: {source}")]
-    DescriptorError {
+    Descriptor {
         /// The upstream's name.
         upstream: String,
         /// The decode error.
@@ -90,7 +90,7 @@ pub enum ChannelError {
     },
     /// This upstream's metrics are already registered in the registry.
     #[error("upstream {upstream}: metrics not registered: {source}")]
-    MetricsError {
+    Metrics {
         /// The upstream's name.
         upstream: String,
         /// The registry's error.
@@ -117,11 +117,11 @@ pub fn channel(
     let resolver = resolver(&config.resolver, consul)
         .map_err(|source| ChannelError::MissingConsul { upstream: upstream.to_owned(), source })?;
     let methods = Methods::from_descriptor_sets(&[descriptor_set])
-        .map_err(|source| ChannelError::DescriptorError { upstream: upstream.to_owned(), source })?;
+        .map_err(|source| ChannelError::Descriptor { upstream: upstream.to_owned(), source })?;
     let channel = ResilientChannel::with_methods(upstream, config, resolver, methods.clone());
     channel
         .register_metrics(metrics)
-        .map_err(|source| ChannelError::MetricsError { upstream: upstream.to_owned(), source })?;
+        .map_err(|source| ChannelError::Metrics { upstream: upstream.to_owned(), source })?;
     let observe = observe::ClientLayer::with_methods(metrics, methods, upstream);
     Ok(tower::Layer::layer(&observe, channel))
 }

@@ -432,7 +432,7 @@ async fn counters_move_as_calls_are_made_and_a_second_registration_of_one_upstre
     assert_eq!(value("grpc_client_endpoints"), 2);
     assert!(matches!(
         super::channel("users", &config, None, &metrics, api::FILE_DESCRIPTOR_SET),
-        Err(ChannelError::MetricsError { .. })
+        Err(ChannelError::Metrics { .. })
     ));
 }
 
