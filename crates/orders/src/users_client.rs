@@ -2,14 +2,14 @@
 //! resilient channel (deadlines, retries, balancing and ejection live there).
 
 use api::users::v1::{GetUserByEmailRequest, user_service_client::UserServiceClient};
-use platform::{client::ResilientChannel, email::Email, observe};
+use platform::{client, email::Email};
 use tonic::Code;
 
 use crate::domain::Error;
 
 /// The channel users calls go through: observed (span, traceparent, metrics), then
-/// the resilient channel (deadline, retries, balancing).
-pub type UsersChannel = observe::Client<ResilientChannel>;
+/// the resilient channel (deadline, retries, balancing); built by [`client::channel`].
+pub type UsersChannel = client::Channel;
 
 /// A typed client of `users.v1.UserService`.
 #[derive(Clone)]

@@ -2,9 +2,9 @@
 //! balances over connected endpoints, ejects failing ones, retries within a budget,
 //! and gives every call a deadline that holds across hops.
 //!
-//! One step per module, composed here in [`ResilientChannel::new`]: [`deadline`]
-//! (`Deadline::layer`), [`retry`] (`Retry::layer`), [`balance`] (the balancer, one
-//! attempt on one endpoint); the counters they keep live in [`metrics`]. Most callers
+//! One step per module, composed here in [`ResilientChannel::new`]: `deadline`
+//! (`Deadline::layer`), `retry` (`Retry::layer`), `balance` (the balancer, one
+//! attempt on one endpoint); the counters they keep live in `metrics`. Most callers
 //! want [`channel`]: the resilient channel under the observing layer (span,
 //! `traceparent`, `grpc_client_*` metrics), its metrics registered:
 //! `UserServiceClient::new(client::channel("users", &config.users, consul, &metrics, api::FILE_DESCRIPTOR_SET)?)`.
