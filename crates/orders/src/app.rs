@@ -7,18 +7,15 @@ use anyhow::Context;
 use api::orders::v1::order_service_server::OrderServiceServer;
 use platform::{
     admin::AdminServer,
-    client::{self, ResilientChannel},
+    client::{self, ResolverConfig},
     consul::Consul,
     database::{self, Backend, Database},
-    discovery::ResolverKind,
     metrics::Metrics,
-    observe::ClientLayer,
     server::GrpcServer,
     shutdown,
 };
 use sqlx::AnyPool;
 use tokio::task::JoinHandle;
-use tower::Layer;
 
 use crate::{
     changes::Changes,
@@ -62,15 +59,12 @@ impl App {
             }
             Backend::Sqlite => (Changes::local(), None),
         };
-        let consul = (config.registration.enabled || config.users.resolver == ResolverKind::Consul)
+        let consul = (config.registration.enabled || matches!(config.users.resolver, ResolverConfig::Consul { .. }))
             .then(|| Consul::new(&config.consul))
             .transpose()?;
-        let resolver = client::resolver("users", &config.users, consul.as_ref()).map_err(anyhow::Error::msg)?;
-        let users = ResilientChannel::new("users", &config.users, resolver, api::FILE_DESCRIPTOR_SET)
-            .context("decode the users API descriptor")?;
-        metrics.register_client("users", users.clone()).context("register the users client's metrics")?;
-        // A client span per call (traceparent to users) and grpc_client_* metrics.
-        let users = ClientLayer::new(&metrics, &[api::FILE_DESCRIPTOR_SET], "users").layer(users);
+        // Observed (span, traceparent, grpc_client_* metrics) and resilient (deadline,
+        // retries, balancing), its metrics registered.
+        let users = client::channel("users", &config.users, consul.as_ref(), &metrics, api::FILE_DESCRIPTOR_SET)?;
         let orders = Orders::new(
             OrderRepository::new(database, changes.clone()),
             UsersClient::new(users),

@@ -67,10 +67,8 @@ impl Default for Config {
             log: LogConfig::default(),
             telemetry: TelemetryConfig::for_service("orders"),
             admin: AdminConfig::on_port(9052),
-            users: ClientConfig {
-                consul_service: "users".to_owned(),
-                ..ClientConfig::with_endpoints(vec!["http://127.0.0.1:50051".to_owned()])
-            },
+            // `users.consul_service` defaults to `users`, used once `users.resolver = "consul"`.
+            users: ClientConfig::for_upstream("users", vec!["http://127.0.0.1:50051".parse().expect("a valid URI")]),
             consul: ConsulConfig::default(),
             registration: RegistrationConfig::for_service("orders"),
             paging: PagingConfig { token_secret: String::new(), default_page_size: 50, max_page_size: 1000 },
@@ -94,7 +92,7 @@ impl Config {
 mod tests {
     use std::time::Duration;
 
-    use platform::discovery::ResolverKind;
+    use platform::client::ResolverConfig;
 
     use super::*;
 
@@ -105,7 +103,7 @@ mod tests {
             jail.set_env("ORDERS_USERS__METHOD_TIMEOUTS__GETUSERBYEMAIL", "300ms");
             jail.set_env("ORDERS_USERS__RETRY_POLICY__MAXATTEMPTS", "4");
             let config = Config::load(None).map_err(|e| e.to_string())?;
-            assert_eq!(config.users.resolver, ResolverKind::Consul);
+            assert!(matches!(config.users.resolver, ResolverConfig::Consul { .. }), "{:?}", config.users.resolver);
             assert_eq!(config.users.timeout_of("GetUserByEmail"), Duration::from_millis(300));
             assert_eq!(config.users.retry_policy.max_attempts, 4);
             assert_eq!(config.users.retry_policy.initial_backoff, Duration::from_millis(25), "others keep defaults");
@@ -119,6 +117,27 @@ mod tests {
             jail.create_file("orders.toml", "[users.retry_policy]\nretryableStatusCodes = [\"BUSY\"]\n")?;
             let error = Config::load(Some(Path::new("orders.toml"))).expect_err("not a code").to_string();
             assert!(error.contains("users.retry_policy.retryableStatusCodes") && error.contains("BUSY"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn an_https_users_endpoint_is_refused_at_load_naming_the_key_and_the_variable() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("ORDERS_USERS__ENDPOINTS", "[https://users.internal:50051]");
+            let error = Config::load(None).expect_err("TLS is not spoken yet").to_string();
+            assert!(error.contains("users.endpoints") && error.contains("ORDERS_USERS__ENDPOINTS"), "{error}");
+            assert!(error.contains("use http://") && !error.contains('\n'), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_consul_resolver_without_a_service_is_refused_at_load_naming_the_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("orders.toml", "[users]\nresolver = \"consul\"\nconsul_service = \"\"\n")?;
+            let error = Config::load(Some(Path::new("orders.toml"))).expect_err("no service").to_string();
+            assert!(error.contains("users") && error.contains("consul_service"), "{error}");
             Ok(())
         });
     }

@@ -212,11 +212,9 @@ mod tests {
     use std::time::Duration;
 
     use platform::{
-        client::{ClientConfig, ResilientChannel},
+        client::{self, ClientConfig},
         config::DatabaseConfig,
-        discovery,
         metrics::Metrics,
-        observe::ClientLayer,
     };
     use tokio_stream::StreamExt;
 
@@ -233,11 +231,9 @@ mod tests {
         MIGRATOR.run(&pool).await.expect("migrations apply on SQLite");
         let changes = Changes::local();
         let repository = OrderRepository::new(platform::database::Database::new(pool, "orders"), changes.clone());
-        let channel =
-            ResilientChannel::new("users", &ClientConfig::with_endpoints(vec![]), discovery::fixed(vec![]), &[])
-                .expect("an empty descriptor set decodes");
-        let observed = tower::Layer::layer(&ClientLayer::new(&Metrics::new(), &[], "users"), channel);
-        let users = UsersClient::new(observed);
+        let channel = client::channel("users", &ClientConfig::with_endpoints(vec![]), None, &Metrics::new(), &[])
+            .expect("an empty descriptor set decodes");
+        let users = UsersClient::new(channel);
         let orders = Orders::new(repository.clone(), users, PageTokens::new("k"), changes.clone());
         (orders, repository, changes)
     }

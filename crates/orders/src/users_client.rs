@@ -5,13 +5,13 @@ use api::{
     rpc::Code,
     users::v1::{GetUserByEmailRequest, user_service_client::UserServiceClient},
 };
-use platform::{client::ResilientChannel, email::Email, observe};
+use platform::{client, email::Email};
 
 use crate::order::Error;
 
 /// The channel users calls go through: observed (span, traceparent, metrics), then
-/// the resilient channel (deadline, retries, balancing).
-pub type UsersChannel = observe::Client<ResilientChannel>;
+/// the resilient channel (deadline, retries, balancing); built by [`client::channel`].
+pub type UsersChannel = client::Channel;
 
 /// A typed client of `users.v1.UserService`.
 #[derive(Clone)]

@@ -101,12 +101,12 @@ fn accepting(listener: TcpListener) -> impl Listener<Io = TcpStream, Addr = Sock
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::MethodKinds;
+    use crate::metrics::MethodLabels;
 
     #[tokio::test]
     async fn the_admin_endpoint_serves_the_registry_as_prometheus_text() {
         let metrics = Metrics::new();
-        metrics.grpc_client().started(&MethodKinds::default().labels("/a.B/C"));
+        metrics.grpc_client().started(&MethodLabels { kind: "unary", service: "a.B".into(), method: "C".into() });
         let admin = AdminServer::bind(&AdminConfig::on_port(0), metrics).await.expect("bind");
         let address = admin.local_addr();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -40,7 +40,7 @@ impl Default for ConsulConfig {
 impl fmt::Debug for ConsulConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConsulConfig")
-            .field("address", &self.address)
+            .field("address", &crate::redact::address(&self.address).to_string())
             .field("datacenter", &self.datacenter)
             .field("token", &if self.token.is_empty() { "" } else { "…" })
             .finish()
@@ -53,7 +53,7 @@ pub enum ConsulError {
     /// The agent could not be reached, or did not answer in time.
     #[error("consul agent at {address} unreachable: {reason}")]
     Unreachable {
-        /// The configured `consul.address`.
+        /// The configured `consul.address`, its userinfo redacted.
         address: String,
         /// What the HTTP client said.
         reason: String,
@@ -183,7 +183,9 @@ pub struct Consul {
 
 impl fmt::Debug for Consul {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Consul").field("address", &self.address).finish_non_exhaustive()
+        f.debug_struct("Consul")
+            .field("address", &crate::redact::address(&self.address).to_string())
+            .finish_non_exhaustive()
     }
 }
 
@@ -205,7 +207,7 @@ impl Consul {
         let address = config.address.trim_end_matches('/').to_owned();
         match address.parse::<Uri>() {
             Ok(uri) if uri.scheme_str() == Some("http") && uri.authority().is_some() => {}
-            _ => return Err(ConsulError::BadAddress(config.address.clone())),
+            _ => return Err(ConsulError::BadAddress(crate::redact::address(&config.address).to_string())),
         }
         Ok(Self {
             address,
@@ -326,7 +328,8 @@ impl Consul {
         timeout: Duration,
         operation: &str,
     ) -> Result<(http::HeaderMap, Bytes), ConsulError> {
-        let unreachable = |reason: String| ConsulError::Unreachable { address: self.address.clone(), reason };
+        let address = crate::redact::address(&self.address).to_string();
+        let unreachable = |reason: String| ConsulError::Unreachable { address: address.clone(), reason };
         let mut request = Request::builder().method(method).uri(format!("{}{path_and_query}", self.address));
         if !self.token.is_empty() {
             request = request.header("x-consul-token", &self.token);

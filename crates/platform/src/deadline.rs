@@ -1,6 +1,11 @@
 //! Deadline propagation: the server side remembers each incoming call's deadline so
 //! the client side can send what remains of it on outgoing calls.
 //!
+//! The deadline travels in a tokio task-local ([`incoming`]), set by [`PropagateLayer`]
+//! around the handler: it is there for the handler's own task only. Work a handler
+//! spawns on the call's behalf must be spawned with [`spawn`] (or wrapped in
+//! [`scope`]) to keep it; a bare `tokio::spawn` starts with no deadline.
+//!
 //! A deadline travels as the `grpc-timeout` header: 1 to 8 ASCII digits followed by a
 //! unit, `H` hours, `M` minutes, `S` seconds, `m` milliseconds, `u` microseconds or
 //! `n` nanoseconds (gRPC over HTTP/2, PROTOCOL-HTTP2.md, "Timeout").
@@ -32,6 +37,17 @@ pub fn incoming() -> Option<Instant> {
 /// public for tests and for work a handler spawns on the call's behalf).
 pub async fn scope<F: Future>(deadline: Option<Instant>, future: F) -> F::Output {
     INCOMING.scope(deadline, future).await
+}
+
+/// `tokio::spawn`, keeping the deadline of the call being served (if any) for the
+/// spawned task, so its outgoing calls send what remains of it. Use it for work a
+/// handler starts on the call's behalf; a task-local does not cross `tokio::spawn`.
+pub fn spawn<F>(future: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tokio::spawn(INCOMING.scope(incoming(), future))
 }
 
 /// Parses a `grpc-timeout` value.

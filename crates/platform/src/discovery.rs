@@ -6,25 +6,12 @@
 use std::{collections::BTreeSet, time::Duration};
 
 use http::Uri;
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::{backoff::Backoff, consul::Consul};
+use crate::{backoff::Backoff, consul::Consul, redact};
 
 /// The endpoint set of one upstream; the balancer follows its latest value.
 pub type Resolver = watch::Receiver<Vec<Uri>>;
-
-/// Which resolver a client uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ResolverKind {
-    /// The `endpoints` list from config (the embedded default).
-    Static,
-    /// The passing instances of a Consul service, followed with blocking queries.
-    Consul,
-    /// The A/AAAA records of a name, re-resolved periodically (a Kubernetes headless Service).
-    Dns,
-}
 
 /// A resolver that always answers `endpoints`: the static list from config.
 pub fn fixed(endpoints: Vec<Uri>) -> Resolver {
@@ -112,7 +99,8 @@ fn publish_set(publish: &watch::Sender<Vec<Uri>>, name: &str, mut uris: Vec<Uri>
         if *current == uris || (uris.is_empty() && !current.is_empty()) {
             return false;
         }
-        tracing::info!(upstream = name, endpoints = ?uris.iter().map(Uri::to_string).collect::<Vec<_>>(), "endpoints changed");
+        let shown: Vec<String> = uris.iter().map(|uri| redact::uri(uri).to_string()).collect();
+        tracing::info!(upstream = name, endpoints = ?shown, "endpoints changed");
         *current = uris;
         true
     });
@@ -139,5 +127,30 @@ mod tests {
         assert_eq!(resolver.borrow().len(), 1);
         publish_set(&publish, "users", vec!["http://10.0.0.2:1".parse().expect("uri")]);
         assert_eq!(resolver.borrow()[0].to_string(), "http://10.0.0.2:1/");
+    }
+
+    #[tokio::test]
+    async fn a_password_in_the_consul_address_is_not_logged_when_queries_fail() {
+        let (logs, _guard) = crate::redact::captured::logs();
+        let closed = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            listener.local_addr().expect("address")
+        };
+        let config = crate::consul::ConsulConfig {
+            address: format!("http://admin:s3cret@{closed}"),
+            ..crate::consul::ConsulConfig::default()
+        };
+        let consul = Consul::new(&config).expect("a valid address");
+        let _resolver = super::consul(consul, "users".to_owned(), Duration::from_secs(1));
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !logs.text().contains("consul query failed") {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the failed query is logged");
+        let text = logs.text();
+        assert!(!text.contains("s3cret"), "{text}");
+        assert!(text.contains("***@127.0.0.1"), "the address is still shown, redacted: {text}");
     }
 }

@@ -8,20 +8,10 @@
 //! `collector()` (linkerd's way) and the app adds them with [`Metrics::register`], so
 //! this module need not import theirs. `admin` serves the registry over HTTP.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, OnceLock},
-};
+use std::sync::{Arc, OnceLock};
 
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
-    core::{Collector, Desc},
-    proto::MetricFamily,
-};
-use prost::Message;
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder, core::Collector};
 use tonic::Code;
-
-use crate::client::{ClientStats, ResilientChannel};
 
 /// A service's metric registry. Cloning is cheap; clones share the registry.
 #[derive(Clone, Default)]
@@ -65,95 +55,12 @@ impl Metrics {
         self.shared.client.get_or_init(|| GrpcMetrics::register(self, "client")).clone()
     }
 
-    /// The resilient client's families for `upstream`, read from `channel` at scrape
-    /// time: `grpc_client_attempts_total`, `grpc_client_retries_total`,
-    /// `grpc_client_retry_budget_exhausted_total`, `grpc_client_ejections_total`
-    /// (counters) and `grpc_client_endpoints`, `grpc_client_ejected_endpoints`
-    /// (gauges), each labelled `upstream`.
-    ///
-    /// # Errors
-    /// When families of these names are already registered (one call per upstream
-    /// name is allowed: the label tells them apart only within one collector).
-    pub fn register_client(&self, upstream: &str, channel: ResilientChannel) -> prometheus::Result<()> {
-        self.register(ClientCollector::new(upstream, channel)?)?;
-        Ok(())
-    }
-
     /// Every family in the Prometheus text format 0.0.4.
     pub fn render(&self) -> String {
         let mut buffer = Vec::new();
         // Encoding into a Vec fails only on families the registry already rejected.
         let _ = TextEncoder::new().encode(&self.shared.registry.gather(), &mut buffer);
         String::from_utf8(buffer).unwrap_or_default()
-    }
-}
-
-/// Reads a [`ResilientChannel`]'s [`ClientStats`] at each scrape.
-#[derive(Clone)]
-struct ClientCollector {
-    upstream: String,
-    channel: ResilientChannel,
-    descs: Vec<Desc>,
-}
-
-/// (name, help) of the counters, in the order of [`client_values`]'s first four values.
-const CLIENT_COUNTERS: [(&str, &str); 4] = [
-    ("grpc_client_attempts_total", "Attempts the resilient client sent to an endpoint, first tries and retries."),
-    ("grpc_client_retries_total", "Retries the resilient client sent."),
-    ("grpc_client_retry_budget_exhausted_total", "Retries wanted but refused by the retry budget."),
-    ("grpc_client_ejections_total", "Endpoints ejected by outlier detection."),
-];
-
-/// (name, help) of the gauges, in the order of [`client_values`]'s last two values.
-const CLIENT_GAUGES: [(&str, &str); 2] = [
-    ("grpc_client_endpoints", "Connected endpoints of the upstream."),
-    ("grpc_client_ejected_endpoints", "Connected endpoints of the upstream ejected right now."),
-];
-
-fn client_values(stats: ClientStats) -> [u64; 6] {
-    [
-        stats.attempts,
-        stats.retries,
-        stats.budget_exhausted,
-        stats.ejections,
-        stats.endpoints as u64,
-        stats.ejected as u64,
-    ]
-}
-
-impl ClientCollector {
-    fn new(upstream: &str, channel: ResilientChannel) -> prometheus::Result<Self> {
-        let mut this = Self { upstream: upstream.to_owned(), channel, descs: Vec::new() };
-        this.descs =
-            this.families(&[0; 6])?.iter().flat_map(|collector| collector.desc().into_iter().cloned()).collect();
-        Ok(this)
-    }
-
-    /// Fresh, unregistered metric vectors holding `values`.
-    fn families(&self, values: &[u64; 6]) -> prometheus::Result<Vec<Box<dyn Collector>>> {
-        let mut families: Vec<Box<dyn Collector>> = Vec::new();
-        for ((name, help), value) in CLIENT_COUNTERS.iter().zip(values) {
-            let counter = IntCounterVec::new(Opts::new(*name, *help), &["upstream"])?;
-            counter.with_label_values(&[self.upstream.as_str()]).inc_by(*value);
-            families.push(Box::new(counter));
-        }
-        for ((name, help), value) in CLIENT_GAUGES.iter().zip(&values[4..]) {
-            let gauge = IntGaugeVec::new(Opts::new(*name, *help), &["upstream"])?;
-            gauge.with_label_values(&[self.upstream.as_str()]).set(i64::try_from(*value).unwrap_or(i64::MAX));
-            families.push(Box::new(gauge));
-        }
-        Ok(families)
-    }
-}
-
-impl Collector for ClientCollector {
-    fn desc(&self) -> Vec<&Desc> {
-        self.descs.iter().collect()
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
-        let values = client_values(self.channel.stats());
-        self.families(&values).map(|families| families.iter().flat_map(|f| f.collect()).collect()).unwrap_or_default()
     }
 }
 
@@ -215,10 +122,12 @@ impl GrpcMetrics {
     }
 }
 
-/// The `grpc_type`, `grpc_service` and `grpc_method` labels of one RPC.
+/// The `grpc_type`, `grpc_service` and `grpc_method` labels of one RPC, as
+/// `platform::methods` reads them from the descriptors (a fixed `unknown` for a method
+/// they do not declare, so label values come from a bounded set).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MethodLabels {
-    /// `unary`, `client_stream`, `server_stream` or `bidi_stream`.
+    /// `unary`, `client_stream`, `server_stream`, `bidi_stream`, or `unknown`.
     pub kind: &'static str,
     /// Fully qualified service, e.g. `orders.v1.OrderService`.
     pub service: String,
@@ -229,55 +138,6 @@ pub struct MethodLabels {
 impl MethodLabels {
     fn values(&self) -> [&str; 3] {
         [self.kind, &self.service, &self.method]
-    }
-}
-
-/// Which methods stream, read from encoded `FileDescriptorSet`s: `grpc_type` needs it
-/// and a request path alone does not say.
-#[derive(Debug, Clone, Default)]
-pub struct MethodKinds {
-    kinds: Arc<HashMap<String, &'static str>>,
-}
-
-impl MethodKinds {
-    /// The methods of every service in `descriptor_sets` (each an encoded
-    /// `google.protobuf.FileDescriptorSet`); sets that do not decode are skipped.
-    pub fn from_descriptor_sets(descriptor_sets: &[&[u8]]) -> Self {
-        let mut kinds = HashMap::new();
-        for set in descriptor_sets {
-            let Ok(set) = prost_types::FileDescriptorSet::decode(*set) else { continue };
-            for file in set.file {
-                let package = file.package.unwrap_or_default();
-                for service in file.service {
-                    let service_name = match (package.as_str(), service.name.as_deref()) {
-                        ("", Some(name)) => name.to_owned(),
-                        (package, Some(name)) => format!("{package}.{name}"),
-                        (_, None) => continue,
-                    };
-                    for method in service.method {
-                        let kind = match (method.client_streaming(), method.server_streaming()) {
-                            (false, false) => "unary",
-                            (true, false) => "client_stream",
-                            (false, true) => "server_stream",
-                            (true, true) => "bidi_stream",
-                        };
-                        kinds.insert(format!("/{service_name}/{}", method.name()), kind);
-                    }
-                }
-            }
-        }
-        Self { kinds: Arc::new(kinds) }
-    }
-
-    /// The labels of a request to `path` (`/package.Service/Method`, PROTOCOL-HTTP2.md);
-    /// a method not in the descriptors counts as `unary`.
-    pub fn labels(&self, path: &str) -> MethodLabels {
-        let (service, method) = path.trim_start_matches('/').split_once('/').unwrap_or((path, ""));
-        MethodLabels {
-            kind: self.kinds.get(path).copied().unwrap_or("unary"),
-            service: service.to_owned(),
-            method: method.to_owned(),
-        }
     }
 }
 
@@ -308,40 +168,11 @@ pub fn code_name(code: Code) -> &'static str {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn the_resilient_clients_counters_and_endpoints_are_exported_per_upstream() {
-        use crate::client::ClientConfig;
-        let config = ClientConfig::with_endpoints(Vec::new());
-        let channel = ResilientChannel::new("users", &config, crate::discovery::fixed(Vec::new()), &[])
-            .expect("an empty descriptor set decodes");
-        let metrics = Metrics::new();
-        metrics.register_client("users", channel).expect("registers once");
-        let text = metrics.render();
-        for line in [
-            "# TYPE grpc_client_retries_total counter",
-            "grpc_client_retries_total{upstream=\"users\"} 0",
-            "# TYPE grpc_client_endpoints gauge",
-            "grpc_client_ejected_endpoints{upstream=\"users\"} 0",
-            "grpc_client_retry_budget_exhausted_total{upstream=\"users\"} 0",
-        ] {
-            assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
-        }
-    }
-
-    #[test]
-    fn method_kinds_come_from_the_descriptors() {
-        let kinds = MethodKinds::from_descriptor_sets(&[api::FILE_DESCRIPTOR_SET]);
-        assert_eq!(kinds.labels("/orders.v1.OrderService/CreateOrder").kind, "unary");
-        assert_eq!(kinds.labels("/orders.v1.OrderService/ListOrders").kind, "server_stream");
-        let unknown = kinds.labels("/x.v1.Nope/Call");
-        assert_eq!((unknown.kind, unknown.service.as_str(), unknown.method.as_str()), ("unary", "x.v1.Nope", "Call"));
-    }
-
     #[test]
     fn handled_calls_render_with_go_grpc_middleware_names_and_labels() {
         let metrics = Metrics::new();
         let server = metrics.grpc_server();
-        let method = MethodKinds::default().labels("/users.v1.UserService/GetUser");
+        let method = MethodLabels { kind: "unary", service: "users.v1.UserService".into(), method: "GetUser".into() };
         server.started(&method);
         server.handled(&method, Code::NotFound, 0.002);
         let text = metrics.render();

@@ -11,6 +11,10 @@
 //! trailers-only response (most errors), otherwise in the trailers after the last
 //! message. So the layers watch the response body until its trailers, and a call
 //! whose body is dropped first (the client went away) ends as `Cancelled`.
+//!
+//! Labels and span names come from the descriptors ([`Methods::labels`]): a path they
+//! do not declare is `unknown`/`unknown`, never the raw path, so made-up paths cannot
+//! grow `/metrics` or the set of span names.
 
 use std::{
     error::Error as StdError,
@@ -30,9 +34,19 @@ use tracing::{Instrument, Span, field::Empty, instrument::Instrumented};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::{
-    metrics::{GrpcMetrics, MethodKinds, MethodLabels, Metrics},
+    methods::Methods,
+    metrics::{GrpcMetrics, MethodLabels, Metrics},
     otel,
 };
+
+/// The methods of `descriptor_sets`; none (every call labelled `unknown`) when one does
+/// not decode, which is a build fault of the `api` crate, logged rather than fatal.
+fn read_methods(descriptor_sets: &[&[u8]]) -> Methods {
+    Methods::from_descriptor_sets(descriptor_sets).unwrap_or_else(|error| {
+        tracing::error!(%error, "descriptor set does not decode; every call is labelled unknown");
+        Methods::default()
+    })
+}
 
 /// The error type of [`Client`]: a boxed transport error or a [`Status`].
 pub type BoxError = Box<dyn StdError + Send + Sync>;
@@ -41,7 +55,7 @@ pub type BoxError = Box<dyn StdError + Send + Sync>;
 #[derive(Clone)]
 pub struct ServerLayer {
     metrics: GrpcMetrics,
-    kinds: MethodKinds,
+    methods: Methods,
     local: SocketAddr,
 }
 
@@ -50,7 +64,7 @@ impl ServerLayer {
     /// `FileDescriptorSet`s) say which methods stream; `local` is the listening address,
     /// reported as `server.address` when a request has no `:authority`.
     pub fn new(metrics: &Metrics, descriptor_sets: &[&[u8]], local: SocketAddr) -> Self {
-        Self { metrics: metrics.grpc_server(), kinds: MethodKinds::from_descriptor_sets(descriptor_sets), local }
+        Self { metrics: metrics.grpc_server(), methods: read_methods(descriptor_sets), local }
     }
 }
 
@@ -83,7 +97,7 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let labels = self.layer.kinds.labels(request.uri().path());
+        let labels = self.layer.methods.labels(request.uri().path());
         let host = request.uri().host().map_or_else(|| self.layer.local.ip().to_string(), str::to_owned);
         let port = request.uri().port_u16().unwrap_or(self.layer.local.port());
         let span = tracing::info_span!(
@@ -110,7 +124,7 @@ where
 #[derive(Clone)]
 pub struct ClientLayer {
     metrics: GrpcMetrics,
-    kinds: MethodKinds,
+    methods: Methods,
     target: String,
 }
 
@@ -119,11 +133,12 @@ impl ClientLayer {
     /// methods stream; `target` (e.g. `users`) is the `server.address` when the request
     /// URI has no host (a balanced channel picks the endpoint below this layer).
     pub fn new(metrics: &Metrics, descriptor_sets: &[&[u8]], target: impl Into<String>) -> Self {
-        Self {
-            metrics: metrics.grpc_client(),
-            kinds: MethodKinds::from_descriptor_sets(descriptor_sets),
-            target: target.into(),
-        }
+        Self::with_methods(metrics, read_methods(descriptor_sets), target)
+    }
+
+    /// As [`ClientLayer::new`], over methods already read (the resilient client's).
+    pub fn with_methods(metrics: &Metrics, methods: Methods, target: impl Into<String>) -> Self {
+        Self { metrics: metrics.grpc_client(), methods, target: target.into() }
     }
 }
 
@@ -157,7 +172,7 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        let labels = self.layer.kinds.labels(request.uri().path());
+        let labels = self.layer.methods.labels(request.uri().path());
         let host = request.uri().host().map_or_else(|| self.layer.target.clone(), str::to_owned);
         let span = tracing::info_span!(
             "grpc.client",
@@ -455,5 +470,35 @@ mod tests {
         assert!(server_text.contains(&format!("grpc_server_handled_total{ok}")), "{server_text}");
         let client_text = client_metrics.render();
         assert!(client_text.contains(&format!("grpc_client_handled_total{ok}")), "{client_text}");
+    }
+
+    #[tokio::test]
+    async fn a_thousand_distinct_unknown_paths_leave_one_series_and_no_trace_in_span_names() {
+        let (logs, _guard) = crate::redact::captured::logs();
+        let metrics = Metrics::new();
+        let unimplemented = tower::service_fn(|_: http::Request<()>| async {
+            Ok::<_, std::convert::Infallible>(Status::unimplemented("no such method").into_http::<String>())
+        });
+        let local: SocketAddr = "127.0.0.1:1".parse().expect("address");
+        let mut service = ServerLayer::new(&metrics, &[api::FILE_DESCRIPTOR_SET], local).layer(unimplemented);
+        for n in 0..1000 {
+            let request =
+                http::Request::builder().uri(format!("/probe{n}.Service/Method{n}")).body(()).expect("request");
+            service.call(request).await.expect("answered");
+        }
+        let text = metrics.render();
+        let series = |family: &str| text.lines().filter(|line| line.starts_with(family)).collect::<Vec<_>>();
+        let handled = series("grpc_server_handled_total{");
+        assert_eq!(
+            handled,
+            [
+                r#"grpc_server_handled_total{grpc_code="Unimplemented",grpc_method="unknown",grpc_service="unknown",grpc_type="unknown"} 1000"#
+            ],
+        );
+        assert_eq!(series("grpc_server_started_total{").len(), 1, "{text}");
+        // The span (name and attributes) of each call, printed with its "rpc finished" line.
+        let logs = logs.text();
+        assert!(logs.contains(r#"otel.name="unknown/unknown""#) && logs.contains("rpc.method=\"unknown\""), "{logs}");
+        assert!(!logs.contains("probe") && !logs.contains("Method1"), "no raw path in spans or lines");
     }
 }

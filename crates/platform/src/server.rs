@@ -176,7 +176,10 @@ fn stack(
     signal: impl Future<Output = ()>,
 ) -> impl Future<Output = Result<(), tonic::transport::Error>> {
     let local_addr = listener.local_addr().expect("a bound TCP listener has a local address");
-    let descriptor_sets = [descriptor_set, tonic_health::pb::FILE_DESCRIPTOR_SET];
+    // Every method this port serves, so each is labelled by name; anything else counts
+    // as `unknown` (a bounded label set, whatever paths clients make up).
+    let descriptor_sets =
+        [descriptor_set, tonic_health::pb::FILE_DESCRIPTOR_SET, tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET];
     let limit = usize::try_from(config.max_concurrent_requests.get()).unwrap_or(usize::MAX);
     // Inside the router, around the application services only: health checks and
     // reflection take no slot and are never shed, so a replica at capacity still

@@ -103,7 +103,9 @@ async fn start_orders(
     config.server.port = 0;
     config.admin.port = 0;
     config.database = DatabaseConfig::at(database_url);
-    config.users = ClientConfig::with_endpoints(users_endpoints);
+    config.users = ClientConfig::with_endpoints(
+        users_endpoints.iter().map(|endpoint| endpoint.parse().expect("an http://host:port endpoint")).collect(),
+    );
     config.users.timeout = timeout.unwrap_or(Duration::from_secs(5));
     config.paging.token_secret = "test-secret".to_owned();
     config.server.drain_period = Duration::ZERO;

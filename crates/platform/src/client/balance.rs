@@ -37,10 +37,10 @@ use tower::{
 };
 
 use super::{
-    BoxError, Counters,
+    BoxError, ClientMetrics,
     config::{BalancerKind, OutlierDetection},
 };
-use crate::{backoff::Backoff, discovery::Resolver};
+use crate::{backoff::Backoff, discovery::Resolver, redact};
 
 /// The endpoints the attempts of one call went to, shared by its attempts (the retry
 /// layer puts one in each attempt's extensions); later attempts prefer other endpoints.
@@ -61,14 +61,14 @@ impl Tried {
 /// until an ejection expires or the resolver publishes.
 #[derive(Debug, thiserror::Error)]
 #[error("no healthy endpoint for {target}: {known} known, {ejected} ejected")]
-pub(super) struct NoHealthyEndpoint {
+pub struct NoHealthyEndpointError {
     target: String,
     known: usize,
     ejected: usize,
 }
 
-impl From<NoHealthyEndpoint> for Status {
-    fn from(error: NoHealthyEndpoint) -> Self {
+impl From<NoHealthyEndpointError> for Status {
+    fn from(error: NoHealthyEndpointError) -> Self {
         Status::unavailable(error.to_string())
     }
 }
@@ -83,7 +83,7 @@ struct Shared {
     target: String,
     kind: BalancerKind,
     outlier: OutlierDetection,
-    counters: Arc<Counters>,
+    metrics: ClientMetrics,
     endpoints: Mutex<Vec<Arc<EndpointState>>>,
     /// Endpoints making their first connection attempt.
     first_connects: AtomicUsize,
@@ -133,7 +133,7 @@ enum Pick {
     Endpoint(Arc<EndpointState>),
     /// Nothing connected yet, but first connections are under way.
     Wait,
-    None(NoHealthyEndpoint),
+    None(NoHealthyEndpointError),
 }
 
 impl Balancer {
@@ -145,14 +145,14 @@ impl Balancer {
         connect_timeout: Duration,
         kind: BalancerKind,
         outlier: OutlierDetection,
-        counters: Arc<Counters>,
+        metrics: ClientMetrics,
     ) -> Self {
         let (stop, stopped) = oneshot::channel();
         let shared = Arc::new(Shared {
             target: target.to_owned(),
             kind,
             outlier,
-            counters,
+            metrics,
             endpoints: Mutex::new(Vec::new()),
             first_connects: AtomicUsize::new(0),
             changed: Notify::new(),
@@ -185,7 +185,7 @@ impl Shared {
             if endpoints.is_empty() && self.first_connects.load(Ordering::SeqCst) > 0 {
                 return Pick::Wait;
             }
-            return Pick::None(NoHealthyEndpoint {
+            return Pick::None(NoHealthyEndpointError {
                 target: self.target.clone(),
                 known: endpoints.len(),
                 ejected: endpoints.len(),
@@ -226,10 +226,10 @@ impl Shared {
         let length = self.outlier.base_ejection_time.saturating_mul(factor).min(self.outlier.max_ejection_time);
         state.ejections += 1;
         state.ejected_until = Some(now + length);
-        self.counters.ejections.fetch_add(1, Ordering::Relaxed);
+        self.metrics.ejections.inc();
         tracing::warn!(
             upstream = self.target,
-            endpoint = %endpoint.uri,
+            endpoint = %redact::uri(&endpoint.uri),
             consecutive_failures = state.consecutive_failures,
             ejected_ms = length.as_millis() as u64,
             "endpoint ejected"
@@ -265,12 +265,12 @@ fn transport_status(target: &str, uri: &Uri, error: tonic::transport::Error) -> 
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
     while let Some(error) = source {
         if error.is::<tonic::TimeoutExpired>() {
-            return Status::cancelled(format!("{target} at {uri}: {error}"));
+            return Status::cancelled(format!("{target} at {}: {error}", redact::uri(uri)));
         }
         source = error.source();
     }
     let error: BoxError = Box::new(error);
-    Status::unavailable(format!("{target} at {uri}: {}", Status::from_error(error).message()))
+    Status::unavailable(format!("{target} at {}: {}", redact::uri(uri), Status::from_error(error).message()))
 }
 
 impl Service<http::Request<Body>> for Balancer {
@@ -300,7 +300,7 @@ impl Service<http::Request<Body>> for Balancer {
                 }
             };
             tried.add(endpoint.uri.clone());
-            shared.counters.attempts.fetch_add(1, Ordering::Relaxed);
+            shared.metrics.attempts.inc();
             let attempt = lock(&endpoint.channel).call(request);
             let result = attempt.await.map_err(|error| transport_status(&shared.target, &endpoint.uri, error));
             shared.record(&endpoint, is_endpoint_failure(&result));
@@ -386,6 +386,8 @@ async fn connect(shared: Weak<Shared>, uri: Uri, connect_timeout: Duration, firs
     let mut first_attempt = Some(first_attempt);
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
     loop {
+        // TCP_NODELAY explicitly: without it small HTTP/2 frames wait for Nagle's
+        // algorithm and the peer's delayed ACK (~40 ms per call).
         let endpoint = Endpoint::from(uri.clone()).connect_timeout(connect_timeout).tcp_nodelay(true);
         let result = endpoint.connect().await;
         let Some(shared) = shared.upgrade() else { return };
@@ -400,7 +402,7 @@ async fn connect(shared: Weak<Shared>, uri: Uri, connect_timeout: Duration, firs
                 let state =
                     EndpointState { uri: uri.clone(), channel: Mutex::new(channel), outlier: Default::default() };
                 lock(&shared.endpoints).push(Arc::new(state));
-                tracing::info!(upstream = shared.target, endpoint = %uri, "endpoint connected");
+                tracing::info!(upstream = shared.target, endpoint = %redact::uri(&uri), "endpoint connected");
                 drop(first_attempt);
                 shared.changed.notify_waiters();
                 return;
@@ -409,7 +411,7 @@ async fn connect(shared: Weak<Shared>, uri: Uri, connect_timeout: Duration, firs
                 // Calls waiting for this first attempt may now fail fast.
                 drop(first_attempt.take());
                 let delay = backoff.next_delay();
-                tracing::debug!(upstream = shared.target, endpoint = %uri, %error, retry_in_ms = delay.as_millis() as u64, "connect failed");
+                tracing::debug!(upstream = shared.target, endpoint = %redact::uri(&uri), %error, retry_in_ms = delay.as_millis() as u64, "connect failed");
                 drop(shared);
                 tokio::time::sleep(delay).await;
             }

@@ -5,33 +5,23 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
+use http::Uri;
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error as _};
 use tonic::Code;
 
-use crate::discovery::ResolverKind;
+use crate::redact;
 
-/// How a service reaches one of its upstreams. TOML keys are the field names; for
-/// orders' `users` upstream, `ORDERS_USERS__RESOLVER=consul` sets `resolver`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// How a service reaches one of its upstreams. TOML keys are the field names of
+/// the flat section (`resolver`, `endpoints`, `consul_service`, `consul_wait`,
+/// `dns_name`, `dns_refresh`, `connect_timeout`, …); for orders' `users` upstream,
+/// `ORDERS_USERS__RESOLVER=consul` sets `resolver`. The resolver keys are read into
+/// the ready [`ResolverConfig`] at load: a bad one fails `Config::load` naming its key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RawClientConfig", into = "RawClientConfig")]
 pub struct ClientConfig {
-    /// Where endpoints come from: `static` (default), `consul` or `dns`.
-    pub resolver: ResolverKind,
-    /// `static`: upstream addresses as `http://host:port`.
-    pub endpoints: Vec<String>,
-    /// `consul`: the service name to follow (its passing instances).
-    pub consul_service: String,
-    /// `consul`: longest wait of one blocking query, e.g. `"60s"`.
-    #[serde(with = "humantime_serde")]
-    pub consul_wait: Duration,
-    /// `dns`: `host:port` to resolve, e.g. a Kubernetes headless Service
-    /// `users-headless.default.svc.cluster.local:50051`.
-    pub dns_name: String,
-    /// `dns`: how often to resolve again, e.g. `"5s"`.
-    #[serde(with = "humantime_serde")]
-    pub dns_refresh: Duration,
+    /// Where endpoints come from (keys `resolver` and the keys of that resolver).
+    pub resolver: ResolverConfig,
     /// How long to wait for a TCP connection to an endpoint, e.g. `"500ms"`.
-    #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// `round_robin` (default) or `p2c_peak_ewma` (power of two choices over
     /// peak-EWMA latency times pending calls, tower's `PeakEwma`).
@@ -39,33 +29,70 @@ pub struct ClientConfig {
     /// Default deadline of a call, e.g. `"1s"`. The deadline actually sent is the
     /// earliest of this (or `method_timeouts`), the caller's, and what remains of the
     /// call being served.
-    #[serde(with = "humantime_serde")]
     pub timeout: Duration,
     /// Per-method deadlines by method name (`GetUserByEmail = "300ms"`), case-insensitive.
     pub method_timeouts: BTreeMap<String, Timeout>,
     /// Retries, with grpc-go's `retryPolicy` semantics and field names.
-    // Not serialised into the figment defaults: the camelCase names arrive lowercased
-    // from env vars, and a default `maxAttempts` beside an env `maxattempts` would be a
-    // duplicate field. Missing fields take `RetryPolicy::default()` instead.
-    #[serde(default, skip_serializing)]
     pub retry_policy: RetryPolicy,
     /// The cap on retries across all calls.
     pub retry_budget: RetryBudget,
     /// Per-endpoint circuit breaking.
     pub outlier_detection: OutlierDetection,
+    /// The values of the resolver keys the chosen resolver does not use, so the config
+    /// serialises back to every key it was read from: figment layers file and env
+    /// over the serialised defaults, and `ORDERS_USERS__RESOLVER=consul` alone must
+    /// still find the default `consul_service`.
+    unused: ResolverKeys,
+}
+
+/// Where an upstream's endpoints come from, checked at load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResolverConfig {
+    /// `resolver = "static"`: the `endpoints` list, each `http://host:port`.
+    Static {
+        /// `endpoints`: absolute `http://` URIs with a host and a port.
+        endpoints: Vec<Uri>,
+    },
+    /// `resolver = "consul"`: the passing instances of a Consul service, followed with
+    /// blocking queries (Consul API, "Blocking Queries").
+    Consul {
+        /// `consul_service`: the service name, not empty.
+        service: String,
+        /// `consul_wait`: longest wait of one blocking query, e.g. `"60s"`.
+        wait: Duration,
+    },
+    /// `resolver = "dns"`: the A/AAAA records of a name, re-resolved periodically (a
+    /// Kubernetes headless Service).
+    Dns {
+        /// `dns_name`: `host:port`, e.g. `users-headless.default.svc.cluster.local:50051`.
+        name: String,
+        /// `dns_refresh`: how often to resolve again, e.g. `"5s"`.
+        refresh: Duration,
+    },
+}
+
+/// Every resolver key, as written in config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ResolverKeys {
+    endpoints: Vec<Uri>,
+    consul_service: String,
+    consul_wait: Duration,
+    dns_name: String,
+    dns_refresh: Duration,
 }
 
 impl ClientConfig {
     /// A static-list config with the given endpoints and the defaults documented on
-    /// each field's type.
-    pub fn with_endpoints(endpoints: Vec<String>) -> Self {
+    /// each field's type; switched to `resolver = "consul"`, it needs a `consul_service`.
+    pub fn with_endpoints(endpoints: Vec<Uri>) -> Self {
+        Self::for_upstream("", endpoints)
+    }
+
+    /// As [`ClientConfig::with_endpoints`], with `consul_service` defaulting to
+    /// `upstream` (e.g. `users`) should the resolver be switched to Consul.
+    pub fn for_upstream(upstream: &str, endpoints: Vec<Uri>) -> Self {
         Self {
-            resolver: ResolverKind::Static,
-            endpoints,
-            consul_service: String::new(),
-            consul_wait: Duration::from_secs(60),
-            dns_name: String::new(),
-            dns_refresh: Duration::from_secs(5),
+            resolver: ResolverConfig::Static { endpoints },
             connect_timeout: Duration::from_millis(500),
             balancer: BalancerKind::RoundRobin,
             timeout: Duration::from_secs(1),
@@ -73,6 +100,13 @@ impl ClientConfig {
             retry_policy: RetryPolicy::default(),
             retry_budget: RetryBudget::default(),
             outlier_detection: OutlierDetection::default(),
+            unused: ResolverKeys {
+                endpoints: Vec::new(),
+                consul_service: upstream.to_owned(),
+                consul_wait: Duration::from_secs(60),
+                dns_name: String::new(),
+                dns_refresh: Duration::from_secs(5),
+            },
         }
     }
 
@@ -83,6 +117,165 @@ impl ClientConfig {
             .find(|(name, _)| name.eq_ignore_ascii_case(method))
             .map_or(self.timeout, |(_, timeout)| timeout.0)
     }
+}
+
+/// The config section as written: flat keys, checked one by one while deserialising,
+/// then across keys in `TryFrom`.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClientConfig {
+    resolver: ResolverKind,
+    endpoints: Vec<HttpEndpoint>,
+    consul_service: String,
+    #[serde(with = "humantime_serde")]
+    consul_wait: Duration,
+    dns_name: String,
+    #[serde(with = "humantime_serde")]
+    dns_refresh: Duration,
+    #[serde(with = "humantime_serde")]
+    connect_timeout: Duration,
+    balancer: BalancerKind,
+    #[serde(with = "humantime_serde")]
+    timeout: Duration,
+    method_timeouts: BTreeMap<String, Timeout>,
+    // Not serialised into the figment defaults: the camelCase names arrive lowercased
+    // from env vars, and a default `maxAttempts` beside an env `maxattempts` would be a
+    // duplicate field. Missing fields take `RetryPolicy::default()` instead.
+    #[serde(default, skip_serializing)]
+    retry_policy: RetryPolicy,
+    retry_budget: RetryBudget,
+    outlier_detection: OutlierDetection,
+}
+
+/// The `resolver` key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum ResolverKind {
+    Static,
+    Consul,
+    Dns,
+}
+
+impl TryFrom<RawClientConfig> for ClientConfig {
+    type Error = String;
+
+    fn try_from(raw: RawClientConfig) -> Result<Self, Self::Error> {
+        let mut endpoints: Vec<Uri> = raw.endpoints.into_iter().map(|endpoint| endpoint.0).collect();
+        let resolver = match raw.resolver {
+            ResolverKind::Static => ResolverConfig::Static { endpoints: std::mem::take(&mut endpoints) },
+            ResolverKind::Consul if raw.consul_service.trim().is_empty() => {
+                return Err("`consul_service` must name a service when `resolver = \"consul\"`".to_owned());
+            }
+            ResolverKind::Consul => {
+                ResolverConfig::Consul { service: raw.consul_service.clone(), wait: raw.consul_wait }
+            }
+            ResolverKind::Dns => {
+                let valid = raw
+                    .dns_name
+                    .rsplit_once(':')
+                    .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|port| port > 0));
+                if !valid {
+                    return Err(format!(
+                        "`dns_name` must be host:port when `resolver = \"dns\"`, not {:?}",
+                        quote(&raw.dns_name)
+                    ));
+                }
+                ResolverConfig::Dns { name: raw.dns_name.clone(), refresh: raw.dns_refresh }
+            }
+        };
+        Ok(Self {
+            resolver,
+            connect_timeout: raw.connect_timeout,
+            balancer: raw.balancer,
+            timeout: raw.timeout,
+            method_timeouts: raw.method_timeouts,
+            retry_policy: raw.retry_policy,
+            retry_budget: raw.retry_budget,
+            outlier_detection: raw.outlier_detection,
+            unused: ResolverKeys {
+                endpoints,
+                consul_service: raw.consul_service,
+                consul_wait: raw.consul_wait,
+                dns_name: raw.dns_name,
+                dns_refresh: raw.dns_refresh,
+            },
+        })
+    }
+}
+
+impl From<ClientConfig> for RawClientConfig {
+    fn from(config: ClientConfig) -> Self {
+        let mut keys = config.unused;
+        let resolver = match config.resolver {
+            ResolverConfig::Static { endpoints } => {
+                keys.endpoints = endpoints;
+                ResolverKind::Static
+            }
+            ResolverConfig::Consul { service, wait } => {
+                (keys.consul_service, keys.consul_wait) = (service, wait);
+                ResolverKind::Consul
+            }
+            ResolverConfig::Dns { name, refresh } => {
+                (keys.dns_name, keys.dns_refresh) = (name, refresh);
+                ResolverKind::Dns
+            }
+        };
+        Self {
+            resolver,
+            endpoints: keys.endpoints.into_iter().map(HttpEndpoint).collect(),
+            consul_service: keys.consul_service,
+            consul_wait: keys.consul_wait,
+            dns_name: keys.dns_name,
+            dns_refresh: keys.dns_refresh,
+            connect_timeout: config.connect_timeout,
+            balancer: config.balancer,
+            timeout: config.timeout,
+            method_timeouts: config.method_timeouts,
+            retry_policy: config.retry_policy,
+            retry_budget: config.retry_budget,
+            outlier_detection: config.outlier_detection,
+        }
+    }
+}
+
+/// At most a short prefix of a config value, for error messages.
+fn quote(value: &str) -> String {
+    value.chars().take(64).collect()
+}
+
+/// One `endpoints` entry: an absolute `http://host:port` URI.
+struct HttpEndpoint(Uri);
+
+impl Serialize for HttpEndpoint {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for HttpEndpoint {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        parse_endpoint(&text).map(Self).map_err(D::Error::custom)
+    }
+}
+
+/// Parses one endpoint; the error quotes it with any `user:password@` redacted.
+fn parse_endpoint(text: &str) -> Result<Uri, String> {
+    let shown = || quote(&redact::address(text).to_string());
+    let uri: Uri = text.parse().map_err(|_| format!("{:?} is not an http://host:port address", shown()))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        // Issue 11, defect 3: tonic would dial an https:// endpoint in plaintext.
+        Some("https") => {
+            return Err(format!("{:?}: TLS to upstreams is not supported yet, use http://", shown()));
+        }
+        _ => return Err(format!("{:?} is not an http://host:port address", shown())),
+    }
+    match uri.authority() {
+        Some(authority) if !authority.host().is_empty() && authority.port_u16().is_some_and(|port| port > 0) => {}
+        _ => return Err(format!("{:?} needs a host and a port, as in http://host:port", shown())),
+    }
+    Ok(uri)
 }
 
 /// A duration in config, written like `"300ms"`.
@@ -312,5 +505,64 @@ mod tests {
         config.method_timeouts.insert("getuserbyemail".into(), Timeout(Duration::from_millis(300)));
         assert_eq!(config.timeout_of("GetUserByEmail"), Duration::from_millis(300));
         assert_eq!(config.timeout_of("GetUser"), Duration::from_secs(1));
+    }
+
+    /// A `users` section over `ClientConfig::for_upstream("users", …)` defaults, as
+    /// `platform::config::load` layers it.
+    fn users_from(json: serde_json::Value) -> Result<ClientConfig, String> {
+        #[derive(Serialize, Deserialize)]
+        struct Section {
+            users: ClientConfig,
+        }
+        let defaults = Section {
+            users: ClientConfig::for_upstream("users", vec!["http://127.0.0.1:50051".parse().expect("uri")]),
+        };
+        Figment::from(Serialized::defaults(defaults))
+            .merge(Serialized::defaults(serde_json::json!({ "users": json })))
+            .extract::<Section>()
+            .map(|section| section.users)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_defaults_round_trip_and_switching_to_consul_keeps_the_default_service() {
+        let config = users_from(serde_json::json!({})).expect("defaults load");
+        assert_eq!(config, ClientConfig::for_upstream("users", vec!["http://127.0.0.1:50051".parse().expect("uri")]));
+        let consul = users_from(serde_json::json!({"resolver": "consul"})).expect("valid");
+        assert_eq!(consul.resolver, ResolverConfig::Consul { service: "users".into(), wait: Duration::from_secs(60) });
+    }
+
+    #[test]
+    fn static_endpoints_must_be_absolute_http_addresses_and_errors_name_the_key() {
+        let error =
+            users_from(serde_json::json!({"endpoints": ["http://127.0.0.1:1", "localhost"]})).expect_err("no scheme");
+        assert!(error.contains("users.endpoints") && error.contains("localhost"), "{error}");
+        let error = users_from(serde_json::json!({"endpoints": ["http://127.0.0.1"]})).expect_err("no port");
+        assert!(error.contains("users.endpoints") && error.contains("port"), "{error}");
+    }
+
+    #[test]
+    fn an_https_endpoint_is_refused_at_load_instead_of_dialled_in_plaintext() {
+        let error = users_from(serde_json::json!({"endpoints": ["https://users.internal:50051"]})).expect_err("https");
+        assert!(error.contains("users.endpoints"), "{error}");
+        assert!(error.contains("TLS") && error.contains("use http://"), "{error}");
+    }
+
+    #[test]
+    fn a_password_in_a_bad_endpoint_is_not_echoed_in_the_error() {
+        let error = users_from(serde_json::json!({"endpoints": ["https://u:s3cret@users:1"]})).expect_err("https");
+        assert!(!error.contains("s3cret"), "{error}");
+    }
+
+    #[test]
+    fn the_chosen_resolver_needs_its_own_keys_and_the_error_names_them() {
+        let error =
+            users_from(serde_json::json!({"resolver": "consul", "consul_service": ""})).expect_err("no service");
+        assert!(error.contains("users") && error.contains("consul_service"), "{error}");
+        let error =
+            users_from(serde_json::json!({"resolver": "dns", "dns_name": "users-headless"})).expect_err("no port");
+        assert!(error.contains("users") && error.contains("dns_name"), "{error}");
+        let dns = users_from(serde_json::json!({"resolver": "dns", "dns_name": "users:50051"})).expect("valid");
+        assert_eq!(dns.resolver, ResolverConfig::Dns { name: "users:50051".into(), refresh: Duration::from_secs(5) });
     }
 }

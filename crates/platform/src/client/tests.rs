@@ -20,6 +20,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Code, Request, Response, Status};
 
 use super::*;
+use crate::{deadline, discovery};
 
 /// How a fake users server answers every call.
 #[derive(Clone, Copy)]
@@ -387,9 +388,100 @@ async fn a_call_in_flight_on_an_endpoint_that_dies_is_retried_on_another() {
     }
 }
 
-#[test]
-fn static_endpoints_must_be_absolute_http_addresses_and_errors_name_the_key() {
-    let config = ClientConfig::with_endpoints(vec!["http://127.0.0.1:1".into(), "localhost".into()]);
-    let error = resolver("users", &config, None).expect_err("no scheme");
-    assert!(error.contains("users.endpoints") && error.contains("localhost"), "{error}");
+#[tokio::test]
+async fn the_resilient_clients_counters_and_endpoints_are_exported_per_upstream() {
+    let config = ClientConfig::with_endpoints(Vec::new());
+    let metrics = Metrics::new();
+    channel_with_metrics(&config, &metrics);
+    let text = metrics.render();
+    for line in [
+        "# TYPE grpc_client_retries_total counter",
+        "grpc_client_retries_total{upstream=\"users\"} 0",
+        "# TYPE grpc_client_endpoints gauge",
+        "grpc_client_ejected_endpoints{upstream=\"users\"} 0",
+        "grpc_client_retry_budget_exhausted_total{upstream=\"users\"} 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in:\n{text}");
+    }
+}
+
+fn channel_with_metrics(config: &ClientConfig, metrics: &Metrics) -> Channel {
+    super::channel("users", config, None, metrics, api::FILE_DESCRIPTOR_SET).expect("builds")
+}
+
+#[tokio::test]
+async fn counters_move_as_calls_are_made_and_a_second_registration_of_one_upstream_is_refused() {
+    let (bad, _fake_bad) = serve(Behaviour::Unavailable).await;
+    let (good, _fake_good) = serve(Behaviour::Answer).await;
+    let mut config = config();
+    config.resolver = ResolverConfig::Static { endpoints: vec![bad, good] };
+    let metrics = Metrics::new();
+    let mut client = UserServiceClient::new(channel_with_metrics(&config, &metrics));
+    for _ in 0..4 {
+        client.get_user_by_email(GetUserByEmailRequest { email: "a@example.com".into() }).await.expect("retried");
+    }
+    let text = metrics.render();
+    let value = |family: &str| -> u64 {
+        let prefix = format!("{family}{{upstream=\"users\"}} ");
+        let line = text.lines().find(|line| line.starts_with(&prefix)).unwrap_or_else(|| panic!("{family} in {text}"));
+        line[prefix.len()..].parse().expect("an integer")
+    };
+    let retries = value("grpc_client_retries_total");
+    assert!(retries > 0, "the bad endpoint's failures were retried:\n{text}");
+    assert_eq!(value("grpc_client_attempts_total"), 4 + retries, "one first try per call plus the retries");
+    assert_eq!(value("grpc_client_endpoints"), 2);
+    assert!(matches!(
+        super::channel("users", &config, None, &metrics, api::FILE_DESCRIPTOR_SET),
+        Err(ChannelError::Metrics { .. })
+    ));
+}
+
+#[tokio::test]
+async fn work_a_handler_spawns_with_deadline_spawn_still_sends_the_served_calls_deadline() {
+    use tower::Layer;
+    let (uri, fake) = serve(Behaviour::Answer).await;
+    let mut config = config();
+    config.timeout = Duration::from_secs(5);
+    let client = UserServiceClient::new(channel(&config, discovery::fixed(vec![uri])));
+    // The grpc-timeout users saw from each spawned call.
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    // A served call with a 300 ms deadline whose handler calls users from a spawned
+    // task: first with `deadline::spawn`, then with a bare `tokio::spawn`.
+    let handler = {
+        let seen = seen.clone();
+        tower::service_fn(move |_: http::Request<()>| {
+            let (client, fake, seen) = (client.clone(), fake.clone(), seen.clone());
+            async move {
+                let last = || fake.last_timeout.lock().expect("lock").expect("a grpc-timeout");
+                let mut kept = client.clone();
+                deadline::spawn(async move { get(&mut kept).await }).await.expect("joins").expect("answers");
+                seen.lock().expect("lock").push(last());
+                let mut lost = client.clone();
+                tokio::spawn(async move { get(&mut lost).await }).await.expect("joins").expect("answers");
+                seen.lock().expect("lock").push(last());
+                Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+            }
+        })
+    };
+    let mut request = http::Request::new(());
+    request.headers_mut().insert(deadline::GRPC_TIMEOUT, HeaderValue::from_static("300m"));
+    deadline::PropagateLayer.layer(handler).call(request).await.expect("answered");
+    let seen = seen.lock().expect("lock").clone();
+    assert!(seen[0] <= Duration::from_millis(300), "deadline::spawn keeps the served deadline: {:?}", seen[0]);
+    assert!(seen[1] > Duration::from_secs(1), "a bare tokio::spawn loses it (config default 5s): {:?}", seen[1]);
+}
+
+#[tokio::test]
+async fn a_password_in_an_endpoint_never_reaches_the_logs() {
+    let (logs, _guard) = crate::redact::captured::logs();
+    let (uri, fake) = serve(Behaviour::Answer).await;
+    let with_password: Uri =
+        format!("http://admin:s3cret@{}", uri.authority().expect("host and port")).parse().expect("uri");
+    let dead: Uri = "http://admin:s3cret@127.0.0.1:1".parse().expect("uri");
+    let mut client = UserServiceClient::new(channel(&config(), discovery::fixed(vec![with_password, dead])));
+    get(&mut client).await.expect("the live endpoint answers");
+    assert_eq!(calls(&fake), 1);
+    let text = logs.text();
+    assert!(text.contains("endpoint connected"), "{text}");
+    assert!(!text.contains("s3cret") && !text.contains("admin"), "{text}");
 }

@@ -1,0 +1,96 @@
+//! The resilient client's own metrics: counters it increments as it goes and endpoint gauges, registered by [`ClientMetrics::register`].
+//!
+//! Names, help and the `upstream` label are fixed: the tests and the Grafana dashboard
+//! read them.
+
+use prometheus::{
+    IntCounter, IntGauge, Opts,
+    core::{Collector, Desc},
+    proto::MetricFamily,
+};
+
+use super::balance::Balancer;
+use crate::metrics::Metrics;
+
+/// The counters of one upstream's channel, each labelled `upstream`. Cloning is
+/// cheap; clones count into the same counters.
+#[derive(Clone)]
+pub struct ClientMetrics {
+    /// `grpc_client_attempts_total`: attempts sent to an endpoint, first tries and retries.
+    pub(super) attempts: IntCounter,
+    /// `grpc_client_retries_total`: retries sent.
+    pub(super) retries: IntCounter,
+    /// `grpc_client_retry_budget_exhausted_total`: retries wanted but refused by the budget.
+    pub(super) budget_exhausted: IntCounter,
+    /// `grpc_client_ejections_total`: endpoints ejected by outlier detection.
+    pub(super) ejections: IntCounter,
+}
+
+impl ClientMetrics {
+    /// Unregistered counters for `upstream` (they count from the start; see [`Self::register`]).
+    pub(super) fn new(upstream: &str) -> Self {
+        let counter = |name: &str, help: &str| {
+            // A fixed, valid name and one label whose value prometheus escapes: cannot fail.
+            IntCounter::with_opts(Opts::new(name, help).const_label("upstream", upstream)).expect("a valid counter")
+        };
+        Self {
+            attempts: counter(
+                "grpc_client_attempts_total",
+                "Attempts the resilient client sent to an endpoint, first tries and retries.",
+            ),
+            retries: counter("grpc_client_retries_total", "Retries the resilient client sent."),
+            budget_exhausted: counter(
+                "grpc_client_retry_budget_exhausted_total",
+                "Retries wanted but refused by the retry budget.",
+            ),
+            ejections: counter("grpc_client_ejections_total", "Endpoints ejected by outlier detection."),
+        }
+    }
+
+    /// Registers the four counters, and the gauges `grpc_client_endpoints` and
+    /// `grpc_client_ejected_endpoints` read from `balancer` at scrape time (an ejection
+    /// ends by the clock, not by an event a gauge could follow).
+    ///
+    /// # Errors
+    /// When this upstream's families are already registered in `metrics`.
+    pub(super) fn register(&self, metrics: &Metrics, upstream: &str, balancer: Balancer) -> prometheus::Result<()> {
+        for counter in [&self.attempts, &self.retries, &self.budget_exhausted, &self.ejections] {
+            metrics.register(counter.clone())?;
+        }
+        metrics.register(EndpointGauges::new(upstream, balancer)?)?;
+        Ok(())
+    }
+}
+
+/// Connected and ejected endpoints of one upstream, read at each scrape.
+#[derive(Clone)]
+struct EndpointGauges {
+    balancer: Balancer,
+    endpoints: IntGauge,
+    ejected: IntGauge,
+}
+
+impl EndpointGauges {
+    fn new(upstream: &str, balancer: Balancer) -> prometheus::Result<Self> {
+        let gauge =
+            |name: &str, help: &str| IntGauge::with_opts(Opts::new(name, help).const_label("upstream", upstream));
+        Ok(Self {
+            balancer,
+            endpoints: gauge("grpc_client_endpoints", "Connected endpoints of the upstream.")?,
+            ejected: gauge("grpc_client_ejected_endpoints", "Connected endpoints of the upstream ejected right now.")?,
+        })
+    }
+}
+
+impl Collector for EndpointGauges {
+    fn desc(&self) -> Vec<&Desc> {
+        self.endpoints.desc().into_iter().chain(self.ejected.desc()).collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let (endpoints, ejected) = self.balancer.endpoint_counts();
+        self.endpoints.set(i64::try_from(endpoints).unwrap_or(i64::MAX));
+        self.ejected.set(i64::try_from(ejected).unwrap_or(i64::MAX));
+        self.endpoints.collect().into_iter().chain(self.ejected.collect()).collect()
+    }
+}
