@@ -16,8 +16,8 @@ use api::{
     orders::v1::{CreateOrderRequest, ListOrdersRequest, order_service_client::OrderServiceClient},
     users::v1::{CreateUserRequest, user_service_client::UserServiceClient},
 };
-use demo::{Service, consul::ConsulAgent, users_env};
 use serde_json::Value;
+use stack::{Service, consul::ConsulAgent, temp_dir, users_env};
 use tokio::{sync::watch, task::JoinHandle};
 
 /// Bound on any awaited state change: a guard against a hung test, not a wait.
@@ -27,13 +27,6 @@ const PATIENCE: Duration = Duration::from_secs(60);
 const CONSUL_OUTAGE: Duration = Duration::from_secs(30);
 
 const CUSTOMER: &str = "load@example.com";
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("consul-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("a temp dir");
-    dir
-}
 
 /// Env vars that make a service register in `consul` and check fast.
 fn registration_env(prefix: &str, consul: &ConsulAgent) -> Vec<(String, String)> {
