@@ -1,27 +1,54 @@
 //! Typed, layered configuration: defaults in code, then an optional TOML file, then environment variables.
+//! Every value is parsed into its ready type here, at load: a bad one stops the service
+//! before it starts, with one line naming the key and where it came from.
 
 use std::{
     fmt,
     net::{IpAddr, Ipv4Addr, SocketAddr},
+    num::NonZeroU32,
     path::Path,
+    str::FromStr,
     time::Duration,
 };
 
 use figment::{
-    Figment,
+    Figment, Metadata,
     providers::{Env, Format, Serialized, Toml},
 };
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de::DeserializeOwned};
 
 /// Loads a service's configuration `T` from three layers, later ones winning:
 /// `T::default()`, then the TOML file at `file` (if given), then environment
 /// variables named `{prefix}{SECTION}__{KEY}` (for example `ORDERS_SERVER__PORT=6000`;
 /// `__` separates nesting levels, names are case-insensitive).
 ///
+/// The variables Kubernetes injects for a Service whose name starts with the prefix's
+/// service (`USERS_SERVICE_HOST`, `USERS_PORT=tcp://…`, … for a Service `users`; see
+/// [`is_kubernetes_service_link`]) are not config and are skipped; any other unknown
+/// `{prefix}*` variable is an error.
+///
 /// # Errors
 /// [`ConfigError`] when the file is missing or unreadable, or a value has the wrong
 /// type; its message names the key and the layer it came from (file path or env var).
 pub fn load<T>(prefix: &str, file: Option<&Path>) -> Result<T, ConfigError>
+where
+    T: Default + Serialize + DeserializeOwned,
+{
+    load_checked(prefix, file, |_: &T| Ok(()))
+}
+
+/// [`load`], then `check` for rules across keys (such as `paging.default_page_size`
+/// at most `paging.max_page_size`); a broken rule is reported like a bad value, naming
+/// the key [`InvalidKey`] blames and the layer that set it.
+///
+/// # Errors
+/// As [`load`], and when `check` refuses.
+pub fn load_checked<T>(
+    prefix: &str,
+    file: Option<&Path>,
+    check: impl FnOnce(&T) -> Result<(), InvalidKey>,
+) -> Result<T, ConfigError>
 where
     T: Default + Serialize + DeserializeOwned,
 {
@@ -32,7 +59,58 @@ where
         }
         figment = figment.merge(Toml::file_exact(file));
     }
-    figment.merge(Env::prefixed(prefix).split("__")).extract().map_err(|e| ConfigError(describe(&e, prefix)))
+    let env_prefix = prefix.to_owned();
+    let env = Env::prefixed(prefix)
+        .filter(move |key| {
+            let value = std::env::var(format!("{env_prefix}{key}")).unwrap_or_default();
+            !is_kubernetes_service_link(key.as_str(), &value)
+        })
+        .split("__");
+    let figment = figment.merge(env);
+    let config: T = figment.extract().map_err(|e| ConfigError(describe(&e, prefix)))?;
+    check(&config).map_err(|invalid| {
+        let path: Vec<&str> = invalid.key.split('.').collect();
+        let source = source_of(figment.find_metadata(invalid.key), &path, prefix);
+        ConfigError(format!("invalid config key `{}` from {source}: {}", invalid.key, invalid.reason))
+    })?;
+    Ok(config)
+}
+
+/// Whether the env var `{prefix}{key}` (with `key` the part after the prefix) is one
+/// of the service-link variables Kubernetes injects into every pod for each Service
+/// in the namespace (Kubernetes docs, "Service > Discovering services > Environment
+/// variables"; kubelet `envvars.go`). For a Service `users` with a port named `grpc`:
+/// `USERS_SERVICE_HOST=10.0.0.1`, `USERS_SERVICE_PORT=50051`,
+/// `USERS_SERVICE_PORT_GRPC=50051`, `USERS_PORT=tcp://10.0.0.1:50051`,
+/// `USERS_PORT_50051_TCP=tcp://10.0.0.1:50051`, `USERS_PORT_50051_TCP_PROTO=tcp`,
+/// `USERS_PORT_50051_TCP_PORT=50051`, `USERS_PORT_50051_TCP_ADDR=10.0.0.1`. A Service
+/// whose name extends the prefix (`users-db`) injects the same with the rest of its
+/// name in front (`USERS_DB_SERVICE_HOST`), so that is matched too.
+///
+/// Names alone could hide a typo (`USERS_SERVER_PORT` looks like the link of a Service
+/// `users-server`), so the `*PORT*` forms must also carry the value Kubernetes gives
+/// them (a port number, `tcp://…`, a protocol name). Config keys always contain `__`,
+/// these never do.
+pub fn is_kubernetes_service_link(key: &str, value: &str) -> bool {
+    let key = key.to_ascii_uppercase();
+    if key.contains("__") {
+        return false;
+    }
+    let is_port = |v: &str| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit());
+    let is_protocol = |p: &str| matches!(p, "TCP" | "UDP" | "SCTP");
+    let is_link_url = |v: &str| v.split_once("://").is_some_and(|(proto, _)| is_protocol(&proto.to_ascii_uppercase()));
+    // `[NAME_]SERVICE_HOST`, `[NAME_]SERVICE_PORT[_PORTNAME]`, `[NAME_]PORT[_N_PROTO[_FIELD]]`.
+    let words: Vec<&str> = key.split('_').collect();
+    (0..words.len()).any(|start| match &words[start..] {
+        ["SERVICE", "HOST"] => !value.is_empty(),
+        ["SERVICE", "PORT", ..] => is_port(value),
+        ["PORT"] => is_link_url(value),
+        ["PORT", n, proto] => is_port(n) && is_protocol(proto) && is_link_url(value),
+        ["PORT", n, proto, "PROTO"] => is_port(n) && is_protocol(proto) && value.eq_ignore_ascii_case(proto),
+        ["PORT", n, proto, "PORT"] => is_port(n) && is_protocol(proto) && value == *n,
+        ["PORT", n, proto, "ADDR"] => is_port(n) && is_protocol(proto) && !value.is_empty(),
+        _ => false,
+    })
 }
 
 /// One line per figment error: what is wrong, at which key, from which source.
@@ -42,22 +120,35 @@ fn describe(error: &figment::Error, prefix: &str) -> String {
         .into_iter()
         .map(|e| {
             let key = if e.path.is_empty() { "(root)".to_owned() } else { e.path.join(".") };
-            let source = e
-                .metadata
-                .as_ref()
-                .map(|m| match &m.source {
-                    Some(source) => format!("{} ({source})", m.name),
-                    // Figment names the env provider, not the variable: rebuild its name.
-                    None if m.name.contains("environment") => {
-                        format!("environment variable {prefix}{}", e.path.join("__").to_uppercase())
-                    }
-                    None => m.name.to_string(),
-                })
-                .unwrap_or_else(|| "unknown source".to_owned());
+            let path: Vec<&str> = e.path.iter().map(String::as_str).collect();
+            let source = source_of(e.metadata.as_ref(), &path, prefix);
             format!("invalid config key `{key}` from {source}: {}", e.kind)
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// The layer a value at `path` came from: `default`, the file, or the env var's name.
+fn source_of(metadata: Option<&Metadata>, path: &[&str], prefix: &str) -> String {
+    metadata
+        .map(|m| match &m.source {
+            Some(source) => format!("{} ({source})", m.name),
+            // Figment names the env provider, not the variable: rebuild its name.
+            None if m.name.contains("environment") => {
+                format!("environment variable {prefix}{}", path.join("__").to_uppercase())
+            }
+            None => m.name.to_string(),
+        })
+        .unwrap_or_else(|| "unknown source".to_owned())
+}
+
+/// A rule across keys that a loaded config breaks (see [`load_checked`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidKey {
+    /// The dotted key to blame, e.g. `paging.default_page_size`.
+    pub key: &'static str,
+    /// Why, e.g. `60 is more than paging.max_page_size (50)`.
+    pub reason: String,
 }
 
 /// A configuration that could not be loaded. `Display` is one line naming the key
@@ -72,6 +163,184 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// Serde helpers for a `Duration` that must be more than zero (a pool acquire timeout,
+/// an interval), written like humantime (`"2s"`, `"150ms"`). Use as
+/// `#[serde(with = "platform::config::positive_duration")]`.
+pub mod positive_duration {
+    use std::time::Duration;
+
+    use serde::{Deserializer, Serializer, de::Error};
+
+    /// Writes `duration` like `"2s"`.
+    ///
+    /// # Errors
+    /// The serializer's.
+    pub fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        humantime_serde::serialize(duration, serializer)
+    }
+
+    /// Reads a humantime duration and refuses `0s`.
+    ///
+    /// # Errors
+    /// When the text is not a duration, or is zero.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let duration: Duration = humantime_serde::deserialize(deserializer)?;
+        if duration.is_zero() {
+            return Err(D::Error::custom("must be more than 0s"));
+        }
+        Ok(duration)
+    }
+}
+
+/// Serde helpers for an optional secret (`consul.token`, `paging.token_secret`): an
+/// empty string reads as `None`; a set secret is written as `"[redacted]"`, so a
+/// serialized config never shows it (defaults hold no secrets, so nothing is lost).
+/// Use as `#[serde(with = "platform::config::optional_secret")]`.
+pub mod optional_secret {
+    use secrecy::{ExposeSecret, SecretString};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes `None` as nothing and a secret as `"[redacted]"`.
+    ///
+    /// # Errors
+    /// The serializer's.
+    pub fn serialize<S: Serializer>(secret: &Option<SecretString>, serializer: S) -> Result<S::Ok, S::Error> {
+        match secret {
+            None => serializer.serialize_none(),
+            Some(_) => serializer.serialize_str("[redacted]"),
+        }
+    }
+
+    /// Reads a string; empty means `None`.
+    ///
+    /// # Errors
+    /// When the value is not a string.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<SecretString>, D::Error> {
+        let secret = Option::<SecretString>::deserialize(deserializer)?;
+        Ok(secret.filter(|s| !s.expose_secret().is_empty()))
+    }
+}
+
+/// Which database engine a URL names; some statements differ between them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// PostgreSQL (`postgres://` or `postgresql://`): production and the integration tests.
+    Postgres,
+    /// SQLite (`sqlite:`): the embedded default, for `make demo` and a laptop.
+    Sqlite,
+}
+
+impl Backend {
+    /// The backend a URL scheme names (`postgres`, `postgresql`, `sqlite`), if any.
+    pub fn of_scheme(scheme: &str) -> Option<Self> {
+        match scheme {
+            "postgres" | "postgresql" => Some(Self::Postgres),
+            "sqlite" => Some(Self::Sqlite),
+            _ => None,
+        }
+    }
+
+    /// The OpenTelemetry `db.system` value: `postgresql` or `sqlite`.
+    pub fn system(self) -> &'static str {
+        match self {
+            Self::Postgres => "postgresql",
+            Self::Sqlite => "sqlite",
+        }
+    }
+}
+
+/// A sqlx database URL, parsed at load: it knows its [`Backend`], and its password
+/// (in the userinfo, or a `password=` query parameter) is a secret. `Display`,
+/// `Debug` and `Serialize` show it with the password replaced by `***`; only
+/// [`DatabaseUrl::expose_secret`] gives the URL to connect with.
+#[derive(Clone)]
+pub struct DatabaseUrl {
+    backend: Backend,
+    url: SecretString,
+    redacted: String,
+}
+
+/// Why a text is not a [`DatabaseUrl`]; never quotes the text (it may hold a password).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DatabaseUrlError {
+    /// Not a URL at all.
+    #[error("not a URL ({0}); expected postgres://user:password@host:port/db or sqlite://file.db?mode=rwc")]
+    Malformed(String),
+    /// A URL of another database.
+    #[error("the scheme must be postgres://, postgresql:// or sqlite:, not `{0}:`")]
+    UnknownScheme(String),
+}
+
+impl DatabaseUrl {
+    /// Which engine it names.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The URL with its password, for the driver only: never log it.
+    pub fn expose_secret(&self) -> &str {
+        self.url.expose_secret()
+    }
+}
+
+impl FromStr for DatabaseUrl {
+    type Err = DatabaseUrlError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let mut url = url::Url::parse(text).map_err(|e| DatabaseUrlError::Malformed(e.to_string()))?;
+        let backend = Backend::of_scheme(url.scheme())
+            .ok_or_else(|| DatabaseUrlError::UnknownScheme(url.scheme().chars().take(20).collect()))?;
+        let secret_query = |key: &str| matches!(key, "password" | "sslpassword");
+        let redacted = if url.password().is_some() || url.query_pairs().any(|(k, _)| secret_query(&k)) {
+            if url.password().is_some() {
+                // Only fails for URLs that cannot have a password; this one has one.
+                let _ = url.set_password(Some("***"));
+            }
+            if url.query().is_some() {
+                let pairs: Vec<(String, String)> = url
+                    .query_pairs()
+                    .map(|(k, v)| {
+                        let v = if secret_query(&k) { "***".to_owned() } else { v.into_owned() };
+                        (k.into_owned(), v)
+                    })
+                    .collect();
+                url.query_pairs_mut().clear().extend_pairs(pairs);
+            }
+            url.to_string()
+        } else {
+            text.to_owned()
+        };
+        Ok(Self { backend, url: SecretString::from(text), redacted })
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted)
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({:?})", self.redacted)
+    }
+}
+
+impl<'de> Deserialize<'de> for DatabaseUrl {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = SecretString::deserialize(deserializer)?;
+        text.expose_secret().parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for DatabaseUrl {
+    /// The redacted form: a serialized config never holds the password (the defaults,
+    /// the only config we serialize, have none).
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.redacted)
+    }
+}
 
 /// Where and how the gRPC server listens.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -110,44 +379,37 @@ impl ServerConfig {
 }
 
 /// The service's own database.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
-    /// sqlx URL: `postgres://user:pass@host:port/db` in production, or
-    /// `sqlite://path.db?mode=rwc` for the embedded default. Never logged.
-    pub url: String,
-    /// Upper bound of pooled connections.
-    pub max_connections: u32,
-    /// How long a query waits for a pooled connection before it fails, e.g. `"2s"`.
-    #[serde(with = "humantime_serde")]
+    /// `database.url`: `postgres://user:pass@host:port/db` in production, or
+    /// `sqlite://path.db?mode=rwc` for the embedded default. Its password is never logged.
+    pub url: DatabaseUrl,
+    /// Upper bound of pooled connections (`database.max_connections`, at least 1).
+    pub max_connections: NonZeroU32,
+    /// How long a query waits for a pooled connection before it fails, e.g. `"2s"`
+    /// (`database.acquire_timeout`, more than 0s).
+    #[serde(with = "positive_duration")]
     pub acquire_timeout: Duration,
-    /// How often the health check pings the database, e.g. `"2s"`.
-    #[serde(with = "humantime_serde")]
+    /// How often the health check pings the database, e.g. `"2s"`
+    /// (`database.health_check_interval`, more than 0s).
+    #[serde(with = "positive_duration")]
     pub health_check_interval: Duration,
 }
 
+/// `database.max_connections` unless configured.
+const DEFAULT_MAX_CONNECTIONS: NonZeroU32 = NonZeroU32::new(10).expect("10 is not zero");
+
 impl DatabaseConfig {
-    /// Defaults for a database at `url`.
-    pub fn at(url: impl Into<String>) -> Self {
+    /// Defaults for a database at `url`: 10 connections, 2s acquire timeout, a health
+    /// ping every 2s.
+    pub fn at(url: DatabaseUrl) -> Self {
         Self {
-            url: url.into(),
-            max_connections: 10,
+            url,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             acquire_timeout: Duration::from_secs(2),
             health_check_interval: Duration::from_secs(2),
         }
-    }
-}
-
-impl fmt::Debug for DatabaseConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The URL may hold a password: show only its scheme.
-        let scheme = self.url.split(':').next().unwrap_or_default();
-        f.debug_struct("DatabaseConfig")
-            .field("url", &format_args!("{scheme}://…"))
-            .field("max_connections", &self.max_connections)
-            .field("acquire_timeout", &self.acquire_timeout)
-            .field("health_check_interval", &self.health_check_interval)
-            .finish()
     }
 }
 

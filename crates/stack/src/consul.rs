@@ -102,9 +102,9 @@ impl ConsulAgent {
     /// A client of this agent.
     ///
     /// # Errors
-    /// Never for an address built here; the type is the client's.
+    /// Never for the address built here (it parses as a URI).
     pub fn client(&self) -> anyhow::Result<Consul> {
-        Ok(Consul::new(&ConsulConfig { address: self.address.clone(), ..ConsulConfig::default() })?)
+        Ok(Consul::new(&ConsulConfig { address: self.address.parse()?, ..ConsulConfig::default() }))
     }
 
     /// The passing instances of `service` now.
