@@ -491,6 +491,142 @@ mod tests {
         });
     }
 
+    /// A service config with a database, as the services have.
+    #[derive(Debug, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct WithDatabase {
+        server: ServerConfig,
+        database: DatabaseConfig,
+    }
+
+    impl Default for WithDatabase {
+        fn default() -> Self {
+            Self {
+                server: ServerConfig::on_port(7000),
+                database: DatabaseConfig::at("sqlite://sample.db?mode=rwc".parse().expect("a database URL")),
+            }
+        }
+    }
+
+    /// What Kubernetes injects into every pod for a Service `name` with a port named
+    /// `grpc` (kubelet's service-link env vars), here for cluster IP 10.0.0.1.
+    fn kubernetes_service_links(name: &str, port: u16) -> Vec<(String, String)> {
+        let name = name.to_uppercase().replace('-', "_");
+        let url = format!("tcp://10.0.0.1:{port}");
+        [
+            ("SERVICE_HOST".to_owned(), "10.0.0.1".to_owned()),
+            ("SERVICE_PORT".to_owned(), port.to_string()),
+            ("SERVICE_PORT_GRPC".to_owned(), port.to_string()),
+            ("PORT".to_owned(), url.clone()),
+            (format!("PORT_{port}_TCP"), url),
+            (format!("PORT_{port}_TCP_PROTO"), "tcp".to_owned()),
+            (format!("PORT_{port}_TCP_PORT"), port.to_string()),
+            (format!("PORT_{port}_TCP_ADDR"), "10.0.0.1".to_owned()),
+        ]
+        .into_iter()
+        .map(|(key, value)| (format!("{name}_{key}"), value))
+        .collect()
+    }
+
+    #[test]
+    fn kubernetes_service_link_variables_of_the_own_service_and_a_longer_named_one_are_ignored() {
+        figment::Jail::expect_with(|jail| {
+            for (key, value) in
+                kubernetes_service_links("sample", 50051).into_iter().chain(kubernetes_service_links("sample-db", 5432))
+            {
+                jail.set_env(key, value);
+            }
+            jail.set_env("SAMPLE_SERVER__PORT", "7100");
+            let sample: WithDatabase = load("SAMPLE_", None).map_err(|e| e.to_string())?;
+            assert_eq!(sample.server.port, 7100, "real config still applies");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_misspelt_key_still_fails_beside_kubernetes_variables() {
+        figment::Jail::expect_with(|jail| {
+            for (key, value) in kubernetes_service_links("sample", 50051) {
+                jail.set_env(key, value);
+            }
+            jail.set_env("SAMPLE_SERVR__PORT", "7100");
+            let error = load::<WithDatabase>("SAMPLE_", None).expect_err("servr is not a section").to_string();
+            assert!(error.contains("servr"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_variable_named_like_a_service_link_but_without_its_value_is_not_ignored() {
+        assert!(is_kubernetes_service_link("SERVER_PORT", "tcp://10.0.0.2:80"), "a Service `sample-server`");
+        assert!(!is_kubernetes_service_link("SERVER_PORT", "7100"), "a typo of server__port");
+        assert!(!is_kubernetes_service_link("PORT_80_TCP_PORT", "81"));
+        assert!(!is_kubernetes_service_link("SERVICE_PORT", "grpc"));
+        assert!(!is_kubernetes_service_link("SERVER__PORT", "7100"));
+    }
+
+    #[test]
+    fn a_url_scheme_picks_the_backend() {
+        let backend = |url: &str| url.parse::<DatabaseUrl>().map(|url| url.backend());
+        assert_eq!(backend("postgres://u@h/db"), Ok(Backend::Postgres));
+        assert_eq!(backend("postgresql://u@h/db"), Ok(Backend::Postgres));
+        assert_eq!(backend("sqlite://x.db?mode=rwc"), Ok(Backend::Sqlite));
+        assert_eq!(backend("sqlite::memory:"), Ok(Backend::Sqlite));
+        assert!(backend("mysql://h/db").is_err());
+        assert!(backend("users.db").is_err());
+    }
+
+    #[test]
+    fn a_database_password_shows_only_to_the_driver() {
+        let url: DatabaseUrl = "postgres://app:hunter2@db:5432/users?sslmode=require".parse().expect("a URL");
+        assert_eq!(url.to_string(), "postgres://app:***@db:5432/users?sslmode=require");
+        assert!(!format!("{url:?}").contains("hunter2"));
+        assert!(url.expose_secret().contains("hunter2"));
+        let url: DatabaseUrl = "postgres://app@db/users?password=hunter2".parse().expect("a URL");
+        assert!(!url.to_string().contains("hunter2"), "{url}");
+    }
+
+    #[test]
+    fn a_bad_database_url_names_the_key_and_never_quotes_the_password() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SAMPLE_DATABASE__URL", "mysql://app:hunter2@db/users");
+            let error = load::<WithDatabase>("SAMPLE_", None).expect_err("mysql").to_string();
+            assert!(error.contains("database.url") && error.contains("SAMPLE_DATABASE__URL"), "{error}");
+            assert!(!error.contains("hunter2"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn zero_connections_and_a_zero_acquire_timeout_are_refused_at_load() {
+        for (variable, value, key) in [
+            ("SAMPLE_DATABASE__MAX_CONNECTIONS", "0", "database.max_connections"),
+            ("SAMPLE_DATABASE__ACQUIRE_TIMEOUT", "0s", "database.acquire_timeout"),
+            ("SAMPLE_DATABASE__HEALTH_CHECK_INTERVAL", "0ms", "database.health_check_interval"),
+        ] {
+            figment::Jail::expect_with(|jail| {
+                jail.set_env(variable, value);
+                let error = load::<WithDatabase>("SAMPLE_", None).expect_err("zero").to_string();
+                assert!(error.contains(key) && error.contains(variable), "{error}");
+                Ok(())
+            });
+        }
+    }
+
+    #[test]
+    fn a_broken_rule_across_keys_names_the_key_and_the_layer_that_set_it() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SAMPLE_SERVER__PORT", "80");
+            let check = |sample: &Sample| match sample.server.port {
+                port if port < 1024 => Err(InvalidKey { key: "server.port", reason: format!("{port} is privileged") }),
+                _ => Ok(()),
+            };
+            let error = load_checked("SAMPLE_", None, check).expect_err("privileged").to_string();
+            assert!(error.contains("server.port") && error.contains("SAMPLE_SERVER__PORT"), "{error}");
+            Ok(())
+        });
+    }
+
     #[test]
     fn a_missing_config_file_is_an_error_not_a_silent_default() {
         let error = load::<Sample>("SAMPLE_", Some(Path::new("/nonexistent/svc.toml"))).expect_err("no file");
