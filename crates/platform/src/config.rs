@@ -133,9 +133,22 @@ fn source_of(metadata: Option<&Metadata>, path: &[&str], prefix: &str) -> String
     metadata
         .map(|m| match &m.source {
             Some(source) => format!("{} ({source})", m.name),
-            // Figment names the env provider, not the variable: rebuild its name.
+            // Figment names the env provider, not the variable: find the variables that
+            // set this key or, for an unknown section, a key under it.
             None if m.name.contains("environment") => {
-                format!("environment variable {prefix}{}", path.join("__").to_uppercase())
+                let key = format!("{prefix}{}", path.join("__")).to_uppercase();
+                let mut names: Vec<String> = std::env::vars_os()
+                    .filter_map(|(name, _)| name.into_string().ok())
+                    .filter(|name| {
+                        let upper = name.to_uppercase();
+                        upper == key || upper.starts_with(&format!("{key}__"))
+                    })
+                    .collect();
+                names.sort();
+                if names.is_empty() {
+                    names.push(key)
+                }
+                format!("environment variable {}", names.join(", "))
             }
             None => m.name.to_string(),
         })
@@ -551,7 +564,7 @@ mod tests {
             }
             jail.set_env("SAMPLE_SERVR__PORT", "7100");
             let error = load::<WithDatabase>("SAMPLE_", None).expect_err("servr is not a section").to_string();
-            assert!(error.contains("servr"), "{error}");
+            assert!(error.contains("servr") && error.contains("SAMPLE_SERVR__PORT"), "{error}");
             Ok(())
         });
     }
