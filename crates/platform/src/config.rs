@@ -211,8 +211,13 @@ pub mod positive_duration {
 /// serialized config never shows it (defaults hold no secrets, so nothing is lost).
 /// Use as `#[serde(with = "platform::config::optional_secret")]`.
 pub mod optional_secret {
+    use std::fmt;
+
     use secrecy::{ExposeSecret, SecretString};
-    use serde::{Deserialize, Deserializer, Serializer};
+    use serde::{
+        Deserializer, Serializer,
+        de::{Error, Visitor},
+    };
 
     /// Writes `None` as nothing and a secret as `"[redacted]"`.
     ///
@@ -225,13 +230,58 @@ pub mod optional_secret {
         }
     }
 
-    /// Reads a string; empty means `None`.
+    /// Reads a string; empty means `None`. An env value figment reads as a number or a
+    /// bool (`12345`, `true`) is taken as its text; quote it (`"0123"`) to keep
+    /// leading zeros.
     ///
     /// # Errors
-    /// When the value is not a string.
+    /// When the value is a list or a table.
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<SecretString>, D::Error> {
-        let secret = Option::<SecretString>::deserialize(deserializer)?;
+        let secret = deserializer.deserialize_any(SecretText)?;
         Ok(secret.filter(|s| !s.expose_secret().is_empty()))
+    }
+
+    /// Accepts any scalar as the secret's text; never quotes what it read in an error.
+    struct SecretText;
+
+    impl<'de> Visitor<'de> for SecretText {
+        type Value = Option<SecretString>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string")
+        }
+
+        fn visit_str<E: Error>(self, text: &str) -> Result<Self::Value, E> {
+            Ok(Some(SecretString::from(text)))
+        }
+
+        fn visit_u64<E: Error>(self, number: u64) -> Result<Self::Value, E> {
+            Ok(Some(SecretString::from(number.to_string())))
+        }
+
+        fn visit_i64<E: Error>(self, number: i64) -> Result<Self::Value, E> {
+            Ok(Some(SecretString::from(number.to_string())))
+        }
+
+        fn visit_f64<E: Error>(self, number: f64) -> Result<Self::Value, E> {
+            Ok(Some(SecretString::from(number.to_string())))
+        }
+
+        fn visit_bool<E: Error>(self, value: bool) -> Result<Self::Value, E> {
+            Ok(Some(SecretString::from(value.to_string())))
+        }
+
+        fn visit_none<E: Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+            deserializer.deserialize_any(self)
+        }
     }
 }
 
@@ -636,6 +686,24 @@ mod tests {
             };
             let error = load_checked("SAMPLE_", None, check).expect_err("privileged").to_string();
             assert!(error.contains("server.port") && error.contains("SAMPLE_SERVER__PORT"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_secret_of_digits_from_the_environment_is_read_as_its_text_and_empty_as_none() {
+        #[derive(Debug, Default, Serialize, Deserialize)]
+        struct WithSecret {
+            #[serde(with = "optional_secret")]
+            secret: Option<SecretString>,
+        }
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SAMPLE_SECRET", "12345");
+            let loaded: WithSecret = load("SAMPLE_", None).map_err(|e| e.to_string())?;
+            assert_eq!(loaded.secret.as_ref().map(ExposeSecret::expose_secret), Some("12345"));
+            jail.set_env("SAMPLE_SECRET", "");
+            let loaded: WithSecret = load("SAMPLE_", None).map_err(|e| e.to_string())?;
+            assert!(loaded.secret.is_none());
             Ok(())
         });
     }
