@@ -480,11 +480,19 @@ impl DatabaseConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
-    /// `tracing` filter directives, e.g. `"info"` or `"info,sqlx=warn"`.
-    /// `RUST_LOG`, when set, wins over this.
+    /// `tracing` filter directives, e.g. `"info"` or `"info,sqlx=warn"`, checked at
+    /// load. `RUST_LOG`, when set, wins over this.
+    #[serde(deserialize_with = "log_filter")]
     pub level: String,
     /// `json` (one object per line, the default) or `pretty` for a terminal.
     pub format: LogFormat,
+}
+
+/// `log.level` at load: directives `tracing_subscriber::EnvFilter` accepts.
+fn log_filter<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let directives = String::deserialize(deserializer)?;
+    tracing_subscriber::EnvFilter::try_new(&directives).map_err(serde::de::Error::custom)?;
+    Ok(directives)
 }
 
 impl Default for LogConfig {

@@ -95,6 +95,21 @@ async fn a_zero_registration_refresh_interval_exits_78_naming_the_key() {
 }
 
 #[tokio::test]
+async fn a_sampling_ratio_above_one_exits_78_naming_the_key() {
+    assert_refused("ratio", "USERS_TELEMETRY__SAMPLING_RATIO", "1.5", "telemetry.sampling_ratio").await;
+}
+
+#[tokio::test]
+async fn an_otlp_endpoint_without_a_scheme_exits_78_naming_the_key() {
+    assert_refused("otlp", "USERS_TELEMETRY__OTLP_ENDPOINT", "jaeger:4317", "telemetry.otlp_endpoint").await;
+}
+
+#[tokio::test]
+async fn an_unparsable_log_level_exits_78_naming_the_key() {
+    assert_refused("log", "USERS_LOG__LEVEL", "info,=[", "log.level").await;
+}
+
+#[tokio::test]
 async fn the_variables_kubernetes_injects_for_the_users_service_do_not_stop_it() {
     // Exactly what kubelet sets in every pod of a namespace with a Service `users`
     // (cluster IP 10.0.0.1, port `grpc` 50051).
