@@ -14,6 +14,7 @@ use platform::{
     server::GrpcServer,
     shutdown,
 };
+use secrecy::ExposeSecret;
 use sqlx::AnyPool;
 use tokio::task::JoinHandle;
 
@@ -51,24 +52,24 @@ impl App {
         let metrics = Metrics::new();
         let database = Database::new(pool.clone(), "orders");
         metrics.register(database.collector()).context("register the pool metrics")?;
-        let (changes, listener) = match Backend::of_url(&config.database.url).map_err(anyhow::Error::msg)? {
+        let (changes, listener) = match config.database.url.backend() {
             Backend::Postgres => {
-                let (changes, task) =
-                    Changes::listen(&config.database.url).await.context("LISTEN for order changes (database.url)")?;
+                let (changes, task) = Changes::listen(config.database.url.expose_secret())
+                    .await
+                    .context("LISTEN for order changes (database.url)")?;
                 (changes, Some(task))
             }
             Backend::Sqlite => (Changes::local(), None),
         };
         let consul = (config.registration.enabled || matches!(config.users.resolver, ResolverConfig::Consul { .. }))
-            .then(|| Consul::new(&config.consul))
-            .transpose()?;
+            .then(|| Consul::new(&config.consul));
         // Observed (span, traceparent, grpc_client_* metrics) and resilient (deadline,
         // retries, balancing), its metrics registered.
         let users = client::channel("users", &config.users, consul.as_ref(), &metrics, api::FILE_DESCRIPTOR_SET)?;
         let orders = Orders::new(
             OrderRepository::new(database, changes.clone()),
             UsersClient::new(users),
-            PageTokens::new(&config.paging.token_secret),
+            PageTokens::new(config.paging.token_secret.as_ref().map_or("", ExposeSecret::expose_secret)),
             changes,
         );
         let mut server = GrpcServer::bind(&config.server, api::FILE_DESCRIPTOR_SET, &metrics)

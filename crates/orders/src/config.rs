@@ -5,11 +5,12 @@ use std::path::Path;
 use platform::{
     admin::AdminConfig,
     client::ClientConfig,
-    config::{ConfigError, DatabaseConfig, LogConfig, ServerConfig},
+    config::{ConfigError, DatabaseConfig, InvalidKey, LogConfig, ServerConfig},
     consul::ConsulConfig,
     otel::TelemetryConfig,
     registration::RegistrationConfig,
 };
+use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 /// Everything the orders service can be told. Keys are nested TOML sections; the env
@@ -49,21 +50,46 @@ pub struct Config {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PagingConfig {
-    /// Key that signs page tokens (`paging.token_secret`). Every replica behind one
-    /// address must share it, or a token from one is refused by another. Empty (the
-    /// default) means a random key per process: fine for one replica.
-    pub token_secret: String,
-    /// Page size when the request says 0 (`paging.default_page_size`, 50).
+    /// Key that signs page tokens (`paging.token_secret`), a secret: never logged. Every
+    /// replica behind one address must share it, or a token from one is refused by
+    /// another. Unset or empty (the default) means a random key per process: fine for
+    /// one replica.
+    #[serde(with = "platform::config::optional_secret")]
+    pub token_secret: Option<SecretString>,
+    /// Page size when the request says 0 (`paging.default_page_size`, 50; 1 to
+    /// `max_page_size`).
     pub default_page_size: u32,
-    /// Largest page size a request may ask for (`paging.max_page_size`, 1000).
+    /// Largest page size a request may ask for (`paging.max_page_size`, 1000; at least 1).
     pub max_page_size: u32,
+}
+
+impl PagingConfig {
+    /// The rules across its keys: both sizes at least 1, the default at most the maximum.
+    ///
+    /// # Errors
+    /// [`InvalidKey`] naming the key that breaks one.
+    pub fn check(&self) -> Result<(), InvalidKey> {
+        let invalid = |key, reason: String| Err(InvalidKey { key, reason });
+        if self.max_page_size == 0 {
+            return invalid("paging.max_page_size", "must be at least 1".to_owned());
+        }
+        if self.default_page_size == 0 {
+            return invalid("paging.default_page_size", "must be at least 1".to_owned());
+        }
+        if self.default_page_size > self.max_page_size {
+            let reason =
+                format!("{} is more than paging.max_page_size ({})", self.default_page_size, self.max_page_size);
+            return invalid("paging.default_page_size", reason);
+        }
+        Ok(())
+    }
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
             server: ServerConfig::on_port(50052),
-            database: DatabaseConfig::at("sqlite://orders.db?mode=rwc"),
+            database: DatabaseConfig::at("sqlite://orders.db?mode=rwc".parse().expect("a valid literal")),
             log: LogConfig::default(),
             telemetry: TelemetryConfig::for_service("orders"),
             admin: AdminConfig::on_port(9052),
@@ -71,18 +97,20 @@ impl Default for Config {
             users: ClientConfig::for_upstream("users", vec!["http://127.0.0.1:50051".parse().expect("a valid URI")]),
             consul: ConsulConfig::default(),
             registration: RegistrationConfig::for_service("orders"),
-            paging: PagingConfig { token_secret: String::new(), default_page_size: 50, max_page_size: 1000 },
+            paging: PagingConfig { token_secret: None, default_page_size: 50, max_page_size: 1000 },
         }
     }
 }
 
 impl Config {
-    /// Loads the layers (see [`platform::config::load`]) with the `ORDERS_` prefix.
+    /// Loads the layers (see [`platform::config::load`]) with the `ORDERS_` prefix, then
+    /// checks the rules across keys ([`PagingConfig::check`]); Kubernetes' service-link
+    /// variables (`ORDERS_SERVICE_HOST`, `ORDERS_PORT`, …) are ignored.
     ///
     /// # Errors
     /// One-line [`ConfigError`] naming the bad key and its source.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        platform::config::load("ORDERS_", file)
+        platform::config::load_checked("ORDERS_", file, |config: &Self| config.paging.check())
     }
 }
 

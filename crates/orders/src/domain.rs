@@ -224,9 +224,9 @@ mod tests {
     /// Use cases over an in-memory SQLite database (the embedded path) and a users
     /// client with no endpoints (these tests never reach it).
     async fn embedded_orders() -> (Orders, OrderRepository, Changes) {
-        let mut config = DatabaseConfig::at("sqlite::memory:");
+        let mut config = DatabaseConfig::at("sqlite::memory:".parse().expect("a database URL"));
         // Each in-memory SQLite connection is its own database: keep one.
-        config.max_connections = 1;
+        config.max_connections = std::num::NonZeroU32::MIN;
         let pool = platform::database::connect(&config).await.expect("in-memory SQLite");
         MIGRATOR.run(&pool).await.expect("migrations apply on SQLite");
         let changes = Changes::local();

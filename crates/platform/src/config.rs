@@ -1,28 +1,54 @@
 //! Typed, layered configuration: defaults in code, then an optional TOML file, then environment variables.
+//! Every value is parsed into its ready type here, at load: a bad one stops the service
+//! before it starts, with one line naming the key and where it came from.
 
 use std::{
     fmt,
     net::{IpAddr, Ipv4Addr, SocketAddr},
     num::NonZeroU32,
     path::Path,
+    str::FromStr,
     time::Duration,
 };
 
 use figment::{
-    Figment,
+    Figment, Metadata,
     providers::{Env, Format, Serialized, Toml},
 };
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de::DeserializeOwned};
 
 /// Loads a service's configuration `T` from three layers, later ones winning:
 /// `T::default()`, then the TOML file at `file` (if given), then environment
 /// variables named `{prefix}{SECTION}__{KEY}` (for example `ORDERS_SERVER__PORT=6000`;
 /// `__` separates nesting levels, names are case-insensitive).
 ///
+/// The variables Kubernetes injects for a Service whose name starts with the prefix's
+/// service (`USERS_SERVICE_HOST`, `USERS_PORT=tcp://…`, … for a Service `users`; see
+/// [`is_kubernetes_service_link`]) are not config and are skipped; any other unknown
+/// `{prefix}*` variable is an error.
+///
 /// # Errors
 /// [`ConfigError`] when the file is missing or unreadable, or a value has the wrong
 /// type; its message names the key and the layer it came from (file path or env var).
 pub fn load<T>(prefix: &str, file: Option<&Path>) -> Result<T, ConfigError>
+where
+    T: Default + Serialize + DeserializeOwned,
+{
+    load_checked(prefix, file, |_: &T| Ok(()))
+}
+
+/// [`load`], then `check` for rules across keys (such as `paging.default_page_size`
+/// at most `paging.max_page_size`); a broken rule is reported like a bad value, naming
+/// the key [`InvalidKey`] blames and the layer that set it.
+///
+/// # Errors
+/// As [`load`], and when `check` refuses.
+pub fn load_checked<T>(
+    prefix: &str,
+    file: Option<&Path>,
+    check: impl FnOnce(&T) -> Result<(), InvalidKey>,
+) -> Result<T, ConfigError>
 where
     T: Default + Serialize + DeserializeOwned,
 {
@@ -33,7 +59,58 @@ where
         }
         figment = figment.merge(Toml::file_exact(file));
     }
-    figment.merge(Env::prefixed(prefix).split("__")).extract().map_err(|e| ConfigError(describe(&e, prefix)))
+    let env_prefix = prefix.to_owned();
+    let env = Env::prefixed(prefix)
+        .filter(move |key| {
+            let value = std::env::var(format!("{env_prefix}{key}")).unwrap_or_default();
+            !is_kubernetes_service_link(key.as_str(), &value)
+        })
+        .split("__");
+    let figment = figment.merge(env);
+    let config: T = figment.extract().map_err(|e| ConfigError(describe(&e, prefix)))?;
+    check(&config).map_err(|invalid| {
+        let path: Vec<&str> = invalid.key.split('.').collect();
+        let source = source_of(figment.find_metadata(invalid.key), &path, prefix);
+        ConfigError(format!("invalid config key `{}` from {source}: {}", invalid.key, invalid.reason))
+    })?;
+    Ok(config)
+}
+
+/// Whether the env var `{prefix}{key}` (with `key` the part after the prefix) is one
+/// of the service-link variables Kubernetes injects into every pod for each Service
+/// in the namespace (Kubernetes docs, "Service > Discovering services > Environment
+/// variables"; kubelet `envvars.go`). For a Service `users` with a port named `grpc`:
+/// `USERS_SERVICE_HOST=10.0.0.1`, `USERS_SERVICE_PORT=50051`,
+/// `USERS_SERVICE_PORT_GRPC=50051`, `USERS_PORT=tcp://10.0.0.1:50051`,
+/// `USERS_PORT_50051_TCP=tcp://10.0.0.1:50051`, `USERS_PORT_50051_TCP_PROTO=tcp`,
+/// `USERS_PORT_50051_TCP_PORT=50051`, `USERS_PORT_50051_TCP_ADDR=10.0.0.1`. A Service
+/// whose name extends the prefix (`users-db`) injects the same with the rest of its
+/// name in front (`USERS_DB_SERVICE_HOST`), so that is matched too.
+///
+/// Names alone could hide a typo (`USERS_SERVER_PORT` looks like the link of a Service
+/// `users-server`), so the `*PORT*` forms must also carry the value Kubernetes gives
+/// them (a port number, `tcp://…`, a protocol name). Config keys always contain `__`,
+/// these never do.
+pub fn is_kubernetes_service_link(key: &str, value: &str) -> bool {
+    let key = key.to_ascii_uppercase();
+    if key.contains("__") {
+        return false;
+    }
+    let is_port = |v: &str| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit());
+    let is_protocol = |p: &str| matches!(p, "TCP" | "UDP" | "SCTP");
+    let is_link_url = |v: &str| v.split_once("://").is_some_and(|(proto, _)| is_protocol(&proto.to_ascii_uppercase()));
+    // `[NAME_]SERVICE_HOST`, `[NAME_]SERVICE_PORT[_PORTNAME]`, `[NAME_]PORT[_N_PROTO[_FIELD]]`.
+    let words: Vec<&str> = key.split('_').collect();
+    (0..words.len()).any(|start| match &words[start..] {
+        ["SERVICE", "HOST"] => !value.is_empty(),
+        ["SERVICE", "PORT", ..] => is_port(value),
+        ["PORT"] => is_link_url(value),
+        ["PORT", n, proto] => is_port(n) && is_protocol(proto) && is_link_url(value),
+        ["PORT", n, proto, "PROTO"] => is_port(n) && is_protocol(proto) && value.eq_ignore_ascii_case(proto),
+        ["PORT", n, proto, "PORT"] => is_port(n) && is_protocol(proto) && value == *n,
+        ["PORT", n, proto, "ADDR"] => is_port(n) && is_protocol(proto) && !value.is_empty(),
+        _ => false,
+    })
 }
 
 /// One line per figment error: what is wrong, at which key, from which source.
@@ -43,22 +120,48 @@ fn describe(error: &figment::Error, prefix: &str) -> String {
         .into_iter()
         .map(|e| {
             let key = if e.path.is_empty() { "(root)".to_owned() } else { e.path.join(".") };
-            let source = e
-                .metadata
-                .as_ref()
-                .map(|m| match &m.source {
-                    Some(source) => format!("{} ({source})", m.name),
-                    // Figment names the env provider, not the variable: rebuild its name.
-                    None if m.name.contains("environment") => {
-                        format!("environment variable {prefix}{}", e.path.join("__").to_uppercase())
-                    }
-                    None => m.name.to_string(),
-                })
-                .unwrap_or_else(|| "unknown source".to_owned());
+            let path: Vec<&str> = e.path.iter().map(String::as_str).collect();
+            let source = source_of(e.metadata.as_ref(), &path, prefix);
             format!("invalid config key `{key}` from {source}: {}", e.kind)
         })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// The layer a value at `path` came from: `default`, the file, or the env var's name.
+fn source_of(metadata: Option<&Metadata>, path: &[&str], prefix: &str) -> String {
+    metadata
+        .map(|m| match &m.source {
+            Some(source) => format!("{} ({source})", m.name),
+            // Figment names the env provider, not the variable: find the variables that
+            // set this key or, for an unknown section, a key under it.
+            None if m.name.contains("environment") => {
+                let key = format!("{prefix}{}", path.join("__")).to_uppercase();
+                let mut names: Vec<String> = std::env::vars_os()
+                    .filter_map(|(name, _)| name.into_string().ok())
+                    .filter(|name| {
+                        let upper = name.to_uppercase();
+                        upper == key || upper.starts_with(&format!("{key}__"))
+                    })
+                    .collect();
+                names.sort();
+                if names.is_empty() {
+                    names.push(key)
+                }
+                format!("environment variable {}", names.join(", "))
+            }
+            None => m.name.to_string(),
+        })
+        .unwrap_or_else(|| "unknown source".to_owned())
+}
+
+/// A rule across keys that a loaded config breaks (see [`load_checked`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidKey {
+    /// The dotted key to blame, e.g. `paging.default_page_size`.
+    pub key: &'static str,
+    /// Why, e.g. `60 is more than paging.max_page_size (50)`.
+    pub reason: String,
 }
 
 /// A configuration that could not be loaded. `Display` is one line naming the key
@@ -73,6 +176,234 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+/// Serde helpers for a `Duration` that must be more than zero (a pool acquire timeout,
+/// an interval), written like humantime (`"2s"`, `"150ms"`). Use as
+/// `#[serde(with = "platform::config::positive_duration")]`.
+pub mod positive_duration {
+    use std::time::Duration;
+
+    use serde::{Deserializer, Serializer, de::Error};
+
+    /// Writes `duration` like `"2s"`.
+    ///
+    /// # Errors
+    /// The serializer's.
+    pub fn serialize<S: Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        humantime_serde::serialize(duration, serializer)
+    }
+
+    /// Reads a humantime duration and refuses `0s`.
+    ///
+    /// # Errors
+    /// When the text is not a duration, or is zero.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let duration: Duration = humantime_serde::deserialize(deserializer)?;
+        if duration.is_zero() {
+            return Err(D::Error::custom("must be more than 0s"));
+        }
+        Ok(duration)
+    }
+}
+
+/// Serde helpers for an optional secret (`consul.token`, `paging.token_secret`): an
+/// empty string reads as `None`; a set secret is written as `"[redacted]"`, so a
+/// serialized config never shows it (defaults hold no secrets, so nothing is lost).
+/// Use as `#[serde(with = "platform::config::optional_secret")]`.
+pub mod optional_secret {
+    use std::fmt;
+
+    use secrecy::{ExposeSecret, SecretString};
+    use serde::{
+        Deserializer, Serializer,
+        de::{Error, Visitor},
+    };
+
+    /// Writes `None` as nothing and a secret as `"[redacted]"`.
+    ///
+    /// # Errors
+    /// The serializer's.
+    pub fn serialize<S: Serializer>(secret: &Option<SecretString>, serializer: S) -> Result<S::Ok, S::Error> {
+        match secret {
+            None => serializer.serialize_none(),
+            Some(_) => serializer.serialize_str("[redacted]"),
+        }
+    }
+
+    /// Reads a string; empty means `None`. An env value figment reads as a number or a
+    /// bool (`12345`, `true`) is taken as its text; quote it (`"0123"`) to keep
+    /// leading zeros.
+    ///
+    /// # Errors
+    /// When the value is a list or a table.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<SecretString>, D::Error> {
+        let secret = deserializer.deserialize_any(SecretText)?;
+        Ok(secret.filter(|s| !s.expose_secret().is_empty()))
+    }
+
+    /// Accepts any scalar as the secret's text; never quotes what it read in an error.
+    struct SecretText;
+
+    impl<'de> Visitor<'de> for SecretText {
+        type Value = Option<SecretString>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string")
+        }
+
+        fn visit_str<E: Error>(self, text: &str) -> Result<Self::Value, E> {
+            Ok(Some(SecretString::from(text)))
+        }
+
+        fn visit_u64<E: Error>(self, number: u64) -> Result<Self::Value, E> {
+            Ok(Some(SecretString::from(number.to_string())))
+        }
+
+        fn visit_i64<E: Error>(self, number: i64) -> Result<Self::Value, E> {
+            Ok(Some(SecretString::from(number.to_string())))
+        }
+
+        fn visit_f64<E: Error>(self, number: f64) -> Result<Self::Value, E> {
+            Ok(Some(SecretString::from(number.to_string())))
+        }
+
+        fn visit_bool<E: Error>(self, value: bool) -> Result<Self::Value, E> {
+            Ok(Some(SecretString::from(value.to_string())))
+        }
+
+        fn visit_none<E: Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+            deserializer.deserialize_any(self)
+        }
+    }
+}
+
+/// Which database engine a URL names; some statements differ between them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// PostgreSQL (`postgres://` or `postgresql://`): production and the integration tests.
+    Postgres,
+    /// SQLite (`sqlite:`): the embedded default, for `make demo` and a laptop.
+    Sqlite,
+}
+
+impl Backend {
+    /// The backend a URL scheme names (`postgres`, `postgresql`, `sqlite`), if any.
+    pub fn of_scheme(scheme: &str) -> Option<Self> {
+        match scheme {
+            "postgres" | "postgresql" => Some(Self::Postgres),
+            "sqlite" => Some(Self::Sqlite),
+            _ => None,
+        }
+    }
+
+    /// The OpenTelemetry `db.system` value: `postgresql` or `sqlite`.
+    pub fn system(self) -> &'static str {
+        match self {
+            Self::Postgres => "postgresql",
+            Self::Sqlite => "sqlite",
+        }
+    }
+}
+
+/// A sqlx database URL, parsed at load: it knows its [`Backend`], and its password
+/// (in the userinfo, or a `password=` query parameter) is a secret. `Display`,
+/// `Debug` and `Serialize` show it with the password replaced by `***`; only
+/// [`DatabaseUrl::expose_secret`] gives the URL to connect with.
+#[derive(Clone)]
+pub struct DatabaseUrl {
+    backend: Backend,
+    url: SecretString,
+    redacted: String,
+}
+
+/// Why a text is not a [`DatabaseUrl`]; never quotes the text (it may hold a password).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DatabaseUrlError {
+    /// Not a URL at all.
+    #[error("not a URL ({0}); expected postgres://user:password@host:port/db or sqlite://file.db?mode=rwc")]
+    Malformed(String),
+    /// A URL of another database.
+    #[error("the scheme must be postgres://, postgresql:// or sqlite:, not `{0}:`")]
+    UnknownScheme(String),
+}
+
+impl DatabaseUrl {
+    /// Which engine it names.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The URL with its password, for the driver only: never log it.
+    pub fn expose_secret(&self) -> &str {
+        self.url.expose_secret()
+    }
+}
+
+impl FromStr for DatabaseUrl {
+    type Err = DatabaseUrlError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let mut url = url::Url::parse(text).map_err(|e| DatabaseUrlError::Malformed(e.to_string()))?;
+        let backend = Backend::of_scheme(url.scheme())
+            .ok_or_else(|| DatabaseUrlError::UnknownScheme(url.scheme().chars().take(20).collect()))?;
+        let secret_query = |key: &str| matches!(key, "password" | "sslpassword");
+        let redacted = if url.password().is_some() || url.query_pairs().any(|(k, _)| secret_query(&k)) {
+            if url.password().is_some() {
+                // Only fails for URLs that cannot have a password; this one has one.
+                let _ = url.set_password(Some("***"));
+            }
+            if url.query().is_some() {
+                let pairs: Vec<(String, String)> = url
+                    .query_pairs()
+                    .map(|(k, v)| {
+                        let v = if secret_query(&k) { "***".to_owned() } else { v.into_owned() };
+                        (k.into_owned(), v)
+                    })
+                    .collect();
+                url.query_pairs_mut().clear().extend_pairs(pairs);
+            }
+            url.to_string()
+        } else {
+            text.to_owned()
+        };
+        Ok(Self { backend, url: SecretString::from(text), redacted })
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted)
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({:?})", self.redacted)
+    }
+}
+
+impl<'de> Deserialize<'de> for DatabaseUrl {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = SecretString::deserialize(deserializer)?;
+        text.expose_secret().parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for DatabaseUrl {
+    /// The redacted form: a serialized config never holds the password (the defaults,
+    /// the only config we serialize, have none).
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.redacted)
+    }
+}
 
 /// Where and how the gRPC server listens.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -129,44 +460,37 @@ impl ServerConfig {
 }
 
 /// The service's own database.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
-    /// sqlx URL: `postgres://user:pass@host:port/db` in production, or
-    /// `sqlite://path.db?mode=rwc` for the embedded default. Never logged.
-    pub url: String,
-    /// Upper bound of pooled connections.
-    pub max_connections: u32,
-    /// How long a query waits for a pooled connection before it fails, e.g. `"2s"`.
-    #[serde(with = "humantime_serde")]
+    /// `database.url`: `postgres://user:pass@host:port/db` in production, or
+    /// `sqlite://path.db?mode=rwc` for the embedded default. Its password is never logged.
+    pub url: DatabaseUrl,
+    /// Upper bound of pooled connections (`database.max_connections`, at least 1).
+    pub max_connections: NonZeroU32,
+    /// How long a query waits for a pooled connection before it fails, e.g. `"2s"`
+    /// (`database.acquire_timeout`, more than 0s).
+    #[serde(with = "positive_duration")]
     pub acquire_timeout: Duration,
-    /// How often the health check pings the database, e.g. `"2s"`.
-    #[serde(with = "humantime_serde")]
+    /// How often the health check pings the database, e.g. `"2s"`
+    /// (`database.health_check_interval`, more than 0s).
+    #[serde(with = "positive_duration")]
     pub health_check_interval: Duration,
 }
 
+/// `database.max_connections` unless configured.
+const DEFAULT_MAX_CONNECTIONS: NonZeroU32 = NonZeroU32::new(10).expect("10 is not zero");
+
 impl DatabaseConfig {
-    /// Defaults for a database at `url`.
-    pub fn at(url: impl Into<String>) -> Self {
+    /// Defaults for a database at `url`: 10 connections, 2s acquire timeout, a health
+    /// ping every 2s.
+    pub fn at(url: DatabaseUrl) -> Self {
         Self {
-            url: url.into(),
-            max_connections: 10,
+            url,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             acquire_timeout: Duration::from_secs(2),
             health_check_interval: Duration::from_secs(2),
         }
-    }
-}
-
-impl fmt::Debug for DatabaseConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The URL may hold a password: show only its scheme.
-        let scheme = self.url.split(':').next().unwrap_or_default();
-        f.debug_struct("DatabaseConfig")
-            .field("url", &format_args!("{scheme}://…"))
-            .field("max_connections", &self.max_connections)
-            .field("acquire_timeout", &self.acquire_timeout)
-            .field("health_check_interval", &self.health_check_interval)
-            .finish()
     }
 }
 
@@ -174,11 +498,19 @@ impl fmt::Debug for DatabaseConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
-    /// `tracing` filter directives, e.g. `"info"` or `"info,sqlx=warn"`.
-    /// `RUST_LOG`, when set, wins over this.
+    /// `tracing` filter directives, e.g. `"info"` or `"info,sqlx=warn"`, checked at
+    /// load. `RUST_LOG`, when set, wins over this.
+    #[serde(deserialize_with = "log_filter")]
     pub level: String,
     /// `json` (one object per line, the default) or `pretty` for a terminal.
     pub format: LogFormat,
+}
+
+/// `log.level` at load: directives `tracing_subscriber::EnvFilter` accepts.
+fn log_filter<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let directives = String::deserialize(deserializer)?;
+    tracing_subscriber::EnvFilter::try_new(&directives).map_err(serde::de::Error::custom)?;
+    Ok(directives)
 }
 
 impl Default for LogConfig {
@@ -244,6 +576,160 @@ mod tests {
             let message = error.to_string();
             assert!(message.contains("server.shutdown_grace"), "{message}");
             assert!(message.contains("svc.toml"), "{message}");
+            Ok(())
+        });
+    }
+
+    /// A service config with a database, as the services have.
+    #[derive(Debug, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct WithDatabase {
+        server: ServerConfig,
+        database: DatabaseConfig,
+    }
+
+    impl Default for WithDatabase {
+        fn default() -> Self {
+            Self {
+                server: ServerConfig::on_port(7000),
+                database: DatabaseConfig::at("sqlite://sample.db?mode=rwc".parse().expect("a database URL")),
+            }
+        }
+    }
+
+    /// What Kubernetes injects into every pod for a Service `name` with a port named
+    /// `grpc` (kubelet's service-link env vars), here for cluster IP 10.0.0.1.
+    fn kubernetes_service_links(name: &str, port: u16) -> Vec<(String, String)> {
+        let name = name.to_uppercase().replace('-', "_");
+        let url = format!("tcp://10.0.0.1:{port}");
+        [
+            ("SERVICE_HOST".to_owned(), "10.0.0.1".to_owned()),
+            ("SERVICE_PORT".to_owned(), port.to_string()),
+            ("SERVICE_PORT_GRPC".to_owned(), port.to_string()),
+            ("PORT".to_owned(), url.clone()),
+            (format!("PORT_{port}_TCP"), url),
+            (format!("PORT_{port}_TCP_PROTO"), "tcp".to_owned()),
+            (format!("PORT_{port}_TCP_PORT"), port.to_string()),
+            (format!("PORT_{port}_TCP_ADDR"), "10.0.0.1".to_owned()),
+        ]
+        .into_iter()
+        .map(|(key, value)| (format!("{name}_{key}"), value))
+        .collect()
+    }
+
+    #[test]
+    fn kubernetes_service_link_variables_of_the_own_service_and_a_longer_named_one_are_ignored() {
+        figment::Jail::expect_with(|jail| {
+            for (key, value) in
+                kubernetes_service_links("sample", 50051).into_iter().chain(kubernetes_service_links("sample-db", 5432))
+            {
+                jail.set_env(key, value);
+            }
+            jail.set_env("SAMPLE_SERVER__PORT", "7100");
+            let sample: WithDatabase = load("SAMPLE_", None).map_err(|e| e.to_string())?;
+            assert_eq!(sample.server.port, 7100, "real config still applies");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_misspelt_key_still_fails_beside_kubernetes_variables() {
+        figment::Jail::expect_with(|jail| {
+            for (key, value) in kubernetes_service_links("sample", 50051) {
+                jail.set_env(key, value);
+            }
+            jail.set_env("SAMPLE_SERVR__PORT", "7100");
+            let error = load::<WithDatabase>("SAMPLE_", None).expect_err("servr is not a section").to_string();
+            assert!(error.contains("servr") && error.contains("SAMPLE_SERVR__PORT"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_variable_named_like_a_service_link_but_without_its_value_is_not_ignored() {
+        assert!(is_kubernetes_service_link("SERVER_PORT", "tcp://10.0.0.2:80"), "a Service `sample-server`");
+        assert!(!is_kubernetes_service_link("SERVER_PORT", "7100"), "a typo of server__port");
+        assert!(!is_kubernetes_service_link("PORT_80_TCP_PORT", "81"));
+        assert!(!is_kubernetes_service_link("SERVICE_PORT", "grpc"));
+        assert!(!is_kubernetes_service_link("SERVER__PORT", "7100"));
+    }
+
+    #[test]
+    fn a_url_scheme_picks_the_backend() {
+        let backend = |url: &str| url.parse::<DatabaseUrl>().map(|url| url.backend());
+        assert_eq!(backend("postgres://u@h/db"), Ok(Backend::Postgres));
+        assert_eq!(backend("postgresql://u@h/db"), Ok(Backend::Postgres));
+        assert_eq!(backend("sqlite://x.db?mode=rwc"), Ok(Backend::Sqlite));
+        assert_eq!(backend("sqlite::memory:"), Ok(Backend::Sqlite));
+        assert!(backend("mysql://h/db").is_err());
+        assert!(backend("users.db").is_err());
+    }
+
+    #[test]
+    fn a_database_password_shows_only_to_the_driver() {
+        let url: DatabaseUrl = "postgres://app:hunter2@db:5432/users?sslmode=require".parse().expect("a URL");
+        assert_eq!(url.to_string(), "postgres://app:***@db:5432/users?sslmode=require");
+        assert!(!format!("{url:?}").contains("hunter2"));
+        assert!(url.expose_secret().contains("hunter2"));
+        let url: DatabaseUrl = "postgres://app@db/users?password=hunter2".parse().expect("a URL");
+        assert!(!url.to_string().contains("hunter2"), "{url}");
+    }
+
+    #[test]
+    fn a_bad_database_url_names_the_key_and_never_quotes_the_password() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SAMPLE_DATABASE__URL", "mysql://app:hunter2@db/users");
+            let error = load::<WithDatabase>("SAMPLE_", None).expect_err("mysql").to_string();
+            assert!(error.contains("database.url") && error.contains("SAMPLE_DATABASE__URL"), "{error}");
+            assert!(!error.contains("hunter2"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn zero_connections_and_a_zero_acquire_timeout_are_refused_at_load() {
+        for (variable, value, key) in [
+            ("SAMPLE_DATABASE__MAX_CONNECTIONS", "0", "database.max_connections"),
+            ("SAMPLE_DATABASE__ACQUIRE_TIMEOUT", "0s", "database.acquire_timeout"),
+            ("SAMPLE_DATABASE__HEALTH_CHECK_INTERVAL", "0ms", "database.health_check_interval"),
+        ] {
+            figment::Jail::expect_with(|jail| {
+                jail.set_env(variable, value);
+                let error = load::<WithDatabase>("SAMPLE_", None).expect_err("zero").to_string();
+                assert!(error.contains(key) && error.contains(variable), "{error}");
+                Ok(())
+            });
+        }
+    }
+
+    #[test]
+    fn a_broken_rule_across_keys_names_the_key_and_the_layer_that_set_it() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SAMPLE_SERVER__PORT", "80");
+            let check = |sample: &Sample| match sample.server.port {
+                port if port < 1024 => Err(InvalidKey { key: "server.port", reason: format!("{port} is privileged") }),
+                _ => Ok(()),
+            };
+            let error = load_checked("SAMPLE_", None, check).expect_err("privileged").to_string();
+            assert!(error.contains("server.port") && error.contains("SAMPLE_SERVER__PORT"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_secret_of_digits_from_the_environment_is_read_as_its_text_and_empty_as_none() {
+        #[derive(Debug, Default, Serialize, Deserialize)]
+        struct WithSecret {
+            #[serde(with = "optional_secret")]
+            secret: Option<SecretString>,
+        }
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SAMPLE_SECRET", "12345");
+            let loaded: WithSecret = load("SAMPLE_", None).map_err(|e| e.to_string())?;
+            assert_eq!(loaded.secret.as_ref().map(ExposeSecret::expose_secret), Some("12345"));
+            jail.set_env("SAMPLE_SECRET", "");
+            let loaded: WithSecret = load("SAMPLE_", None).map_err(|e| e.to_string())?;
+            assert!(loaded.secret.is_none());
             Ok(())
         });
     }

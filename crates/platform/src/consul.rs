@@ -17,33 +17,54 @@ use hyper_util::{
     rt::TokioExecutor,
 };
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 /// How to reach the local Consul agent.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConsulConfig {
-    /// The agent's HTTP API, e.g. `http://127.0.0.1:8500` (`consul.address`).
-    pub address: String,
+    /// The agent's HTTP API, an absolute `http://host:port` URI (`consul.address`,
+    /// default `http://127.0.0.1:8500`); anything else is refused at load.
+    #[serde(with = "agent_address")]
+    pub address: Uri,
     /// Datacenter to query; empty means the agent's own (`consul.datacenter`).
     pub datacenter: String,
-    /// ACL token sent as `X-Consul-Token`; empty sends none (`consul.token`). Never logged.
-    pub token: String,
+    /// ACL token sent as `X-Consul-Token`; unset or empty sends none (`consul.token`).
+    /// A secret: never logged.
+    #[serde(with = "crate::config::optional_secret")]
+    pub token: Option<SecretString>,
 }
 
 impl Default for ConsulConfig {
     fn default() -> Self {
-        Self { address: "http://127.0.0.1:8500".to_owned(), datacenter: String::new(), token: String::new() }
+        Self { address: Uri::from_static("http://127.0.0.1:8500"), datacenter: String::new(), token: None }
     }
 }
 
-impl fmt::Debug for ConsulConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ConsulConfig")
-            .field("address", &crate::redact::address(&self.address).to_string())
-            .field("datacenter", &self.datacenter)
-            .field("token", &if self.token.is_empty() { "" } else { "…" })
-            .finish()
+/// `consul.address` in config: text parsed into an absolute `http://` [`Uri`] at load.
+mod agent_address {
+    use http::Uri;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(address: &Uri, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(address)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Uri, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let refuse = |why: &str| D::Error::custom(format!("{why}; expected an http://host:port address"));
+        let uri: Uri = text.parse().map_err(|_| refuse("not a URI"))?;
+        match (uri.scheme_str(), uri.authority()) {
+            // The agent authenticates with `consul.token`; a `user:pass@` would only end up in logs.
+            (Some("http"), Some(authority)) if authority.as_str().contains('@') => {
+                Err(refuse("credentials in the address are not allowed (use consul.token)"))
+            }
+            (Some("http"), Some(_)) if uri.path() == "/" && uri.query().is_none() => Ok(uri),
+            (Some("http"), Some(_)) => Err(refuse("a path or query is not allowed")),
+            (Some("https"), _) => Err(refuse("https is not supported (the agent's API is plaintext)")),
+            _ => Err(refuse("no http:// scheme or no host")),
+        }
     }
 }
 
@@ -76,9 +97,6 @@ pub enum ConsulError {
         /// The parse error.
         reason: String,
     },
-    /// `consul.address` is not an absolute http URI.
-    #[error("invalid config key `consul.address`: {0:?} is not an http://host:port address")]
-    BadAddress(String),
 }
 
 /// One service instance as the agent registers it (`PUT /v1/agent/service/register`
@@ -177,7 +195,7 @@ pub struct Indexed<T> {
 pub struct Consul {
     address: String,
     datacenter: String,
-    token: String,
+    token: Option<SecretString>,
     http: Client<HttpConnector, Full<Bytes>>,
 }
 
@@ -199,22 +217,14 @@ fn blocking_margin(wait: Duration) -> Duration {
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Consul {
-    /// A client of the agent at `config.address`.
-    ///
-    /// # Errors
-    /// [`ConsulError::BadAddress`] when the address is not an absolute `http://` URI.
-    pub fn new(config: &ConsulConfig) -> Result<Self, ConsulError> {
-        let address = config.address.trim_end_matches('/').to_owned();
-        match address.parse::<Uri>() {
-            Ok(uri) if uri.scheme_str() == Some("http") && uri.authority().is_some() => {}
-            _ => return Err(ConsulError::BadAddress(crate::redact::address(&config.address).to_string())),
-        }
-        Ok(Self {
-            address,
+    /// A client of the agent at `config.address` (checked at load: absolute `http://`).
+    pub fn new(config: &ConsulConfig) -> Self {
+        Self {
+            address: config.address.to_string().trim_end_matches('/').to_owned(),
             datacenter: config.datacenter.clone(),
             token: config.token.clone(),
             http: Client::builder(TokioExecutor::new()).build_http(),
-        })
+        }
     }
 
     /// Registers (or replaces) a service instance with the local agent.
@@ -331,8 +341,8 @@ impl Consul {
         let address = crate::redact::address(&self.address).to_string();
         let unreachable = |reason: String| ConsulError::Unreachable { address: address.clone(), reason };
         let mut request = Request::builder().method(method).uri(format!("{}{path_and_query}", self.address));
-        if !self.token.is_empty() {
-            request = request.header("x-consul-token", &self.token);
+        if let Some(token) = &self.token {
+            request = request.header("x-consul-token", token.expose_secret());
         }
         let request = request
             .header(CONTENT_TYPE, "application/json")
@@ -387,6 +397,8 @@ struct EntryService {
 }
 
 #[cfg(test)]
+// figment::Jail's closures return figment::Error, which is large; that is its API.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 
@@ -422,16 +434,57 @@ mod tests {
         assert_eq!(encode("a b/c&d"), "a%20b%2Fc%26d");
     }
 
+    /// `ConsulConfig` as the `consul` section of a service's config.
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    struct Sample {
+        consul: ConsulConfig,
+    }
+
     #[test]
     fn an_address_without_a_scheme_is_refused_naming_the_key() {
-        let config = ConsulConfig { address: "127.0.0.1:8500".into(), ..ConsulConfig::default() };
-        let error = Consul::new(&config).expect_err("no scheme");
-        assert!(error.to_string().contains("consul.address"), "{error}");
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SAMPLE_CONSUL__ADDRESS", "127.0.0.1:8500");
+            let error = crate::config::load::<Sample>("SAMPLE_", None).expect_err("no scheme");
+            assert!(error.to_string().contains("consul.address"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn an_address_with_credentials_is_refused_without_quoting_them() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SAMPLE_CONSUL__ADDRESS", "https://admin:hunter2@consul:8501");
+            let error = crate::config::load::<Sample>("SAMPLE_", None).expect_err("https").to_string();
+            assert!(error.contains("consul.address") && !error.contains("hunter2"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_password_in_an_http_address_is_refused_at_load_so_no_log_line_can_show_it() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SAMPLE_CONSUL__ADDRESS", "http://admin:s3cret@127.0.0.1:8500");
+            let error = crate::config::load::<Sample>("SAMPLE_", None).expect_err("credentials").to_string();
+            assert!(error.contains("consul.address") && error.contains("consul.token"), "{error}");
+            assert!(!error.contains("s3cret"), "{error}");
+            Ok(())
+        });
     }
 
     #[test]
     fn the_token_is_not_in_debug_output() {
-        let config = ConsulConfig { token: "s3cret".into(), ..ConsulConfig::default() };
+        let config = ConsulConfig { token: Some("s3cret".into()), ..ConsulConfig::default() };
         assert!(!format!("{config:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn an_empty_token_sends_none_and_the_default_address_survives_the_defaults_layer() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("SAMPLE_CONSUL__TOKEN", "");
+            let sample = crate::config::load::<Sample>("SAMPLE_", None).map_err(|e| e.to_string())?;
+            assert!(sample.consul.token.is_none());
+            assert_eq!(sample.consul.address, Uri::from_static("http://127.0.0.1:8500"));
+            Ok(())
+        });
     }
 }

@@ -9,38 +9,8 @@ use prometheus::{
 };
 use sqlx::{Any, AnyPool, any::AnyPoolOptions, pool::PoolConnection};
 
+pub use crate::config::Backend;
 use crate::config::DatabaseConfig;
-
-/// Which database engine a pool talks to; some statements differ between them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    /// PostgreSQL: production and the integration tests.
-    Postgres,
-    /// SQLite: the embedded default, for `make demo` and a laptop.
-    Sqlite,
-}
-
-impl Backend {
-    /// The backend a sqlx URL names, from its scheme.
-    ///
-    /// # Errors
-    /// When the scheme is neither `postgres`/`postgresql` nor `sqlite`.
-    pub fn of_url(url: &str) -> Result<Self, String> {
-        match url.split(':').next() {
-            Some("postgres" | "postgresql") => Ok(Self::Postgres),
-            Some("sqlite") => Ok(Self::Sqlite),
-            _ => Err("the scheme must be postgres:// or sqlite://".to_owned()),
-        }
-    }
-
-    /// The OpenTelemetry `db.system` value: `postgresql` or `sqlite`.
-    pub fn system(self) -> &'static str {
-        match self {
-            Self::Postgres => "postgresql",
-            Self::Sqlite => "sqlite",
-        }
-    }
-}
 
 /// A pool and how long callers waited for its connections: what repositories hold.
 /// Cloning is cheap; clones share the pool and the histogram.
@@ -73,7 +43,7 @@ impl Database {
         // A fixed, valid name, label and increasing buckets: creating it cannot fail.
         let wait_time = Histogram::with_opts(opts).expect("valid histogram");
         let url = pool.connect_options().database_url.clone();
-        let system = Backend::of_url(url.as_str()).map_or("other_sql", Backend::system);
+        let system = Backend::of_scheme(url.scheme()).map_or("other_sql", Backend::system);
         Self { pool, system, name: name.into(), wait_time }
     }
 
@@ -179,12 +149,13 @@ impl Collector for PoolCollector {
 /// (the two users replicas of `make demo`) can share one file.
 ///
 /// # Errors
-/// When the URL is malformed or the database cannot be reached within `acquire_timeout`.
+/// When the database cannot be reached within `acquire_timeout`, or sqlx refuses an
+/// option in the URL.
 pub async fn connect(config: &DatabaseConfig) -> Result<AnyPool, sqlx::Error> {
     sqlx::any::install_default_drivers();
-    let backend = Backend::of_url(&config.url).map_err(|e| sqlx::Error::Configuration(e.into()))?;
+    let backend = config.url.backend();
     AnyPoolOptions::new()
-        .max_connections(config.max_connections)
+        .max_connections(config.max_connections.get())
         .acquire_timeout(config.acquire_timeout)
         .after_connect(move |conn, _meta| {
             Box::pin(async move {
@@ -195,7 +166,7 @@ pub async fn connect(config: &DatabaseConfig) -> Result<AnyPool, sqlx::Error> {
                 Ok(())
             })
         })
-        .connect(&config.url)
+        .connect(config.url.expose_secret())
         .await
 }
 
@@ -232,17 +203,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_url_scheme_picks_the_backend() {
-        assert_eq!(Backend::of_url("postgres://u@h/db"), Ok(Backend::Postgres));
-        assert_eq!(Backend::of_url("sqlite://x.db?mode=rwc"), Ok(Backend::Sqlite));
-        assert!(Backend::of_url("mysql://h/db").is_err());
-    }
-
     #[tokio::test]
     async fn every_wait_for_a_connection_is_observed_including_one_that_times_out() {
-        let mut config = crate::config::DatabaseConfig::at("sqlite::memory:");
-        config.max_connections = 1;
+        let mut config = crate::config::DatabaseConfig::at("sqlite::memory:".parse().expect("a database URL"));
+        config.max_connections = std::num::NonZeroU32::MIN;
         config.acquire_timeout = std::time::Duration::from_millis(50);
         let db = Database::new(connect(&config).await.expect("in-memory SQLite"), "test");
         let metrics = crate::metrics::Metrics::new();

@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod backoff;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod consul;

@@ -26,17 +26,43 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields)]
 pub struct TelemetryConfig {
     /// OTLP/gRPC collector, e.g. `http://jaeger:4317`. `None` (the default) exports
-    /// nothing; trace ids are still made, logged and propagated.
+    /// nothing; trace ids are still made, logged and propagated. Checked at load: an
+    /// absolute URI with a scheme and a host.
+    #[serde(default, deserialize_with = "otlp_endpoint")]
     pub otlp_endpoint: Option<String>,
     /// `service.name` of every span, e.g. `orders`.
     pub service_name: String,
     /// Share of new traces (those without a sampled parent) that are recorded and
     /// exported, 0.0 to 1.0. A request whose `traceparent` says "sampled" is always
     /// recorded, one that says "not sampled" never is (parent-based sampling).
+    /// Checked at load.
+    #[serde(deserialize_with = "sampling_ratio")]
     pub sampling_ratio: f64,
     /// Longest one export may take, e.g. `"3s"`; also bounds the flush at shutdown.
     #[serde(with = "humantime_serde")]
     pub export_timeout: Duration,
+}
+
+/// `telemetry.otlp_endpoint` at load: empty or unset is `None`, else an absolute URI
+/// with a scheme and a host (the text is not quoted back: it may hold credentials).
+fn otlp_endpoint<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    let endpoint = Option::<String>::deserialize(deserializer)?.filter(|e| !e.is_empty());
+    if let Some(text) = &endpoint {
+        let uri = text.parse::<http::Uri>().ok().filter(|uri| uri.scheme().is_some() && uri.authority().is_some());
+        if uri.is_none() {
+            return Err(serde::de::Error::custom("expected an http://host:port address, e.g. http://jaeger:4317"));
+        }
+    }
+    Ok(endpoint)
+}
+
+/// `telemetry.sampling_ratio` at load: a share, 0.0 to 1.0.
+fn sampling_ratio<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+    let ratio = f64::deserialize(deserializer)?;
+    if !(0.0..=1.0).contains(&ratio) {
+        return Err(serde::de::Error::custom(format!("{ratio} is not between 0 and 1")));
+    }
+    Ok(ratio)
 }
 
 impl TelemetryConfig {

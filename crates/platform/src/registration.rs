@@ -29,18 +29,18 @@ pub struct RegistrationConfig {
     pub instance_name: String,
     /// Consul tags (`registration.tags`).
     pub tags: Vec<String>,
-    /// How often Consul runs the gRPC health check (`registration.check_interval`, 10s).
-    #[serde(with = "humantime_serde")]
+    /// How often Consul runs the gRPC health check (`registration.check_interval`, 10s; more than 0s).
+    #[serde(with = "crate::config::positive_duration")]
     pub check_interval: Duration,
-    /// Timeout of one check (`registration.check_timeout`, 2s).
-    #[serde(with = "humantime_serde")]
+    /// Timeout of one check (`registration.check_timeout`, 2s; more than 0s).
+    #[serde(with = "crate::config::positive_duration")]
     pub check_timeout: Duration,
     /// Consul removes an instance critical for this long (`registration.deregister_critical_after`,
     /// 1m; Consul reaps about once a minute, so smaller values act as 1m).
     #[serde(with = "humantime_serde")]
     pub deregister_critical_after: Duration,
-    /// How often to confirm the agent still has this instance (`registration.refresh_interval`, 10s).
-    #[serde(with = "humantime_serde")]
+    /// How often to confirm the agent still has this instance (`registration.refresh_interval`, 10s; more than 0s).
+    #[serde(with = "crate::config::positive_duration")]
     pub refresh_interval: Duration,
 }
 

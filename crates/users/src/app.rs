@@ -36,8 +36,8 @@ impl App {
     /// instance registers in Consul once it serves.
     ///
     /// # Errors
-    /// When the database cannot be reached or migrated, the port cannot be bound, or
-    /// `consul.address` is malformed; the message says which.
+    /// When the database cannot be reached or migrated, or the port cannot be bound;
+    /// the message says which.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let pool = database::connect(&config.database).await.context("connect to the database (database.url)")?;
         MIGRATOR.run(&pool).await.context("apply database migrations")?;
@@ -51,7 +51,7 @@ impl App {
             .add_service(UserServiceServer::new(UserGrpc::new(users)))
             .probe_database(pool.clone(), &config.database);
         if config.registration.enabled {
-            let consul = Consul::new(&config.consul)?;
+            let consul = Consul::new(&config.consul);
             server = server.register_in(consul, &config.registration, env!("CARGO_PKG_VERSION"));
         }
         let admin = AdminServer::bind(&config.admin, metrics)

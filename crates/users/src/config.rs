@@ -41,7 +41,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             server: ServerConfig::on_port(50051),
-            database: DatabaseConfig::at("sqlite://users.db?mode=rwc"),
+            database: DatabaseConfig::at("sqlite://users.db?mode=rwc".parse().expect("a valid literal")),
             log: LogConfig::default(),
             consul: ConsulConfig::default(),
             registration: RegistrationConfig::for_service("users"),
@@ -52,7 +52,8 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Loads the layers (see [`platform::config::load`]) with the `USERS_` prefix.
+    /// Loads the layers (see [`platform::config::load`]) with the `USERS_` prefix;
+    /// Kubernetes' service-link variables (`USERS_SERVICE_HOST`, `USERS_PORT`, …) are ignored.
     ///
     /// # Errors
     /// One-line [`ConfigError`] naming the bad key and its source.

@@ -1,45 +1,27 @@
-//! The users binary: load config, start logs and traces, build the app, serve until SIGTERM, flush traces.
+//! The users binary: load config, then serve (start logs and traces, build the app, serve
+//! until SIGTERM, flush traces), or answer `health-check`, or apply `migrate`.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::process::ExitCode;
 
-use clap::Parser;
-use platform::telemetry;
-use users::{App, Config};
-
-/// Command line of the users service; everything else is config.
-#[derive(Parser)]
-#[command(version, about = "The users gRPC service")]
-struct Args {
-    /// TOML config file, applied over the defaults and under `USERS_*` env vars.
-    #[arg(long)]
-    config: Option<PathBuf>,
-}
+use platform::{
+    cli::{self, Cli, Command},
+    telemetry,
+};
+use users::{App, Config, repository::MIGRATOR};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
-    let config = match Config::load(args.config.as_deref()) {
+    let cli = Cli::from_env("users", "The users gRPC service; config from --config and USERS_* env vars");
+    let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
-        Err(error) => return exit("config", error, 78),
+        Err(error) => return cli::config_error("users", error),
     };
-    let tracing = match telemetry::start(&config.log, &config.telemetry) {
-        Ok(tracing) => tracing,
-        Err(error) => return exit("config", error, 78),
-    };
-    let result = match App::build(config).await {
-        Ok(app) => app.run_until_stopped().await.map_err(|error| ("server", error)),
-        Err(error) => Err(("start-up", error)),
-    };
-    // Export the spans still queued, whatever happened.
-    tracing.shutdown().await;
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err((stage, error)) => exit(stage, format!("{error:#}"), 1),
+    match cli.subcommand() {
+        Command::Serve => {
+            let tracing = telemetry::start(&config.log, &config.telemetry);
+            cli::serve("users", tracing, async { App::build(config).await?.run_until_stopped().await }).await
+        }
+        Command::HealthCheck => cli::health_check("users", &config.server).await,
+        Command::Migrate => cli::migrate("users", &config.database, &MIGRATOR).await,
     }
-}
-
-/// Prints one line naming what failed and exits with `code` (78 = EX_CONFIG).
-fn exit(stage: &str, error: impl std::fmt::Display, code: u8) -> ExitCode {
-    eprintln!("users: {stage} error: {error}");
-    ExitCode::from(code)
 }

@@ -87,7 +87,8 @@ async fn start_users() -> (String, oneshot::Sender<()>) {
     let mut config = users::Config::default();
     config.server.port = 0;
     config.admin.port = 0;
-    config.database = DatabaseConfig::at(test_support::fresh_postgres_database("users_test").await);
+    let database_url = test_support::fresh_postgres_database("users_test").await;
+    config.database = DatabaseConfig::at(database_url.parse().expect("a database URL"));
     config.server.drain_period = Duration::ZERO;
     let app = users::App::build(config).await.expect("users builds");
     let address = format!("http://127.0.0.1:{}", app.port());
@@ -102,12 +103,12 @@ async fn start_orders(
     let mut config = orders::Config::default();
     config.server.port = 0;
     config.admin.port = 0;
-    config.database = DatabaseConfig::at(database_url);
+    config.database = DatabaseConfig::at(database_url.parse().expect("a database URL"));
     config.users = ClientConfig::with_endpoints(
         users_endpoints.iter().map(|endpoint| endpoint.parse().expect("an http://host:port endpoint")).collect(),
     );
     config.users.timeout = timeout.unwrap_or(Duration::from_secs(5));
-    config.paging.token_secret = "test-secret".to_owned();
+    config.paging.token_secret = Some("test-secret".into());
     config.server.drain_period = Duration::ZERO;
     let app = orders::App::build(config).await.expect("orders builds");
     let address = format!("http://127.0.0.1:{}", app.port());

@@ -49,7 +49,7 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = Config::default();
     config.server.port = 0;
     config.admin.port = 0;
-    config.database = DatabaseConfig::at(&database_url);
+    config.database = DatabaseConfig::at(database_url.parse().expect("a database URL"));
     config.database.health_check_interval = Duration::from_millis(50);
     config.database.acquire_timeout = Duration::from_millis(500);
     config.server.shutdown_grace = SHUTDOWN_GRACE;

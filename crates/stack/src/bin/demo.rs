@@ -16,7 +16,7 @@ use api::{
     users::v1::{CreateUserRequest, user_service_client::UserServiceClient},
 };
 use clap::Parser;
-use demo::{Service, new_traceparent, orders_env, traced_request, users_env};
+use stack::{Service, new_traceparent, orders_env, traced_request, users_env};
 use tonic::{Code, Status, transport::Channel};
 
 /// Command line of the demo.

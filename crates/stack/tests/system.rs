@@ -4,8 +4,8 @@
 use std::{path::PathBuf, process::Command};
 
 use api::orders::v1::{CreateOrderRequest, order_service_client::OrderServiceClient};
-use demo::{Service, orders_env, users_env};
 use serde_json::{Value, json};
+use stack::{Service, orders_env, temp_dir, users_env};
 
 /// grpcurl: `$GRPCURL`, else the one `make tools` builds, else `grpcurl` on PATH.
 fn grpcurl() -> PathBuf {
@@ -33,13 +33,6 @@ fn call(service: &Service, args: &[&str]) -> String {
 fn call_json(service: &Service, data: Value, method: &str) -> Value {
     let out = call(service, &["-d", &data.to_string(), method]);
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("grpcurl printed JSON for {method}: {e}: {out}"))
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("stack-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("a temp dir");
-    dir
 }
 
 #[tokio::test]
@@ -111,7 +104,7 @@ async fn create_order_calls_reach_both_users_replicas_in_turn() {
 
 #[test]
 fn a_bad_config_value_exits_78_with_one_line_naming_the_key_and_the_variable() {
-    let output = Command::new(demo::bin_dir().join("orders"))
+    let output = Command::new(stack::bin_dir().join("orders"))
         .env("ORDERS_USERS__TIMEOUT", "soon")
         .output()
         .expect("the orders binary runs (build the release binaries first)");

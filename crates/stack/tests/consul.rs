@@ -16,8 +16,8 @@ use api::{
     orders::v1::{CreateOrderRequest, ListOrdersRequest, order_service_client::OrderServiceClient},
     users::v1::{CreateUserRequest, user_service_client::UserServiceClient},
 };
-use demo::{Service, consul::ConsulAgent, users_env};
 use serde_json::Value;
+use stack::{Service, consul::ConsulAgent, temp_dir, users_env};
 use tokio::{sync::watch, task::JoinHandle};
 
 /// Bound on any awaited state change: a guard against a hung test, not a wait.
@@ -27,13 +27,6 @@ const PATIENCE: Duration = Duration::from_secs(60);
 const CONSUL_OUTAGE: Duration = Duration::from_secs(30);
 
 const CUSTOMER: &str = "load@example.com";
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("consul-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("a temp dir");
-    dir
-}
 
 /// Env vars that make a service register in `consul` and check fast.
 fn registration_env(prefix: &str, consul: &ConsulAgent) -> Vec<(String, String)> {
@@ -225,7 +218,7 @@ async fn an_instance_registers_with_a_passing_grpc_check_and_leaves_consul_on_si
 async fn an_instance_killed_and_restarted_on_its_address_leaves_one_consul_entry() {
     let dir = temp_dir("restart-same-port");
     let consul = ConsulAgent::start(&dir).await.expect("consul starts");
-    let port = demo::consul::free_port().expect("a free port");
+    let port = stack::free_port().expect("a free port");
     let env = [("USERS_SERVER__PORT".to_owned(), port.to_string())];
     let mut first = start_users_with("users-1", &dir, &consul, &env).await;
     first.wait_for_log("registered in consul", PATIENCE).await.expect("the first run registers");

@@ -11,6 +11,8 @@ use anyhow::{Context, bail};
 use platform::consul::{Consul, ConsulConfig, Instance};
 use tokio::process::{Child, Command};
 
+use crate::free_port;
+
 /// How long the agent may take to elect itself leader: a guard, not a wait.
 const START_PATIENCE: Duration = Duration::from_secs(60);
 
@@ -28,11 +30,6 @@ pub fn consul_binary() -> PathBuf {
     std::env::var_os("CONSUL")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.tools/bin/consul"))
-}
-
-/// A port that was free a moment ago (bound to port 0, then released).
-pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 impl ConsulAgent {
@@ -105,9 +102,9 @@ impl ConsulAgent {
     /// A client of this agent.
     ///
     /// # Errors
-    /// Never for an address built here; the type is the client's.
+    /// Never for the address built here (it parses as a URI).
     pub fn client(&self) -> anyhow::Result<Consul> {
-        Ok(Consul::new(&ConsulConfig { address: self.address.clone(), ..ConsulConfig::default() })?)
+        Ok(Consul::new(&ConsulConfig { address: self.address.parse()?, ..ConsulConfig::default() }))
     }
 
     /// The passing instances of `service` now.

@@ -44,6 +44,27 @@ pub struct Service {
     lines: watch::Receiver<usize>,
 }
 
+/// A port that was free a moment ago on 127.0.0.1 (bound to port 0, then released), for
+/// tools that cannot be told to pick their own (Consul, Jaeger).
+///
+/// # Errors
+/// When no loopback port can be bound.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// An empty directory `$TMPDIR/stack-{name}-{pid}` for one test's databases and logs
+/// (emptied first when a previous run left it behind).
+///
+/// # Panics
+/// When the directory cannot be created: a test helper, it has no one to report to.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("stack-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    dir
+}
+
 /// The directory of the release binaries: `$STACK_BIN_DIR`, else the workspace's
 /// `target/release`.
 pub fn bin_dir() -> PathBuf {

@@ -3,7 +3,6 @@
 //! trace Jaeger shows.
 
 use std::{
-    net::TcpListener,
     path::{Path, PathBuf},
     process::Stdio,
     time::Duration,
@@ -13,8 +12,8 @@ use api::{
     orders::v1::{CreateOrderRequest, order_service_client::OrderServiceClient},
     users::v1::{CreateUserRequest, user_service_client::UserServiceClient},
 };
-use demo::{Service, new_traceparent, orders_env, sample, scrape, traced_request, users_env};
 use serde_json::Value;
+use stack::{Service, free_port, new_traceparent, orders_env, sample, scrape, temp_dir, traced_request, users_env};
 use tokio::{
     io::AsyncWriteExt,
     process::{Child, Command},
@@ -41,19 +40,6 @@ fn tool(var: &str, name: &str) -> PathBuf {
     path
 }
 
-/// A port that was free a moment ago on 127.0.0.1 (Jaeger cannot be told to pick one).
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("a local address").port()
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("stack-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("a temp dir");
-    dir
-}
-
 /// Jaeger v2 all-in-one with in-memory storage, OTLP/gRPC and the query API on loopback.
 struct Jaeger {
     /// `http://127.0.0.1:PORT`: where the services export (OTLP over gRPC).
@@ -65,7 +51,8 @@ struct Jaeger {
 
 impl Jaeger {
     async fn start(dir: &Path) -> Self {
-        let (otlp, query_http, query_grpc) = (free_port(), free_port(), free_port());
+        let port = || free_port().expect("a free port");
+        let (otlp, query_http, query_grpc) = (port(), port(), port());
         let config = format!(
             r#"service:
   extensions: [jaeger_storage, jaeger_query]
