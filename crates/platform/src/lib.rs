@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod auth;
 pub mod backoff;
 pub mod cli;
 pub mod client;
@@ -24,6 +25,7 @@ pub mod methods;
 pub mod metrics;
 pub mod observe;
 pub mod otel;
+pub mod rate_limit;
 pub mod redact;
 pub mod registration;
 pub mod server;

@@ -111,6 +111,8 @@ where
             rpc.grpc.status_code = Empty,
             server.address = host,
             server.port = port,
+            // The caller's subject, recorded by the auth layer below (never the token).
+            enduser.id = Empty,
         );
         // A missing or malformed traceparent starts a new trace; the layer is always there.
         let _ = span.set_parent(otel::extract(request.headers()));

@@ -1,4 +1,5 @@
-//! The server stack from outside: a server at its limit of concurrent calls sheds the next one.
+//! The server stack from outside: a server at its limit of concurrent calls sheds the next one; callers are
+//! authenticated by default and limited per method when configured.
 
 use std::{num::NonZeroU32, sync::Arc, time::Duration};
 
@@ -8,7 +9,14 @@ use api::users::v1::{
     user_service_client::UserServiceClient,
     user_service_server::{UserService, UserServiceServer},
 };
-use platform::{config::ServerConfig, metrics::Metrics, server::GrpcServer};
+use platform::{
+    auth::{AuthConfig, Authenticator, DevIssuer},
+    config::ServerConfig,
+    metrics::Metrics,
+    rate_limit::RateLimitConfig,
+    server::GrpcServer,
+};
+use secrecy::ExposeSecret;
 use tokio::{sync::Notify, time::Instant};
 use tonic::{Code, Request, Response, Status, transport::Channel};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
@@ -59,7 +67,8 @@ async fn a_server_at_its_limit_answers_the_next_call_unavailable_at_once_and_sti
     let server = GrpcServer::bind(&config, api::FILE_DESCRIPTOR_SET, &metrics)
         .await
         .expect("bind")
-        .add_service(UserServiceServer::new(held));
+        .add_service(UserServiceServer::new(held))
+        .authenticate(Authenticator::new(&AuthConfig::none()).expect("nothing to read"));
     let address = format!("http://{}", server.local_addr());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(server.serve(async move {
@@ -93,4 +102,73 @@ async fn a_server_at_its_limit_answers_the_next_call_unavailable_at_once_and_sti
 
     let _ = stop.send(());
     serving.await.expect("joins").expect("serves cleanly");
+}
+
+/// A users service answering every call NOT_FOUND, served on port 0 with `auth` and
+/// `limits`; returns its address and the sender that stops it.
+async fn serve_users(auth: &AuthConfig, limits: &RateLimitConfig) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let mut config = ServerConfig::on_port(0);
+    config.drain_period = Duration::ZERO;
+    let held = Held { entered: Arc::new(Notify::new()), release: Arc::new(Notify::new()) };
+    let mut server = GrpcServer::bind(&config, api::FILE_DESCRIPTOR_SET, &Metrics::new())
+        .await
+        .expect("bind")
+        .add_service(UserServiceServer::new(held))
+        .rate_limit(limits);
+    if auth.jwks_file.is_some() || auth.mode == platform::auth::AuthMode::None {
+        server = server.authenticate(Authenticator::new(auth).expect("keys read"));
+    }
+    let address = format!("http://{}", server.local_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.serve(async move {
+        let _ = stopped.await;
+    }));
+    (address, stop)
+}
+
+fn by_email(token: Option<&str>) -> Request<GetUserByEmailRequest> {
+    let mut request = Request::new(GetUserByEmailRequest { email: "a@example.com".into() });
+    request.set_timeout(DEADLINE);
+    if let Some(token) = token {
+        request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("a header value"));
+    }
+    request
+}
+
+#[tokio::test]
+async fn a_server_told_nothing_about_auth_refuses_business_calls_and_still_answers_health() {
+    let (address, _stop) = serve_users(&AuthConfig::default(), &RateLimitConfig::default()).await;
+    let channel = Channel::from_shared(address).expect("a valid address").connect().await.expect("connect");
+    let refused = UserServiceClient::new(channel.clone()).get_user_by_email(by_email(None)).await.expect_err("refused");
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    assert!(refused.message().contains("not configured"), "{refused:?}");
+    let status = HealthClient::new(channel).check(HealthCheckRequest { service: String::new() }).await.expect("open");
+    assert_eq!(status.into_inner().status(), ServingStatus::Serving);
+}
+
+#[tokio::test]
+async fn a_caller_over_its_quota_is_answered_resource_exhausted_with_a_pushback_and_others_are_not() {
+    let issuer = DevIssuer::generate("https://issuer.test");
+    let jwks = std::env::temp_dir().join(format!("server-test-jwks-{}.json", std::process::id()));
+    issuer.write_jwks(&jwks).expect("written");
+    let auth = AuthConfig::jwt(&jwks, "https://issuer.test", "users");
+    let mut limits = RateLimitConfig::default();
+    limits.methods.insert("GetUserByEmail".to_owned(), "2/m".parse().expect("a rate"));
+    let (address, _stop) = serve_users(&auth, &limits).await;
+    let channel = Channel::from_shared(address).expect("a valid address").connect().await.expect("connect");
+    let mut client = UserServiceClient::new(channel);
+    let alice = issuer.token("alice", "users", &[], Duration::from_secs(60));
+    let bob = issuer.token("bob", "users", &[], Duration::from_secs(60));
+
+    for _ in 0..2 {
+        let status = client.get_user_by_email(by_email(Some(alice.expose_secret()))).await.expect_err("NOT_FOUND");
+        assert_eq!(status.code(), Code::Unimplemented, "within the quota the handler answers: {status:?}");
+    }
+    let limited = client.get_user_by_email(by_email(Some(alice.expose_secret()))).await.expect_err("over");
+    assert_eq!(limited.code(), Code::ResourceExhausted, "{limited:?}");
+    let pushback = limited.metadata().get("grpc-retry-pushback-ms").expect("a pushback").to_str().expect("ascii");
+    assert!(pushback.parse::<u64>().is_ok_and(|ms| ms > 0 && ms <= 30_000), "{pushback}");
+    let other = client.get_user_by_email(by_email(Some(bob.expose_secret()))).await.expect_err("handler answers");
+    assert_eq!(other.code(), Code::Unimplemented, "bob has his own quota: {other:?}");
+    let _ = std::fs::remove_file(jwks);
 }
