@@ -7,6 +7,7 @@ use anyhow::Context;
 use api::orders::v1::order_service_server::OrderServiceServer;
 use platform::{
     admin::AdminServer,
+    auth::Authenticator,
     client::{self, ResolverConfig},
     consul::Consul,
     database::{self, Backend, Database},
@@ -72,11 +73,14 @@ impl App {
             PageTokens::new(config.paging.token_secret.as_ref().map_or("", ExposeSecret::expose_secret)),
             changes,
         );
+        let authenticator = Authenticator::new(&config.auth).context("read the signing keys (auth.jwks_file)")?;
         let mut server = GrpcServer::bind(&config.server, api::FILE_DESCRIPTOR_SET, &metrics)
             .await
             .with_context(|| format!("bind {} (server.host, server.port)", config.server.addr()))?
             .add_service(OrderServiceServer::new(OrderGrpc::new(orders, config.paging)))
-            .probe_database(pool.clone(), &config.database);
+            .probe_database(pool.clone(), &config.database)
+            .authenticate(authenticator)
+            .rate_limit(&config.rate_limit);
         if let (true, Some(consul)) = (config.registration.enabled, consul) {
             server = server.register_in(consul, &config.registration, env!("CARGO_PKG_VERSION"));
         }

@@ -4,10 +4,12 @@ use std::path::Path;
 
 use platform::{
     admin::AdminConfig,
+    auth::AuthConfig,
     client::ClientConfig,
     config::{ConfigError, DatabaseConfig, InvalidKey, LogConfig, ServerConfig},
     consul::ConsulConfig,
     otel::TelemetryConfig,
+    rate_limit::RateLimitConfig,
     registration::RegistrationConfig,
 };
 use secrecy::SecretString;
@@ -44,6 +46,16 @@ pub struct Config {
     pub registration: RegistrationConfig,
     /// ListOrders paging.
     pub paging: PagingConfig,
+    /// Who may call (see [`platform::auth`]): `auth.mode` (`jwt`; `none` runs open with a
+    /// WARN), `auth.jwks_file`, `auth.issuer`, `auth.audience` (unset: business calls are
+    /// refused UNAUTHENTICATED), `auth.algorithms` (`["EdDSA", "ES256", "RS256"]`),
+    /// `auth.leeway` (30s), `auth.jwks_refresh` (5s), `auth.reflection` (`open`),
+    /// `auth.default_scopes` (`[]`: any valid token), `auth.scopes.<Method>`.
+    pub auth: AuthConfig,
+    /// Per-method, per-caller quotas (see [`platform::rate_limit`]): `rate_limit.default`
+    /// and `rate_limit.methods.<Method>` (`"N/s"` or `"N/m"`; unset: off),
+    /// `rate_limit.max_callers` (10000).
+    pub rate_limit: RateLimitConfig,
 }
 
 /// ListOrders paging.
@@ -98,6 +110,8 @@ impl Default for Config {
             consul: ConsulConfig::default(),
             registration: RegistrationConfig::for_service("orders"),
             paging: PagingConfig { token_secret: None, default_page_size: 50, max_page_size: 1000 },
+            auth: AuthConfig::default(),
+            rate_limit: RateLimitConfig::default(),
         }
     }
 }
@@ -110,7 +124,10 @@ impl Config {
     /// # Errors
     /// One-line [`ConfigError`] naming the bad key and its source.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        platform::config::load_checked("ORDERS_", file, |config: &Self| config.paging.check())
+        platform::config::load_checked("ORDERS_", file, |config: &Self| {
+            config.paging.check()?;
+            config.auth.check()
+        })
     }
 }
 

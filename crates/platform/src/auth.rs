@@ -482,7 +482,26 @@ impl fmt::Debug for CallerToken {
     }
 }
 
+impl PartialEq for CallerToken {
+    /// The same source: equal fixed tokens, or the same file.
+    fn eq(&self, other: &Self) -> bool {
+        match (&*self.0, &*other.0) {
+            (TokenSource::Fixed(a), TokenSource::Fixed(b)) => a == b,
+            (TokenSource::File { path: a, .. }, TokenSource::File { path: b, .. }) => a == b,
+            _ => false,
+        }
+    }
+}
+
 impl CallerToken {
+    /// The file it reads, when it reads one (for writing a config back).
+    pub fn path(&self) -> Option<&Path> {
+        match &*self.0 {
+            TokenSource::Fixed(_) => None,
+            TokenSource::File { path, .. } => Some(path),
+        }
+    }
+
     /// A fixed token.
     ///
     /// # Errors

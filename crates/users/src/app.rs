@@ -7,6 +7,7 @@ use anyhow::Context;
 use api::users::v1::user_service_server::UserServiceServer;
 use platform::{
     admin::AdminServer,
+    auth::Authenticator,
     consul::Consul,
     database::{self, Database},
     metrics::Metrics,
@@ -39,6 +40,7 @@ impl App {
     /// When the database cannot be reached or migrated, or the port cannot be bound;
     /// the message says which.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let authenticator = Authenticator::new(&config.auth).context("read the signing keys (auth.jwks_file)")?;
         let pool = database::connect(&config.database).await.context("connect to the database (database.url)")?;
         MIGRATOR.run(&pool).await.context("apply database migrations")?;
         let metrics = Metrics::new();
@@ -49,7 +51,9 @@ impl App {
             .await
             .with_context(|| format!("bind {} (server.host, server.port)", config.server.addr()))?
             .add_service(UserServiceServer::new(UserGrpc::new(users)))
-            .probe_database(pool.clone(), &config.database);
+            .probe_database(pool.clone(), &config.database)
+            .authenticate(authenticator)
+            .rate_limit(&config.rate_limit);
         if config.registration.enabled {
             let consul = Consul::new(&config.consul);
             server = server.register_in(consul, &config.registration, env!("CARGO_PKG_VERSION"));

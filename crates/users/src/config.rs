@@ -4,9 +4,11 @@ use std::path::Path;
 
 use platform::{
     admin::AdminConfig,
+    auth::AuthConfig,
     config::{ConfigError, DatabaseConfig, LogConfig, ServerConfig},
     consul::ConsulConfig,
     otel::TelemetryConfig,
+    rate_limit::RateLimitConfig,
     registration::RegistrationConfig,
 };
 use serde::{Deserialize, Serialize};
@@ -35,6 +37,16 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// Prometheus `GET /metrics`: `admin.host` (127.0.0.1), `admin.port` (9051).
     pub admin: AdminConfig,
+    /// Who may call (see [`platform::auth`]): `auth.mode` (`jwt`; `none` runs open with a
+    /// WARN), `auth.jwks_file`, `auth.issuer`, `auth.audience` (unset: business calls are
+    /// refused UNAUTHENTICATED), `auth.algorithms` (`["EdDSA", "ES256", "RS256"]`),
+    /// `auth.leeway` (30s), `auth.jwks_refresh` (5s), `auth.reflection` (`open`),
+    /// `auth.default_scopes` (`[]`: any valid token), `auth.scopes.<Method>`.
+    pub auth: AuthConfig,
+    /// Per-method, per-caller quotas (see [`platform::rate_limit`]): `rate_limit.default`
+    /// and `rate_limit.methods.<Method>` (`"N/s"` or `"N/m"`; unset: off),
+    /// `rate_limit.max_callers` (10000).
+    pub rate_limit: RateLimitConfig,
 }
 
 impl Default for Config {
@@ -47,17 +59,20 @@ impl Default for Config {
             registration: RegistrationConfig::for_service("users"),
             telemetry: TelemetryConfig::for_service("users"),
             admin: AdminConfig::on_port(9051),
+            auth: AuthConfig::default(),
+            rate_limit: RateLimitConfig::default(),
         }
     }
 }
 
 impl Config {
-    /// Loads the layers (see [`platform::config::load`]) with the `USERS_` prefix;
+    /// Loads the layers (see [`platform::config::load`]) with the `USERS_` prefix, then
+    /// checks the rules across keys ([`AuthConfig::check`]);
     /// Kubernetes' service-link variables (`USERS_SERVICE_HOST`, `USERS_PORT`, …) are ignored.
     ///
     /// # Errors
     /// One-line [`ConfigError`] naming the bad key and its source.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        platform::config::load("USERS_", file)
+        platform::config::load_checked("USERS_", file, |config: &Self| config.auth.check())
     }
 }

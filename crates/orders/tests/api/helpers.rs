@@ -6,7 +6,7 @@ use api::{
     orders::v1::{CreateOrderRequest, Order, order_service_client::OrderServiceClient},
     users::v1::{CreateUserRequest, user_service_client::UserServiceClient},
 };
-use platform::{client::ClientConfig, config::DatabaseConfig, test_support};
+use platform::{auth::AuthConfig, client::ClientConfig, config::DatabaseConfig, test_support};
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
@@ -90,6 +90,7 @@ async fn start_users() -> (String, oneshot::Sender<()>) {
     let database_url = test_support::fresh_postgres_database("users_test").await;
     config.database = DatabaseConfig::at(database_url.parse().expect("a database URL"));
     config.server.drain_period = Duration::ZERO;
+    config.auth = AuthConfig::none();
     let app = users::App::build(config).await.expect("users builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     (address, run(|stop| app.run_until(stop)))
@@ -110,6 +111,8 @@ async fn start_orders(
     config.users.timeout = timeout.unwrap_or(Duration::from_secs(5));
     config.paging.token_secret = Some("test-secret".into());
     config.server.drain_period = Duration::ZERO;
+    // Open, so each test calls without a token.
+    config.auth = AuthConfig::none();
     let app = orders::App::build(config).await.expect("orders builds");
     let address = format!("http://127.0.0.1:{}", app.port());
     (address, run(|stop| app.run_until(stop)))

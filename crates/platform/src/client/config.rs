@@ -3,13 +3,13 @@
 //! Values are checked while the config loads, so a bad one fails start-up with its key
 //! named (figment reports the path) instead of surfacing on the first call.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use http::Uri;
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error as _};
 use tonic::Code;
 
-use crate::redact;
+use crate::{auth::CallerToken, redact};
 
 /// How a service reaches one of its upstreams. TOML keys are the field names of
 /// the flat section (`resolver`, `endpoints`, `consul_service`, `consul_wait`,
@@ -38,6 +38,10 @@ pub struct ClientConfig {
     pub retry_budget: RetryBudget,
     /// Per-endpoint circuit breaking.
     pub outlier_detection: OutlierDetection,
+    /// This service's own token, sent as `authorization: Bearer <token>` on every call
+    /// to the upstream: `token` (a secret, never logged) or `token_file` (re-read when
+    /// it changes, e.g. a projected service-account token); at most one of them.
+    pub token: Option<CallerToken>,
     /// The values of the resolver keys the chosen resolver does not use, so the config
     /// serialises back to every key it was read from: figment layers file and env
     /// over the serialised defaults, and `ORDERS_USERS__RESOLVER=consul` alone must
@@ -100,6 +104,7 @@ impl ClientConfig {
             retry_policy: RetryPolicy::default(),
             retry_budget: RetryBudget::default(),
             outlier_detection: OutlierDetection::default(),
+            token: None,
             unused: ResolverKeys {
                 endpoints: Vec::new(),
                 consul_service: upstream.to_owned(),
@@ -145,6 +150,10 @@ struct RawClientConfig {
     retry_policy: RetryPolicy,
     retry_budget: RetryBudget,
     outlier_detection: OutlierDetection,
+    #[serde(default, with = "crate::config::optional_secret", skip_serializing_if = "Option::is_none")]
+    token: Option<secrecy::SecretString>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    token_file: Option<PathBuf>,
 }
 
 /// The `resolver` key.
@@ -183,6 +192,12 @@ impl TryFrom<RawClientConfig> for ClientConfig {
                 ResolverConfig::Dns { name: raw.dns_name.clone(), refresh: raw.dns_refresh }
             }
         };
+        let token = match (raw.token, raw.token_file) {
+            (Some(_), Some(_)) => return Err("set `token` or `token_file`, not both".to_owned()),
+            (Some(token), None) => Some(CallerToken::fixed(&token).map_err(|e| format!("`token`: {e}"))?),
+            (None, Some(path)) => Some(CallerToken::file(path)),
+            (None, None) => None,
+        };
         Ok(Self {
             resolver,
             connect_timeout: raw.connect_timeout,
@@ -192,6 +207,7 @@ impl TryFrom<RawClientConfig> for ClientConfig {
             retry_policy: raw.retry_policy,
             retry_budget: raw.retry_budget,
             outlier_detection: raw.outlier_detection,
+            token,
             unused: ResolverKeys {
                 endpoints,
                 consul_service: raw.consul_service,
@@ -234,6 +250,13 @@ impl From<ClientConfig> for RawClientConfig {
             retry_policy: config.retry_policy,
             retry_budget: config.retry_budget,
             outlier_detection: config.outlier_detection,
+            // A fixed token is written back redacted: a serialized config never holds it.
+            token: config
+                .token
+                .as_ref()
+                .filter(|token| token.path().is_none())
+                .map(|_| secrecy::SecretString::from("[redacted]")),
+            token_file: config.token.as_ref().and_then(|token| token.path().map(PathBuf::from)),
         }
     }
 }

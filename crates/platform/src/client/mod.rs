@@ -32,6 +32,7 @@ pub use self::{
     metrics::ClientMetrics,
 };
 use crate::{
+    auth::{AttachToken, AttachTokenLayer},
     consul::Consul,
     discovery::{self, Resolver},
     methods::Methods,
@@ -145,7 +146,7 @@ pub fn resolver(config: &ResolverConfig, consul: Option<&Consul>) -> Result<Reso
 /// clones share endpoints, budget and counters.
 #[derive(Clone)]
 pub struct ResilientChannel {
-    service: Deadline<Retry<Balancer>>,
+    service: AttachToken<Deadline<Retry<Balancer>>>,
     target: String,
     balancer: Balancer,
     metrics: ClientMetrics,
@@ -179,6 +180,9 @@ impl ResilientChannel {
             metrics.clone(),
         );
         let service = ServiceBuilder::new()
+            // This service's own identity on every call (`token`/`token_file`), set
+            // once: retries resend the same headers.
+            .layer(AttachTokenLayer::new(config.token.clone()))
             // The call's deadline first, so it bounds everything below: retries,
             // backoff, waiting for a first connection.
             .layer(Deadline::layer(config))

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use api::users::v1::user_service_client::UserServiceClient;
-use platform::{config::DatabaseConfig, test_support};
+use platform::{auth::AuthConfig, config::DatabaseConfig, test_support};
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 use users::{App, Config};
@@ -54,6 +54,8 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut Config)) -> TestApp {
     config.database.acquire_timeout = Duration::from_millis(500);
     config.server.shutdown_grace = SHUTDOWN_GRACE;
     config.server.drain_period = Duration::ZERO;
+    // Open, so each test calls without a token; auth.rs turns it on.
+    config.auth = AuthConfig::none();
     customise(&mut config);
     let app = App::build(config).await.expect("the app builds");
     let address = format!("http://127.0.0.1:{}", app.port());

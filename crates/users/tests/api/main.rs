@@ -1,6 +1,7 @@
 //! Integration tests of the users service: the real binary's start-up path on port 0
 //! against a fresh PostgreSQL database per test.
 
+mod auth;
 mod cli;
 mod errors;
 mod health;
