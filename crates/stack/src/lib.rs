@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod consul;
 
 use std::{
@@ -218,16 +219,18 @@ fn listening_addresses(line: &str) -> Option<(String, String)> {
     Some((address, value.get("admin_address")?.as_str()?.to_owned()))
 }
 
-/// Env vars for a users replica over the SQLite file `database`.
+/// Env vars for a users replica over the SQLite file `database`, auth off.
 pub fn users_env(database: &Path) -> Vec<(&'static str, String)> {
     vec![
         ("USERS_SERVER__PORT", "0".to_owned()),
         ("USERS_ADMIN__PORT", "0".to_owned()),
         ("USERS_DATABASE__URL", format!("sqlite://{}?mode=rwc", database.display())),
+        // Open unless the caller adds [`auth::DevAuth::users_env`] after these.
+        ("USERS_AUTH__MODE", "none".to_owned()),
     ]
 }
 
-/// Env vars for an orders replica over the SQLite file `database`, calling `users`.
+/// Env vars for an orders replica over the SQLite file `database`, calling `users`, auth off.
 pub fn orders_env(database: &Path, users: &[&Service]) -> Vec<(&'static str, String)> {
     let endpoints: Vec<&str> = users.iter().map(|s| s.address.as_str()).collect();
     vec![
@@ -235,6 +238,8 @@ pub fn orders_env(database: &Path, users: &[&Service]) -> Vec<(&'static str, Str
         ("ORDERS_ADMIN__PORT", "0".to_owned()),
         ("ORDERS_DATABASE__URL", format!("sqlite://{}?mode=rwc", database.display())),
         ("ORDERS_USERS__ENDPOINTS", format!("[{}]", endpoints.join(","))),
+        // Open unless the caller adds [`auth::DevAuth::orders_env`] after these.
+        ("ORDERS_AUTH__MODE", "none".to_owned()),
     ]
 }
 

@@ -1,5 +1,7 @@
 //! `make demo`: the embedded default (SQLite, static endpoints) with two users replicas
-//! and one orders replica, driven by real traffic, then a summary.
+//! and one orders replica, driven by real traffic, then a summary. Authentication is on:
+//! a throwaway Ed25519 key made at start signs short-lived tokens for the demo's calls
+//! and for orders' calls to users.
 
 use std::{
     collections::BTreeMap,
@@ -16,7 +18,7 @@ use api::{
     users::v1::{CreateUserRequest, user_service_client::UserServiceClient},
 };
 use clap::Parser;
-use stack::{Service, new_traceparent, orders_env, traced_request, users_env};
+use stack::{Service, auth::DevAuth, new_traceparent, orders_env, traced_request, users_env};
 use tonic::{Code, Status, transport::Channel};
 
 /// Command line of the demo.
@@ -67,17 +69,19 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.dir)?;
     let dir = std::fs::canonicalize(&args.dir)?;
     let users_db = dir.join("users.db");
+    let auth = DevAuth::new(&dir)?;
+    let users_env = [users_env(&users_db), auth.users_env()].concat();
 
     println!("starting users-a, users-b (sharing {}) and orders ...", users_db.display());
     // Replicas start one after the other: the first one creates the schema.
-    let mut users_a = Service::start("users", "users-a", &users_env(&users_db), &dir).await?;
-    let mut users_b = Service::start("users", "users-b", &users_env(&users_db), &dir).await?;
-    let orders_env = orders_env(&dir.join("orders.db"), &[&users_a, &users_b]);
+    let mut users_a = Service::start("users", "users-a", &users_env, &dir).await?;
+    let mut users_b = Service::start("users", "users-b", &users_env, &dir).await?;
+    let orders_env = [orders_env(&dir.join("orders.db"), &[&users_a, &users_b]), auth.orders_env()].concat();
     let mut orders = Service::start("orders", "orders", &orders_env, &dir).await?;
     println!("  users-a {}  users-b {}  orders {}", users_a.address, users_b.address, orders.address);
 
     let mut recorder = Recorder::default();
-    let outcome = drive(&mut recorder, &users_a.address, &orders.address, args.orders).await;
+    let outcome = drive(&mut recorder, &auth, &users_a.address, &orders.address, args.orders).await;
 
     let mut exits = Vec::new();
     for service in [&mut orders, &mut users_a, &mut users_b] {
@@ -123,6 +127,11 @@ async fn main() -> anyhow::Result<()> {
         "trace of the first CreateOrder: {trace_id} ({traced_lines} log lines carry it; in Jaeger when \
          USERS_/ORDERS_TELEMETRY__OTLP_ENDPOINT point at it)"
     );
+    println!(
+        "auth: on (throwaway Ed25519 key; JWKS {}; tokens live {} min; orders -> users as subject `orders`)",
+        dir.join("jwks.json").display(),
+        stack::auth::LIFETIME.as_secs() / 60
+    );
     println!("logs: {}", dir.display());
     ensure!(traced_lines >= 2, "the orders and users log lines of the traced call should carry its trace id");
     ensure!(spread.iter().all(|(_, n)| *n > 0), "every users replica should have served GetUserByEmail");
@@ -138,13 +147,22 @@ async fn main() -> anyhow::Result<()> {
 /// and the trace id the first CreateOrder was sent with.
 async fn drive(
     recorder: &mut Recorder,
+    auth: &DevAuth,
     users: &str,
     orders: &str,
     order_count: usize,
 ) -> anyhow::Result<(Vec<String>, String)> {
-    let mut users = UserServiceClient::new(Channel::from_shared(users.to_owned())?.connect().await?);
-    let mut orders = OrderServiceClient::new(Channel::from_shared(orders.to_owned())?.connect().await?);
-    let mut story = Vec::new();
+    let users_channel = Channel::from_shared(users.to_owned())?.connect().await?;
+    let orders_channel = Channel::from_shared(orders.to_owned())?.connect().await?;
+    // An unauthenticated call is refused before any work is done.
+    let anonymous = UserServiceClient::new(users_channel.clone())
+        .create_user(CreateUserRequest { email: "anonymous@example.com".to_owned(), name: "Anon".to_owned() })
+        .await
+        .expect_err("a call without a token");
+    ensure!(anonymous.code() == Code::Unauthenticated, "a call without a token is UNAUTHENTICATED: {anonymous:?}");
+    let mut users = UserServiceClient::with_interceptor(users_channel, auth.bearer("demo", "users", &[]));
+    let mut orders = OrderServiceClient::with_interceptor(orders_channel, auth.bearer("demo", "orders", &[]));
+    let mut story = vec![format!("no token: {:?} \"{}\"", anonymous.code(), anonymous.message())];
 
     let customers: Vec<String> = (1..=5).map(|i| format!("customer{i}@example.com")).collect();
     for (i, email) in customers.iter().enumerate() {

@@ -1,0 +1,83 @@
+//! Authentication for a stack run: a throwaway issuer, the services' `auth` env, and tokens for the driver's calls.
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::Context;
+use platform::auth::DevIssuer;
+use secrecy::{ExposeSecret, SecretString};
+use tonic::{Request, Status, metadata::MetadataValue, service::Interceptor};
+
+/// The issuer every token of a stack run names.
+pub const ISSUER: &str = "https://stack.local";
+/// How long the tokens of a run live: the length of a demo or a system test, no more.
+pub const LIFETIME: Duration = Duration::from_secs(15 * 60);
+
+/// A fresh Ed25519 key (in memory only), its JWKS file and orders' token file in the
+/// run's directory. Nothing is committed: each run makes its own.
+pub struct DevAuth {
+    issuer: DevIssuer,
+    jwks: PathBuf,
+    orders_token: PathBuf,
+}
+
+impl DevAuth {
+    /// Generates the key and writes `dir/jwks.json` and `dir/orders-to-users.token`
+    /// (orders' identity towards users: subject `orders`, scope `users.read`).
+    ///
+    /// # Errors
+    /// When a file cannot be written.
+    pub fn new(dir: &std::path::Path) -> anyhow::Result<Self> {
+        let issuer = DevIssuer::generate(ISSUER);
+        let jwks = dir.join("jwks.json");
+        issuer.write_jwks(&jwks).with_context(|| format!("write {}", jwks.display()))?;
+        let orders_token = dir.join("orders-to-users.token");
+        let token = issuer.token("orders", "users", &["users.read"], LIFETIME);
+        std::fs::write(&orders_token, token.expose_secret())
+            .with_context(|| format!("write {}", orders_token.display()))?;
+        Ok(Self { issuer, jwks, orders_token })
+    }
+
+    /// Env vars turning auth on for a users replica: tokens for audience `users`;
+    /// `GetUserByEmail` only for the `users.read` scope (orders).
+    pub fn users_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("USERS_AUTH__MODE", "jwt".to_owned()),
+            ("USERS_AUTH__JWKS_FILE", self.jwks.display().to_string()),
+            ("USERS_AUTH__ISSUER", ISSUER.to_owned()),
+            ("USERS_AUTH__AUDIENCE", "users".to_owned()),
+            ("USERS_AUTH__SCOPES__GETUSERBYEMAIL", "[users.read]".to_owned()),
+        ]
+    }
+
+    /// Env vars turning auth on for an orders replica (audience `orders`) and giving
+    /// it its token towards users.
+    pub fn orders_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("ORDERS_AUTH__MODE", "jwt".to_owned()),
+            ("ORDERS_AUTH__JWKS_FILE", self.jwks.display().to_string()),
+            ("ORDERS_AUTH__ISSUER", ISSUER.to_owned()),
+            ("ORDERS_AUTH__AUDIENCE", "orders".to_owned()),
+            ("ORDERS_USERS__TOKEN_FILE", self.orders_token.display().to_string()),
+        ]
+    }
+
+    /// An interceptor sending a short-lived token of subject `subject` for `audience`
+    /// (`users` or `orders`) with `scopes`, for a generated client's `with_interceptor`.
+    pub fn bearer(&self, subject: &str, audience: &str, scopes: &[&str]) -> Bearer {
+        Bearer(self.issuer.token(subject, audience, scopes, LIFETIME))
+    }
+}
+
+/// Adds `authorization: Bearer <token>` to every call (see [`DevAuth::bearer`]).
+#[derive(Clone)]
+pub struct Bearer(SecretString);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        let mut value = MetadataValue::try_from(format!("Bearer {}", self.0.expose_secret()))
+            .map_err(|_| Status::internal("a minted token is always a header value"))?;
+        value.set_sensitive(true);
+        request.metadata_mut().insert("authorization", value);
+        Ok(request)
+    }
+}
