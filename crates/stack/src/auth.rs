@@ -61,6 +61,11 @@ impl DevAuth {
         ]
     }
 
+    /// A short-lived token of subject `subject` for `audience` with `scopes`.
+    pub fn token(&self, subject: &str, audience: &str, scopes: &[&str]) -> SecretString {
+        self.issuer.token(subject, audience, scopes, LIFETIME)
+    }
+
     /// An interceptor sending a short-lived token of subject `subject` for `audience`
     /// (`users` or `orders`) with `scopes`, for a generated client's `with_interceptor`.
     pub fn bearer(&self, subject: &str, audience: &str, scopes: &[&str]) -> Bearer {

@@ -4,8 +4,10 @@
 use std::{path::PathBuf, process::Command};
 
 use api::orders::v1::{CreateOrderRequest, order_service_client::OrderServiceClient};
+use secrecy::ExposeSecret;
 use serde_json::{Value, json};
-use stack::{Service, orders_env, temp_dir, users_env};
+use stack::{Service, auth::DevAuth, orders_env, temp_dir, users_env};
+use tonic::{Code, transport::Channel};
 
 /// grpcurl: `$GRPCURL`, else the one `make tools` builds, else `grpcurl` on PATH.
 fn grpcurl() -> PathBuf {
@@ -69,18 +71,27 @@ async fn grpcurl_lists_and_calls_both_services_through_reflection() {
 }
 
 #[tokio::test]
-async fn create_order_calls_reach_both_users_replicas_in_turn() {
+async fn create_order_calls_reach_both_users_replicas_in_turn_with_auth_on_and_orders_named_as_the_caller() {
     let dir = temp_dir("round-robin");
     let users_db = dir.join("users.db");
-    let mut users_a = Service::start("users", "users-a", &users_env(&users_db), &dir).await.expect("users-a");
-    let mut users_b = Service::start("users", "users-b", &users_env(&users_db), &dir).await.expect("users-b");
-    let mut orders =
-        Service::start("orders", "orders", &orders_env(&dir.join("orders.db"), &[&users_a, &users_b]), &dir)
-            .await
-            .expect("orders");
-    call_json(&users_a, json!({"email": "rr@example.com", "name": "RR"}), "users.v1.UserService/CreateUser");
+    let auth = DevAuth::new(&dir).expect("a throwaway key");
+    let users_env = [users_env(&users_db), auth.users_env()].concat();
+    let mut users_a = Service::start("users", "users-a", &users_env, &dir).await.expect("users-a");
+    let mut users_b = Service::start("users", "users-b", &users_env, &dir).await.expect("users-b");
+    let orders_env = [orders_env(&dir.join("orders.db"), &[&users_a, &users_b]), auth.orders_env()].concat();
+    let mut orders = Service::start("orders", "orders", &orders_env, &dir).await.expect("orders");
+    let token = auth.token("system-test", "users", &[]);
+    let bearer = format!("authorization: Bearer {}", token.expose_secret());
+    let create = json!({"email": "rr@example.com", "name": "RR"}).to_string();
+    call(&users_a, &["-H", &bearer, "-d", &create, "users.v1.UserService/CreateUser"]);
 
-    let mut client = OrderServiceClient::connect(orders.address.clone()).await.expect("connect");
+    let channel = Channel::from_shared(orders.address.clone()).expect("an address").connect().await.expect("connect");
+    let refused = OrderServiceClient::new(channel.clone())
+        .create_order(CreateOrderRequest { customer_email: "rr@example.com".into(), ..Default::default() })
+        .await
+        .expect_err("no token");
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+    let mut client = OrderServiceClient::with_interceptor(channel, auth.bearer("system-test", "orders", &[]));
     let calls = 10;
     for i in 0..calls {
         let request = CreateOrderRequest {
@@ -100,6 +111,18 @@ async fn create_order_calls_reach_both_users_replicas_in_turn() {
     let b = users_b.rpcs_finished("GetUserByEmail").expect("users-b log");
     assert_eq!(a + b, calls as usize);
     assert!(a.abs_diff(b) <= 1, "round-robin spreads evenly: users-a {a}, users-b {b}");
+    // Users names the caller (orders' own token, not the client's) and never the token.
+    for users in [&users_a, &users_b] {
+        let lines = users.log_lines().expect("users log");
+        let lookups: Vec<String> = lines
+            .iter()
+            .filter(|line| line["message"] == "rpc finished" && line["rpc.method"] == "GetUserByEmail")
+            .map(Value::to_string)
+            .collect();
+        assert!(lookups.iter().all(|line| line.contains(r#""enduser.id":"orders""#)), "{lookups:?}");
+        let text = std::fs::read_to_string(&users.log_path).expect("users log");
+        assert!(!text.contains(token.expose_secret()), "no token in {}", users.log_path.display());
+    }
 }
 
 #[test]
