@@ -240,3 +240,20 @@ fn a_caller_token_file_is_read_again_when_it_changes_and_never_shown() {
     assert_eq!(fixed.header().expect("fixed"), "Bearer abc");
     assert!(CallerToken::fixed(&SecretString::from("a\nb")).is_err());
 }
+
+#[test]
+// figment::Jail's closures return figment::Error, which is large; that is its API.
+#[allow(clippy::result_large_err)]
+fn a_scope_rule_from_the_environment_applies_to_its_method_whatever_the_case() {
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    struct Sample {
+        auth: AuthConfig,
+    }
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("SAMPLE_AUTH__SCOPES__GETUSERBYEMAIL", "[users.read]");
+        let sample: Sample = crate::config::load("SAMPLE_", None).map_err(|e| e.to_string())?;
+        assert_eq!(sample.auth.scopes_for(GET_BY_EMAIL), ["users.read".to_owned()]);
+        assert!(sample.auth.scopes_for(CREATE).is_empty());
+        Ok(())
+    });
+}

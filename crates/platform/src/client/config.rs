@@ -532,6 +532,22 @@ mod tests {
 
     /// A `users` section over `ClientConfig::for_upstream("users", …)` defaults, as
     /// `platform::config::load` layers it.
+    #[test]
+    fn a_token_or_a_token_file_is_read_but_not_both_and_the_token_is_never_written_back() {
+        let token = users_from(serde_json::json!({"token": "s3cret-token"})).expect("a token");
+        let header = token.token.as_ref().and_then(CallerToken::header).expect("a header");
+        assert_eq!(header, "Bearer s3cret-token");
+        let written = serde_json::to_string(&token).expect("serialises");
+        assert!(!written.contains("s3cret-token") && written.contains("[redacted]"), "{written}");
+        let file = users_from(serde_json::json!({"token_file": "/run/secrets/orders.token"})).expect("a file");
+        assert_eq!(
+            file.token.as_ref().and_then(CallerToken::path),
+            Some(std::path::Path::new("/run/secrets/orders.token"))
+        );
+        let both = users_from(serde_json::json!({"token": "a", "token_file": "/b"})).expect_err("both");
+        assert!(both.contains("token_file") && !both.contains("\"a\""), "{both}");
+    }
+
     fn users_from(json: serde_json::Value) -> Result<ClientConfig, String> {
         #[derive(Serialize, Deserialize)]
         struct Section {
