@@ -238,6 +238,16 @@ impl fmt::Debug for Authenticator {
 }
 
 impl Authenticator {
+    /// What a server told nothing about auth uses: every business call refused
+    /// UNAUTHENTICATED ("authentication is not configured"), with a WARN now.
+    pub fn unconfigured() -> Self {
+        tracing::warn!(
+            "authentication is not configured (auth.jwks_file, auth.issuer, auth.audience): every business RPC is \
+             refused UNAUTHENTICATED; set them, or auth.mode = \"none\" to run open"
+        );
+        Self { config: Arc::new(AuthConfig::default()), keys: None, reloading: Arc::new(Mutex::new(())) }
+    }
+
     /// Reads the JWKS file of `config` (if any). Logs a WARN when calls will be open
     /// (`mode = "none"`) or refused (nothing configured).
     ///
@@ -249,13 +259,7 @@ impl Authenticator {
                 tracing::warn!("auth.mode = \"none\": every RPC is open to anyone who can reach the port");
                 None
             }
-            (AuthMode::Jwt, None) => {
-                tracing::warn!(
-                    "authentication is not configured (auth.jwks_file, auth.issuer, auth.audience): every business \
-                     RPC is refused UNAUTHENTICATED; set them, or auth.mode = \"none\" to run open"
-                );
-                None
-            }
+            (AuthMode::Jwt, None) => return Ok(Self::unconfigured()),
             (AuthMode::Jwt, Some(path)) => {
                 let (keys, stamp) = read_jwks(path)?;
                 Some(Arc::new(RwLock::new(KeySet { keys, stamp, checked: Instant::now() })))

@@ -38,8 +38,8 @@ pub struct GrpcServer {
     registration: Option<(Consul, AgentServiceRegistration, Duration)>,
     descriptor_set: &'static [u8],
     metrics: Metrics,
-    /// Who may call: unconfigured (business calls refused) until [`GrpcServer::authenticate`].
-    auth: Authenticator,
+    /// Who may call: unconfigured (business calls refused) unless [`GrpcServer::authenticate`] was called.
+    auth: Option<Authenticator>,
     rate_limit: RateLimitConfig,
 }
 
@@ -64,7 +64,7 @@ impl GrpcServer {
             registration: None,
             descriptor_set,
             metrics: metrics.clone(),
-            auth: Authenticator::new(&auth::AuthConfig::default()).map_err(io::Error::other)?,
+            auth: None,
             rate_limit: RateLimitConfig::default(),
         })
     }
@@ -102,7 +102,7 @@ impl GrpcServer {
     /// Checks callers with `authenticator` (see [`crate::auth`]). Without this call,
     /// every business call is refused UNAUTHENTICATED: secure by default.
     pub fn authenticate(mut self, authenticator: Authenticator) -> Self {
-        self.auth = authenticator;
+        self.auth = Some(authenticator);
         self
     }
 
@@ -176,6 +176,7 @@ impl GrpcServer {
                 let _ = stopping_tx.send(true);
             }
         };
+        let auth = auth.unwrap_or_else(Authenticator::unconfigured);
         let edge = Edge { auth, rate_limit: RateLimitLayer::new(&rate_limit) };
         let server = stack(listener, &config, services, &health, descriptor_set, &metrics, edge, signal);
         tokio::pin!(server);
