@@ -89,7 +89,7 @@ where
 ///
 /// Names alone could hide a typo (`USERS_SERVER_PORT` looks like the link of a Service
 /// `users-server`), so the `*PORT*` forms must also carry the value Kubernetes gives
-/// them (a port number, `tcp://…`, a protocol name). Config keys always contain `__`,
+/// them (a port number, `tcp://…`, a protocol name). Nested config keys contain `__`;
 /// these never do.
 pub fn is_kubernetes_service_link(key: &str, value: &str) -> bool {
     let key = key.to_ascii_uppercase();
