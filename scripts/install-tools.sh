@@ -6,6 +6,7 @@
 #   consul             built from the Go module proxy, under .tools/consul-VERSION
 #   jaeger (v2)        built from the Go module proxy, under .tools/jaeger-VERSION
 #   promtool           built from the Go module proxy, under .tools/promtool-VERSION
+#   kustomize, kubernetes-validate, check-jsonschema   `make deploy-lint`: scripts/install-deploy-tools.sh
 # Re-running is cheap: each step is skipped when its pinned version is present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -76,3 +77,5 @@ go_build() {
 go_build consul github.com/hashicorp/consul "$CONSUL_VERSION" github.com/hashicorp/consul "$CONSUL_GONOSUMDB"
 go_build jaeger github.com/jaegertracing/jaeger "$JAEGER_VERSION" github.com/jaegertracing/jaeger/cmd/jaeger "$JAEGER_GONOSUMDB"
 go_build promtool github.com/prometheus/prometheus "$PROMETHEUS_VERSION" github.com/prometheus/prometheus/cmd/promtool
+
+scripts/install-deploy-tools.sh
