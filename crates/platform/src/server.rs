@@ -16,6 +16,7 @@ use tower::{BoxError, ServiceBuilder, limit::GlobalConcurrencyLimitLayer, load_s
 
 use crate::{
     config::{DatabaseConfig, ServerConfig},
+    connect,
     consul::{AgentServiceRegistration, Consul},
     deadline,
     health::{self, Health},
@@ -218,6 +219,12 @@ fn stack(
         .http2_keepalive_timeout(Some(config.http2_keepalive_timeout))
         .layer(
             ServiceBuilder::new()
+                // Browsers' preflight and CORS headers (`server.cors_allowed_origins`;
+                // none by default); before Connect, so a refused origin costs no translation.
+                .option_layer(cors(&config.cors_allowed_origins))
+                // Connect (curl-able JSON, GET for cacheable reads) becomes gRPC here,
+                // beside gRPC-Web, so every layer below serves all three protocols alike.
+                .layer(connect::ConnectLayer::new(&descriptor_sets))
                 // Translate gRPC-Web to gRPC first, so every layer below sees plain gRPC
                 // (and its trailers) whichever protocol the client spoke.
                 .layer(tonic_web::GrpcWebLayer::new())
@@ -240,6 +247,36 @@ fn stack(
 /// headers, message and trailers) wait for the client's delayed ACK (~40 ms, Nagle).
 fn incoming(listener: TcpListener) -> TcpIncoming {
     TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
+/// CORS for browser clients from `origins` (none: no CORS layer): the Connect and
+/// gRPC-Web request headers allowed, their response headers and trailers exposed.
+fn cors(origins: &[http::HeaderValue]) -> Option<tower_http::cors::CorsLayer> {
+    use http::{HeaderName, Method};
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = [
+        "content-type",
+        "connect-protocol-version",
+        "connect-timeout-ms",
+        "connect-content-encoding",
+        "connect-accept-encoding",
+        "x-grpc-web",
+        "x-user-agent",
+        "grpc-timeout",
+        "authorization",
+    ];
+    let expose =
+        ["grpc-status", "grpc-message", "grpc-status-details-bin", "content-encoding", "connect-content-encoding"];
+    Some(
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(origins.to_vec())
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers(allow.map(HeaderName::from_static))
+            .expose_headers(expose.map(HeaderName::from_static))
+            .max_age(Duration::from_secs(7200)),
+    )
 }
 
 /// Server reflection (`grpc.reflection.v1`) over `descriptor_set` and the health service's.
