@@ -70,6 +70,14 @@ impl Protocol {
     }
 }
 
+/// In the extensions of a call that arrived as a Connect `GET`: its raw query string,
+/// for handlers that report how they were called (the conformance server does).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectGet {
+    /// The query as sent, still percent-encoded (`connect=v1&encoding=json&message=...`).
+    pub query: String,
+}
+
 /// What the layer knows of one method from the descriptors.
 #[derive(Clone, Debug)]
 struct MethodInfo {
@@ -774,7 +782,9 @@ where
             parse_get_query(parts.uri.query().unwrap_or_default()).map_err(|e| (http_status(e.code), e))?;
         let headers = grpc_headers(&parts.headers).map_err(|e| (http_status(e.code), e))?;
         let message = codec.to_proto(method.as_ref(), message).map_err(|e| (http_status(e.code), e))?;
-        Ok((codec, grpc_request(&parts, headers, &message)))
+        let mut grpc = grpc_request(&parts, headers, &message);
+        grpc.extensions_mut().insert(ConnectGet { query: parts.uri.query().unwrap_or_default().to_owned() });
+        Ok((codec, grpc))
     })();
     let (codec, grpc) = match prepared {
         Ok(prepared) => prepared,
