@@ -33,9 +33,11 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     let mut config = ServerConfig::on_port(0);
     config.drain_period = std::time::Duration::ZERO;
-    let server = GrpcServer::bind(&config, FILE_DESCRIPTOR_SET, &Metrics::new())
-        .await?
-        .add_service(WithTrailers(pb::conformance_service_server::ConformanceServiceServer::new(Conformance)));
+    let server = GrpcServer::bind(&config, FILE_DESCRIPTOR_SET, &Metrics::new()).await?.add_service(WithTrailers(
+        pb::conformance_service_server::ConformanceServiceServer::new(Conformance)
+            .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+            .send_compressed(tonic::codec::CompressionEncoding::Gzip),
+    ));
     let address = server.local_addr();
     let response = pb::ServerCompatResponse {
         host: address.ip().to_string(),

@@ -160,23 +160,75 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let kind = Kind::of(&request);
         let protocol = match kind {
-            Kind::Grpc => Protocol::Grpc,
+            Kind::Grpc | Kind::UnsupportedGrpc => Protocol::Grpc,
             Kind::GrpcWeb => Protocol::GrpcWeb,
             _ => Protocol::Connect,
         };
         request.extensions_mut().insert(protocol);
         let method = self.methods.get(request.uri().path()).cloned();
+        let refusal = match kind {
+            Kind::Grpc | Kind::GrpcWeb | Kind::Unsupported | Kind::UnsupportedGrpc => None,
+            _ if method.is_none() => Some((StatusCode::NOT_FOUND, unknown_method())),
+            Kind::Unary(_) | Kind::Stream(_) if request.method() != Method::POST => Some((
+                StatusCode::METHOD_NOT_ALLOWED,
+                ConnectError::new(Code::Unknown, "Connect calls are POST (or GET for methods without side effects)"),
+            )),
+            _ => None,
+        };
         Box::pin(async move {
+            let refused = refusal.is_some() || matches!(kind, Kind::Unsupported | Kind::UnsupportedGrpc);
+            let request = if refused {
+                // Read (and drop) the body before refusing: answered while it is still
+                // unread, an HTTP/1.1 client still sending it sees a broken pipe.
+                let _ = read_body(request.into_body()).await;
+                Request::new(Body::empty())
+            } else {
+                request
+            };
+            if let Some((status, error)) = refusal {
+                let mut response = error_response(status, &error, &HeaderMap::new());
+                if status == StatusCode::METHOD_NOT_ALLOWED {
+                    response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
+                }
+                return Ok(response);
+            }
             match kind {
+                Kind::UnsupportedGrpc => {
+                    // gRPC over HTTP/2: an unsupported content type is answered 415.
+                    let mut response = Response::new(Body::empty());
+                    *response.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
+                    response.headers_mut().insert("grpc-status", HeaderValue::from_static("12"));
+                    response.headers_mut().insert("grpc-message", HeaderValue::from_static("unsupported%20codec"));
+                    Ok(response)
+                }
+                Kind::GrpcWeb if request.version() < http::Version::HTTP_2 => {
+                    // gRPC-Web over HTTP/1.1 has no request streaming (browsers cannot send
+                    // it), so read the body first: answered while the body is still
+                    // unread, hyper closes the kept-alive connection, which a client
+                    // reusing it sees as "server closed idle connection".
+                    let (parts, body) = request.into_parts();
+                    match read_body(body).await {
+                        Ok(body) => {
+                            let request = Request::from_parts(parts, Body::new(Full::new(body)));
+                            inner.call(request).await.map(|response| response.map(Body::new))
+                        }
+                        Err(error) => Ok(tonic::Status::new(error.code, error.message).into_http()),
+                    }
+                }
                 Kind::Grpc | Kind::GrpcWeb => inner.call(request).await.map(|response| response.map(Body::new)),
-                Kind::Unsupported => Ok(error_response(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    &ConnectError::new(
-                        Code::Unknown,
-                        "unsupported content type; Connect speaks application/proto, application/json, application/connect+proto and application/connect+json",
-                    ),
-                    &HeaderMap::new(),
-                )),
+                Kind::Unsupported => {
+                    // As connect-go: 415, no body, and the types this port accepts.
+                    let mut response = Response::new(Body::empty());
+                    *response.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
+                    response.headers_mut().insert(
+                        "accept-post",
+                        HeaderValue::from_static(
+                            "application/grpc, application/grpc+proto, application/grpc-web, application/grpc-web+proto, \
+                             application/json, application/proto, application/connect+json, application/connect+proto",
+                        ),
+                    );
+                    Ok(response)
+                }
                 Kind::Unary(codec) => unary(inner, request, codec, method).await,
                 Kind::Get => get(inner, request, method).await,
                 Kind::Stream(codec) => stream(inner, request, codec, method).await,
@@ -266,23 +318,28 @@ enum Kind {
     Stream(Codec),
     Get,
     Unsupported,
+    /// gRPC or gRPC-Web with a codec other than proto.
+    UnsupportedGrpc,
 }
 
 impl Kind {
     fn of<B>(request: &Request<B>) -> Self {
-        if request.method() == Method::GET {
-            return Self::Get;
-        }
         let content_type = request
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|value| value.to_str().ok())
             .unwrap_or_default()
             .to_ascii_lowercase();
-        if content_type.starts_with("application/grpc-web") {
-            Self::GrpcWeb
-        } else if content_type.starts_with("application/grpc") {
-            Self::Grpc
+        // gRPC's codec suffix: none or `proto` (tonic's routes speak no other codec).
+        let proto_or_nothing = |rest: &str| matches!(rest.split(';').next().unwrap_or("").trim(), "" | "+proto");
+        if let Some(rest) = content_type.strip_prefix("application/grpc-web-text") {
+            if proto_or_nothing(rest) { Self::GrpcWeb } else { Self::UnsupportedGrpc }
+        } else if let Some(rest) = content_type.strip_prefix("application/grpc-web") {
+            if proto_or_nothing(rest) { Self::GrpcWeb } else { Self::UnsupportedGrpc }
+        } else if let Some(rest) = content_type.strip_prefix("application/grpc") {
+            if proto_or_nothing(rest) { Self::Grpc } else { Self::UnsupportedGrpc }
+        } else if request.method() == Method::GET {
+            Self::Get
         } else if let Some(codec) = content_type.strip_prefix("application/connect+") {
             Codec::parse(codec).map_or(Self::Unsupported, Self::Stream)
         } else if let Some(codec) = content_type.strip_prefix("application/") {
@@ -605,7 +662,9 @@ fn grpc_request(parts: &http::request::Parts, headers: HeaderMap, message: &[u8]
     *request.method_mut() = Method::POST;
     let path = parts.uri.path().parse().unwrap_or_else(|_| parts.uri.clone());
     *request.uri_mut() = path;
-    *request.version_mut() = parts.version;
+    // The routes below are gRPC, which is HTTP/2 only (tonic-web refuses other HTTP/1.1
+    // requests); the connection's own version does not change.
+    *request.version_mut() = http::Version::HTTP_2;
     *request.headers_mut() = headers;
     *request.extensions_mut() = parts.extensions.clone();
     request
@@ -706,10 +765,13 @@ where
     let (parts, body) = request.into_parts();
     let accept = Compression::accepted(parts.headers.get(header::ACCEPT_ENCODING));
     let prepared = async {
+        // The body first: refused before it is read, an HTTP/1.1 client still sending
+        // it sees a broken pipe instead of the answer.
+        let body = read_body(body).await?;
         let headers = grpc_headers(&parts.headers)?;
         let encoding = parts.headers.get(header::CONTENT_ENCODING).and_then(|value| value.to_str().ok());
         let compression = Compression::parse(encoding)?;
-        let message = compression.decompress(read_body(body).await?)?;
+        let message = compression.decompress(body)?;
         if message.len() > MAX_MESSAGE_BYTES {
             return Err(too_large());
         }
@@ -863,17 +925,38 @@ where
     let (parts, body) = request.into_parts();
     let accept = Compression::accepted(parts.headers.get("connect-accept-encoding"));
     let prepared = async {
+        // The body first, as for unary calls.
+        let mut buffer = BytesMut::from(read_body(body).await?);
         let headers = grpc_headers(&parts.headers)?;
         let encoding = parts.headers.get("connect-content-encoding").and_then(|value| value.to_str().ok());
         let compression = Compression::parse(encoding)?;
-        let mut buffer = BytesMut::from(read_body(body).await?);
         let mut grpc_body = BytesMut::new();
-        for envelope in take_envelopes(&mut buffer)? {
-            let data = if envelope.flags & 1 == 1 { compression.decompress(envelope.data)? } else { envelope.data };
-            grpc_body.extend_from_slice(&grpc_frame(&codec.to_proto(method.as_ref(), data)?));
-        }
+        let envelopes = take_envelopes(&mut buffer)?;
         if !buffer.is_empty() {
             return Err(ConnectError::new(Code::InvalidArgument, "the request ends inside an envelope"));
+        }
+        // Server streaming is the only streaming this port serves: one request message.
+        if envelopes.len() != 1 {
+            return Err(ConnectError::new(
+                Code::Unimplemented,
+                format!("a server-streaming call takes exactly one request message, not {}", envelopes.len()),
+            ));
+        }
+        for envelope in envelopes {
+            let data = match (envelope.flags & 1 == 1, compression) {
+                (false, _) => envelope.data,
+                (true, Compression::Identity) => {
+                    return Err(ConnectError::new(
+                        Code::Internal,
+                        "a compressed message but no connect-content-encoding",
+                    ));
+                }
+                (true, compression) => compression.decompress(envelope.data)?,
+            };
+            if data.len() > MAX_MESSAGE_BYTES {
+                return Err(too_large());
+            }
+            grpc_body.extend_from_slice(&grpc_frame(&codec.to_proto(method.as_ref(), data)?));
         }
         let mut grpc = grpc_request(&parts, headers, &[]);
         *grpc.body_mut() = Body::new(Full::new(grpc_body.freeze()));
