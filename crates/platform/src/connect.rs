@@ -261,7 +261,7 @@ impl Codec {
     }
 
     /// The request message as binary protobuf, for the gRPC routes.
-    fn to_proto(self, method: Option<&MethodInfo>, message: Bytes) -> Result<Bytes, ConnectError> {
+    fn decode_request(self, method: Option<&MethodInfo>, message: Bytes) -> Result<Bytes, ConnectError> {
         match self {
             Self::Proto => Ok(message),
             Self::Json => {
@@ -287,7 +287,7 @@ impl Codec {
     }
 
     /// A response message from the gRPC routes in this codec.
-    fn from_proto(self, method: Option<&MethodInfo>, message: Bytes) -> Result<Bytes, ConnectError> {
+    fn encode_answer(self, method: Option<&MethodInfo>, message: Bytes) -> Result<Bytes, ConnectError> {
         match self {
             Self::Proto => Ok(message),
             Self::Json => {
@@ -735,7 +735,7 @@ fn unary_response(
     let mut headers = HeaderMap::new();
     metadata(&answer.headers, "", &mut headers);
     metadata(&answer.trailers, "trailer-", &mut headers);
-    let message = match answer.result.and_then(|message| codec.from_proto(method, message)) {
+    let message = match answer.result.and_then(|message| codec.encode_answer(method, message)) {
         Ok(message) => message,
         Err(error) => return unary_error(&error, &headers),
     };
@@ -775,7 +775,7 @@ where
         if message.len() > MAX_MESSAGE_BYTES {
             return Err(too_large());
         }
-        let message = codec.to_proto(method.as_ref(), message)?;
+        let message = codec.decode_request(method.as_ref(), message)?;
         Ok(grpc_request(&parts, headers, &message))
     };
     let grpc = match prepared.await {
@@ -843,7 +843,7 @@ where
         let (codec, message) =
             parse_get_query(parts.uri.query().unwrap_or_default()).map_err(|e| (http_status(e.code), e))?;
         let headers = grpc_headers(&parts.headers).map_err(|e| (http_status(e.code), e))?;
-        let message = codec.to_proto(method.as_ref(), message).map_err(|e| (http_status(e.code), e))?;
+        let message = codec.decode_request(method.as_ref(), message).map_err(|e| (http_status(e.code), e))?;
         let mut grpc = grpc_request(&parts, headers, &message);
         grpc.extensions_mut().insert(ConnectGet { query: parts.uri.query().unwrap_or_default().to_owned() });
         Ok((codec, grpc))
@@ -956,7 +956,7 @@ where
             if data.len() > MAX_MESSAGE_BYTES {
                 return Err(too_large());
             }
-            grpc_body.extend_from_slice(&grpc_frame(&codec.to_proto(method.as_ref(), data)?));
+            grpc_body.extend_from_slice(&grpc_frame(&codec.decode_request(method.as_ref(), data)?));
         }
         let mut grpc = grpc_request(&parts, headers, &[]);
         *grpc.body_mut() = Body::new(Full::new(grpc_body.freeze()));
@@ -1025,7 +1025,7 @@ where
                     };
                     let mut out = BytesMut::new();
                     for envelope in envelopes {
-                        match self.codec.from_proto(self.method.as_ref(), envelope.data) {
+                        match self.codec.encode_answer(self.method.as_ref(), envelope.data) {
                             Ok(message) => {
                                 let (flags, message) = match self.accept {
                                     Compression::Gzip => (1, Compression::Gzip.compress(message)),
