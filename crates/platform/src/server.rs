@@ -345,6 +345,39 @@ mod tests {
         });
     }
 
+    #[test]
+    // figment::Jail's closures return figment::Error, which is large; that is its API.
+    #[allow(clippy::result_large_err)]
+    fn cors_origins_are_checked_at_load_and_a_bad_one_names_the_key() {
+        #[derive(Debug, serde::Serialize, serde::Deserialize)]
+        struct Sample {
+            server: ServerConfig,
+        }
+        impl Default for Sample {
+            fn default() -> Self {
+                Self { server: ServerConfig::on_port(0) }
+            }
+        }
+        figment::Jail::expect_with(|jail| {
+            jail.set_env(
+                "SAMPLE_SERVER__CORS_ALLOWED_ORIGINS",
+                "[\"https://app.example.com\", \"http://localhost:5173\"]",
+            );
+            let loaded = crate::config::load::<Sample>("SAMPLE_", None).expect("valid origins");
+            assert_eq!(loaded.server.cors_allowed_origins, ["https://app.example.com", "http://localhost:5173"]);
+            jail.set_env("SAMPLE_SERVER__CORS_ALLOWED_ORIGINS", "[\"https://app.example.com/path\"]");
+            let message = crate::config::load::<Sample>("SAMPLE_", None).expect_err("not an origin").to_string();
+            assert!(message.contains("server.cors_allowed_origins"), "{message}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn no_cors_origins_means_no_cors_layer_and_some_mean_one() {
+        assert!(cors(&[]).is_none());
+        assert!(cors(&[http::HeaderValue::from_static("https://app.example.com")]).is_some());
+    }
+
     #[tokio::test]
     async fn an_overloaded_call_is_answered_unavailable() {
         let response = overloaded_is_unavailable(Overloaded::new().into()).await;

@@ -72,3 +72,26 @@ async fn an_unknown_user_over_connect_is_a_404_not_found() {
     let (status, error) = post(&app, "GetUser", &json!({"id": "0190d3a8-0000-7000-8000-000000000000"})).await;
     assert_eq!((status, error["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")), "{error}");
 }
+
+#[tokio::test]
+async fn a_browser_preflight_from_an_allowed_origin_is_answered_with_cors_headers() {
+    let app = crate::helpers::spawn_app_with(|config| {
+        config.server.cors_allowed_origins = vec![http::HeaderValue::from_static("https://app.example.com")];
+    })
+    .await;
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let preflight = |origin: &'static str| {
+        Request::builder()
+            .method(Method::OPTIONS)
+            .uri(format!("{}/users.v1.UserService/CreateUser", app.address))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "content-type,connect-protocol-version")
+            .body(Full::new(Bytes::new()))
+            .expect("a valid request")
+    };
+    let allowed = client.request(preflight("https://app.example.com")).await.expect("an answer");
+    assert_eq!(allowed.headers()["access-control-allow-origin"], "https://app.example.com");
+    let other = client.request(preflight("https://evil.example.com")).await.expect("an answer");
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+}
