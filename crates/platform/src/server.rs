@@ -164,7 +164,7 @@ impl GrpcServer {
 /// The whole server stack, serving `listener` until `signal` resolves: every layer,
 /// the application `services`, health and reflection. A request meets them in this
 /// order: the accepted socket (TCP_NODELAY), HTTP/2 (keepalive PINGs) or HTTP/1.1,
-/// gRPC-Web translation, observe (span, metrics, log line), deadline, the router;
+/// CORS (when origins are configured), Connect translation, gRPC-Web translation, observe (span, metrics, log line), deadline, the router;
 /// then health or reflection directly, or, for an application service, the
 /// UNAVAILABLE answer, load shedding and the in-flight limit before the service.
 fn stack(
