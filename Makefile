@@ -24,7 +24,7 @@ demo: release
 test: tools lint release
 	scripts/with-postgres.sh cargo test --workspace
 
-## tools: PostgreSQL, buf, grpcurl, Consul, Jaeger and promtool, pinned, installed only when missing.
+## tools: PostgreSQL, buf, grpcurl, Consul, Jaeger, promtool and connectconformance, pinned, installed only when missing.
 tools:
 	scripts/install-tools.sh
 

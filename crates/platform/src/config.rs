@@ -437,6 +437,42 @@ pub struct ServerConfig {
     /// connection, e.g. `"20s"` (the default, grpc-go's `Timeout`).
     #[serde(with = "humantime_serde")]
     pub http2_keepalive_timeout: Duration,
+    /// Browser origins allowed to call this port over Connect or gRPC-Web (CORS), each
+    /// `scheme://host[:port]`, e.g. `["https://app.example.com"]`; empty (the default)
+    /// sends no CORS headers, so browsers on other origins are refused.
+    #[serde(default, with = "origins")]
+    pub cors_allowed_origins: Vec<http::HeaderValue>,
+}
+
+/// `server.cors_allowed_origins`: origins checked at load (`http://` or `https://`,
+/// host, optional port, nothing after), kept as ready header values.
+mod origins {
+    use http::HeaderValue;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+
+    pub fn serialize<S: Serializer>(origins: &[HeaderValue], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(origins.iter().map(|origin| origin.to_str().unwrap_or_default()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<HeaderValue>, D::Error> {
+        Vec::<String>::deserialize(deserializer)?
+            .into_iter()
+            .map(|origin| {
+                let parsed = url::Url::parse(&origin).ok().filter(|url| {
+                    matches!(url.scheme(), "http" | "https")
+                        && url.host().is_some()
+                        && url.path() == "/"
+                        && !origin.ends_with('/')
+                        && url.query().is_none()
+                        && url.username().is_empty()
+                });
+                parsed.and_then(|_| HeaderValue::try_from(origin.as_str()).ok()).ok_or_else(|| {
+                    let shown: String = origin.chars().take(40).collect();
+                    D::Error::custom(format!("{shown:?} is not an origin like https://app.example.com"))
+                })
+            })
+            .collect()
+    }
 }
 
 impl ServerConfig {
@@ -450,6 +486,7 @@ impl ServerConfig {
             max_concurrent_requests: NonZeroU32::new(1024).expect("1024 is not zero"),
             http2_keepalive_interval: Duration::from_secs(2 * 60 * 60),
             http2_keepalive_timeout: Duration::from_secs(20),
+            cors_allowed_origins: Vec::new(),
         }
     }
 

@@ -13,6 +13,7 @@ pub mod backoff;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod connect;
 pub mod consul;
 pub mod database;
 pub mod deadline;

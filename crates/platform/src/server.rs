@@ -16,6 +16,7 @@ use tower::{BoxError, ServiceBuilder, limit::GlobalConcurrencyLimitLayer, load_s
 
 use crate::{
     config::{DatabaseConfig, ServerConfig},
+    connect,
     consul::{AgentServiceRegistration, Consul},
     deadline,
     health::{self, Health},
@@ -163,7 +164,7 @@ impl GrpcServer {
 /// The whole server stack, serving `listener` until `signal` resolves: every layer,
 /// the application `services`, health and reflection. A request meets them in this
 /// order: the accepted socket (TCP_NODELAY), HTTP/2 (keepalive PINGs) or HTTP/1.1,
-/// gRPC-Web translation, observe (span, metrics, log line), deadline, the router;
+/// CORS (when origins are configured), Connect translation, gRPC-Web translation, observe (span, metrics, log line), deadline, the router;
 /// then health or reflection directly, or, for an application service, the
 /// UNAVAILABLE answer, load shedding and the in-flight limit before the service.
 fn stack(
@@ -218,6 +219,12 @@ fn stack(
         .http2_keepalive_timeout(Some(config.http2_keepalive_timeout))
         .layer(
             ServiceBuilder::new()
+                // Browsers' preflight and CORS headers (`server.cors_allowed_origins`;
+                // none by default); before Connect, so a refused origin costs no translation.
+                .option_layer(cors(&config.cors_allowed_origins))
+                // Connect (curl-able JSON, GET for cacheable reads) becomes gRPC here,
+                // beside gRPC-Web, so every layer below serves all three protocols alike.
+                .layer(connect::ConnectLayer::new(&descriptor_sets))
                 // Translate gRPC-Web to gRPC first, so every layer below sees plain gRPC
                 // (and its trailers) whichever protocol the client spoke.
                 .layer(tonic_web::GrpcWebLayer::new())
@@ -240,6 +247,36 @@ fn stack(
 /// headers, message and trailers) wait for the client's delayed ACK (~40 ms, Nagle).
 fn incoming(listener: TcpListener) -> TcpIncoming {
     TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
+/// CORS for browser clients from `origins` (none: no CORS layer): the Connect and
+/// gRPC-Web request headers allowed, their response headers and trailers exposed.
+fn cors(origins: &[http::HeaderValue]) -> Option<tower_http::cors::CorsLayer> {
+    use http::{HeaderName, Method};
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = [
+        "content-type",
+        "connect-protocol-version",
+        "connect-timeout-ms",
+        "connect-content-encoding",
+        "connect-accept-encoding",
+        "x-grpc-web",
+        "x-user-agent",
+        "grpc-timeout",
+        "authorization",
+    ];
+    let expose =
+        ["grpc-status", "grpc-message", "grpc-status-details-bin", "content-encoding", "connect-content-encoding"];
+    Some(
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(origins.to_vec())
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers(allow.map(HeaderName::from_static))
+            .expose_headers(expose.map(HeaderName::from_static))
+            .max_age(Duration::from_secs(7200)),
+    )
 }
 
 /// Server reflection (`grpc.reflection.v1`) over `descriptor_set` and the health service's.
@@ -306,6 +343,39 @@ mod tests {
             assert!(message.contains("SAMPLE_SERVER__MAX_CONCURRENT_REQUESTS"), "{message}");
             Ok(())
         });
+    }
+
+    #[test]
+    // figment::Jail's closures return figment::Error, which is large; that is its API.
+    #[allow(clippy::result_large_err)]
+    fn cors_origins_are_checked_at_load_and_a_bad_one_names_the_key() {
+        #[derive(Debug, serde::Serialize, serde::Deserialize)]
+        struct Sample {
+            server: ServerConfig,
+        }
+        impl Default for Sample {
+            fn default() -> Self {
+                Self { server: ServerConfig::on_port(0) }
+            }
+        }
+        figment::Jail::expect_with(|jail| {
+            jail.set_env(
+                "SAMPLE_SERVER__CORS_ALLOWED_ORIGINS",
+                "[\"https://app.example.com\", \"http://localhost:5173\"]",
+            );
+            let loaded = crate::config::load::<Sample>("SAMPLE_", None).expect("valid origins");
+            assert_eq!(loaded.server.cors_allowed_origins, ["https://app.example.com", "http://localhost:5173"]);
+            jail.set_env("SAMPLE_SERVER__CORS_ALLOWED_ORIGINS", "[\"https://app.example.com/path\"]");
+            let message = crate::config::load::<Sample>("SAMPLE_", None).expect_err("not an origin").to_string();
+            assert!(message.contains("server.cors_allowed_origins"), "{message}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn no_cors_origins_means_no_cors_layer_and_some_mean_one() {
+        assert!(cors(&[]).is_none());
+        assert!(cors(&[http::HeaderValue::from_static("https://app.example.com")]).is_some());
     }
 
     #[tokio::test]

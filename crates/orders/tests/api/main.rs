@@ -2,6 +2,7 @@
 //! PostgreSQL database per test, and a real users service in the same process.
 
 mod cli;
+mod connect;
 mod create;
 mod deadline;
 mod errors;

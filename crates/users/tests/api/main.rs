@@ -2,6 +2,7 @@
 //! against a fresh PostgreSQL database per test.
 
 mod cli;
+mod connect;
 mod errors;
 mod health;
 mod helpers;
