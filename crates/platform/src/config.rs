@@ -454,6 +454,12 @@ pub struct ServerConfig {
     /// headers must also arrive within hyper's fixed 30 s header-read timeout.)
     #[serde(with = "positive_duration")]
     pub idle_timeout: Duration,
+    /// How long a streaming response may wait for its client to read the next message
+    /// before the stream is ended with RESOURCE_EXHAUSTED and its place, handler and
+    /// buffered messages are freed, e.g. `"30s"` (the default; more than 0s). A stream
+    /// with nothing to send (a quiet WatchOrder) is not waiting and never times out.
+    #[serde(with = "positive_duration")]
+    pub stream_stall_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -471,6 +477,7 @@ impl ServerConfig {
             max_connections: NonZeroU32::new(768).expect("768 is not zero"),
             max_open_streams: NonZeroU32::new(1024).expect("1024 is not zero"),
             idle_timeout: Duration::from_secs(5 * 60),
+            stream_stall_timeout: Duration::from_secs(30),
         }
     }
 

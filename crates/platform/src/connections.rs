@@ -10,14 +10,19 @@
 //!   its preface (or only PINGs), an HTTP/1.1 client that never finishes its headers.
 //!   [`TrackCallsLayer`] tells the connection which calls are open.
 //! - [`StreamLimitLayer`] caps the streaming calls open in the process
-//!   (`server.max_open_streams`), answering UNAVAILABLE beyond it.
+//!   (`server.max_open_streams`), answering UNAVAILABLE beyond it, and ends a stream
+//!   whose client stops reading (`server.stream_stall_timeout`), freeing its place,
+//!   its handler's stream and what it buffered.
 
 use std::{
     future::Future,
     io,
     net::SocketAddr,
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Context, Poll, ready},
     time::Duration,
 };
@@ -348,17 +353,23 @@ where
 
 /// Caps the streaming calls (client, server or bidirectional streams) open at once in
 /// the process: one beyond the cap is answered UNAVAILABLE at once, so the client can
-/// try another replica. A stream holds its place until its response ends.
+/// try another replica. A stream holds its place until its response ends, or until
+/// its client has not taken the next message for `stall_timeout`: then the stream is
+/// ended with RESOURCE_EXHAUSTED (when the client reads again) and everything behind
+/// it is dropped at once. What a stalled stream holds meanwhile is bounded by the
+/// HTTP/2 flow-control window and one message.
 #[derive(Debug, Clone)]
 pub struct StreamLimitLayer {
     methods: Methods,
     permits: Arc<Semaphore>,
+    stall_timeout: Duration,
 }
 
 impl StreamLimitLayer {
-    /// At most `max_open_streams` streaming calls to `methods` at once.
-    pub fn new(methods: Methods, max_open_streams: usize) -> Self {
-        Self { methods, permits: Arc::new(Semaphore::new(max_open_streams)) }
+    /// At most `max_open_streams` streaming calls to `methods` at once, each ended
+    /// after `stall_timeout` waiting for its client to read.
+    pub fn new(methods: Methods, max_open_streams: usize, stall_timeout: Duration) -> Self {
+        Self { methods, permits: Arc::new(Semaphore::new(max_open_streams)), stall_timeout }
     }
 }
 
@@ -407,13 +418,80 @@ where
             None
         };
         let answer = self.inner.call(request);
+        let stall_timeout = self.limit.stall_timeout;
         Box::pin(async move {
             let response = answer.await?;
             Ok(match permit {
-                Some(permit) => hold_until_answered(response, permit),
+                Some(permit) => pump(response, permit, stall_timeout),
                 None => response,
             })
         })
+    }
+}
+
+/// `response` with its body moved by a task of its own through a one-message channel,
+/// so a client that stops reading is noticed: when the next message cannot be handed
+/// over within `stall_timeout`, the task drops the body (the handler's stream, with
+/// whatever it holds) and `permit`, and the response ends with RESOURCE_EXHAUSTED.
+fn pump(response: Response<Body>, permit: OwnedSemaphorePermit, stall_timeout: Duration) -> Response<Body> {
+    use http_body_util::BodyExt;
+
+    let (parts, mut body) = response.into_parts();
+    let (sender, receiver) = tokio::sync::mpsc::channel(1);
+    let stalled = Arc::new(AtomicBool::new(false));
+    tokio::spawn({
+        let stalled = stalled.clone();
+        async move {
+            let _permit = permit;
+            loop {
+                let frame = tokio::select! {
+                    frame = body.frame() => frame,
+                    () = sender.closed() => return,
+                };
+                let Some(frame) = frame else { return };
+                match tokio::time::timeout(stall_timeout, sender.send(frame)).await {
+                    Ok(Ok(())) => {}
+                    // The client went away.
+                    Ok(Err(_)) => return,
+                    Err(_) => {
+                        tracing::info!("ending a stream whose client stopped reading (server.stream_stall_timeout)");
+                        stalled.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    Response::from_parts(parts, Body::new(Pumped { receiver, stalled, ended: false }))
+}
+
+/// The client's side of [`pump`]'s channel.
+struct Pumped {
+    receiver: tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, Status>>,
+    stalled: Arc<AtomicBool>,
+    ended: bool,
+}
+
+impl http_body::Body for Pumped {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        if let Some(frame) = ready!(self.receiver.poll_recv(cx)) {
+            return Poll::Ready(Some(frame));
+        }
+        self.ended = true;
+        if !self.stalled.load(Ordering::SeqCst) {
+            return Poll::Ready(None);
+        }
+        let status =
+            Status::resource_exhausted("the stream was ended: its client did not read (server.stream_stall_timeout)");
+        let mut trailers = http::HeaderMap::new();
+        let _ = status.add_header(&mut trailers);
+        Poll::Ready(Some(Ok(Frame::trailers(trailers))))
     }
 }
 
@@ -450,10 +528,7 @@ impl<G> http_body::Body for Held<G> {
 
 #[cfg(test)]
 mod tests {
-    use std::{
-        collections::VecDeque,
-        sync::atomic::{AtomicUsize, Ordering},
-    };
+    use std::{collections::VecDeque, sync::atomic::AtomicUsize};
 
     use futures::FutureExt;
     use tokio::io::DuplexStream;

@@ -255,8 +255,9 @@ fn stack(
                 .layer(connections::TrackCallsLayer)
                 // Cap the streaming calls open in the process (`server.max_open_streams`),
                 // health Watch included: each holds memory for as long as its client
-                // keeps it open. Beyond the cap, UNAVAILABLE at once.
-                .layer(connections::StreamLimitLayer::new(methods.clone(), max_open_streams))
+                // keeps it open. Beyond the cap, UNAVAILABLE at once. A stream whose
+                // client stops reading is ended after `server.stream_stall_timeout`.
+                .layer(connections::StreamLimitLayer::new(methods, max_open_streams, config.stream_stall_timeout))
                 // Innermost: a handler that panics fails its own call with INTERNAL and
                 // the connection, with every call on it, keeps serving.
                 .layer(recover::RecoverLayer),

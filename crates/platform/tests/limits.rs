@@ -1,6 +1,14 @@
 //! The server stack against hostile clients: idle and surplus connections are closed, streams are capped, undecodable and non-gRPC requests get the spec's answers, reflection lists only what is served, a panicking handler fails only its call, and random input only ever gets valid statuses.
 
-use std::{num::NonZeroU32, time::Duration};
+use std::{num::NonZeroU32, pin::Pin, sync::Arc, time::Duration};
+
+use api::orders::v1::{
+    CreateOrderRequest, CreateOrderResponse, DeliverOrderRequest, DeliverOrderResponse, GetOrderRequest,
+    GetOrderResponse, ListOrdersRequest, ListOrdersResponse, ShipOrderRequest, ShipOrderResponse, WatchOrderRequest,
+    WatchOrderResponse,
+    order_service_client::OrderServiceClient,
+    order_service_server::{OrderService, OrderServiceServer},
+};
 
 use api::users::v1::{
     CreateUserRequest, CreateUserResponse, GetUserByEmailRequest, GetUserByEmailResponse, GetUserRequest,
@@ -63,6 +71,10 @@ async fn serve(config: ServerConfig, users: Users) -> Running {
         .await
         .expect("bind")
         .add_service(UserServiceServer::new(users));
+    start(server)
+}
+
+fn start(server: GrpcServer) -> Running {
     let address = format!("http://{}", server.local_addr());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(server.serve(async move {
@@ -339,4 +351,88 @@ async fn random_requests_over_grpc_and_grpc_web_only_ever_get_valid_statuses() {
 
     let mut health = HealthClient::new(channel);
     health.check(HealthCheckRequest::default()).await.expect("the server still serves");
+}
+
+/// An orders service whose ListOrders streams without end, 1 KiB a message, and
+/// notifies `dropped` when the server drops such a stream.
+struct Flood {
+    dropped: Arc<tokio::sync::Notify>,
+}
+
+/// Notifies when dropped.
+struct NotifyOnDrop(Arc<tokio::sync::Notify>);
+
+impl Drop for NotifyOnDrop {
+    fn drop(&mut self) {
+        self.0.notify_one();
+    }
+}
+
+type Messages<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl OrderService for Flood {
+    type ListOrdersStream = Messages<ListOrdersResponse>;
+    type WatchOrderStream = Messages<WatchOrderResponse>;
+
+    async fn create_order(&self, _: Request<CreateOrderRequest>) -> Result<Response<CreateOrderResponse>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
+
+    async fn get_order(&self, _: Request<GetOrderRequest>) -> Result<Response<GetOrderResponse>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
+
+    async fn list_orders(&self, _: Request<ListOrdersRequest>) -> Result<Response<Self::ListOrdersStream>, Status> {
+        let guard = NotifyOnDrop(self.dropped.clone());
+        let messages = futures::stream::repeat_with(move || {
+            let _held = &guard;
+            Ok(ListOrdersResponse { order: None, next_page_token: "x".repeat(1024) })
+        });
+        Ok(Response::new(Box::pin(messages)))
+    }
+
+    async fn watch_order(&self, _: Request<WatchOrderRequest>) -> Result<Response<Self::WatchOrderStream>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
+
+    async fn ship_order(&self, _: Request<ShipOrderRequest>) -> Result<Response<ShipOrderResponse>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
+
+    async fn deliver_order(&self, _: Request<DeliverOrderRequest>) -> Result<Response<DeliverOrderResponse>, Status> {
+        Err(Status::unimplemented("not in this test"))
+    }
+}
+
+#[tokio::test]
+async fn a_stream_whose_client_stops_reading_is_ended_and_gives_up_its_place() {
+    let mut config = config();
+    config.max_open_streams = NonZeroU32::MIN;
+    config.stream_stall_timeout = Duration::from_millis(200);
+    let dropped = Arc::new(tokio::sync::Notify::new());
+    let server = GrpcServer::bind(&config, api::FILE_DESCRIPTOR_SET, &Metrics::new())
+        .await
+        .expect("bind")
+        .add_service(OrderServiceServer::new(Flood { dropped: dropped.clone() }));
+    let server = start(server);
+    let mut reader = OrderServiceClient::new(channel(&server.address).await);
+    let mut unread = reader.list_orders(ListOrdersRequest::default()).await.expect("the stream opens").into_inner();
+
+    // The client reads nothing: once flow control stops the server, it drops the stream.
+    tokio::time::timeout(DEADLINE, dropped.notified()).await.expect("the server drops the unread stream");
+    let mut other = OrderServiceClient::new(channel(&server.address).await);
+    let mut second = other.list_orders(ListOrdersRequest::default()).await.expect("its place is free").into_inner();
+    second.message().await.expect("a message").expect("the stream is open");
+    drop(second);
+
+    // Reading again, the first client gets what was on the way, then the reason.
+    let ended = loop {
+        match unread.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream ended without saying why"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(ended.code(), Code::ResourceExhausted, "{ended:?}");
 }
