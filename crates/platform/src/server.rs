@@ -347,6 +347,37 @@ mod tests {
         });
     }
 
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn a_zero_limit_or_timeout_is_a_config_error_naming_its_key() {
+        #[derive(Debug, serde::Serialize, serde::Deserialize)]
+        struct Sample {
+            server: ServerConfig,
+        }
+        impl Default for Sample {
+            fn default() -> Self {
+                Self { server: ServerConfig::on_port(0) }
+            }
+        }
+        for (key, zero) in [
+            ("http2_max_concurrent_streams", "0"),
+            ("max_connections", "0"),
+            ("max_open_streams", "0"),
+            ("idle_timeout", "0s"),
+            ("stream_stall_timeout", "0s"),
+        ] {
+            figment::Jail::expect_with(|jail| {
+                let variable = format!("SAMPLE_SERVER__{}", key.to_uppercase());
+                jail.set_env(&variable, zero);
+                let error = crate::config::load::<Sample>("SAMPLE_", None).expect_err("zero is refused");
+                let message = error.to_string();
+                assert!(message.contains(&format!("server.{key}")), "{message}");
+                assert!(message.contains(&variable), "{message}");
+                Ok(())
+            });
+        }
+    }
+
     #[tokio::test]
     async fn an_overloaded_call_is_answered_unavailable() {
         let response = overloaded_is_unavailable(Overloaded::new().into()).await;
