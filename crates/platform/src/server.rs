@@ -165,9 +165,9 @@ impl GrpcServer {
 /// The whole server stack, serving `listener` until `signal` resolves: every layer,
 /// the application `services`, health and reflection. A request meets them in this
 /// order: the accepted socket (connection limit, idle timeout, TCP_NODELAY), HTTP/2
-/// (keepalive PINGs, streams per connection) or HTTP/1.1, gRPC-Web translation,
-/// observe (span, metrics, log line), deadline, gRPC only (415), request decoding
-/// codes, open-call tracking, the stream limit, panic recovery, the router;
+/// (keepalive PINGs, streams per connection) or HTTP/1.1, open-call tracking, gRPC-Web
+/// translation, observe (span, metrics, log line), deadline, gRPC only (415), request
+/// decoding codes, the stream limit, panic recovery, the router;
 /// then health or reflection directly, or, for an application service, the
 /// UNAVAILABLE answer, load shedding and the in-flight limit before the service.
 #[allow(clippy::too_many_arguments)]
@@ -229,6 +229,10 @@ fn stack(
         .max_concurrent_streams(Some(config.http2_max_concurrent_streams.get()))
         .layer(
             ServiceBuilder::new()
+                // Outermost: tell each connection which calls are open on it, so its idle
+                // timeout (`server.idle_timeout`) only runs while it has none; this also
+                // puts the peer's address (tonic's `TcpConnectInfo`) on every request.
+                .layer(connections::TrackCallsLayer)
                 // Translate gRPC-Web to gRPC first, so every layer below sees plain gRPC
                 // (and its trailers) whichever protocol the client spoke.
                 .layer(tonic_web::GrpcWebLayer::new())
@@ -250,9 +254,6 @@ fn stack(
                 // the size limit (tonic says OUT_OF_RANGE); inside observe, which logs and
                 // counts the corrected code.
                 .layer(protocol::RequestErrorCodesLayer)
-                // Tell each connection which calls are open on it, so its idle timeout
-                // (`server.idle_timeout`) only runs while it has none.
-                .layer(connections::TrackCallsLayer)
                 // Cap the streaming calls open in the process (`server.max_open_streams`),
                 // health Watch included: each holds memory for as long as its client
                 // keeps it open. Beyond the cap, UNAVAILABLE at once. A stream whose

@@ -22,7 +22,7 @@ use platform::{config::ServerConfig, metrics::Metrics, server::GrpcServer};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use tokio::{io::AsyncReadExt, net::TcpStream};
 use tonic::{Code, Request, Response, Status, transport::Channel};
-use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 use tonic_reflection::pb::v1::{
     ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
     server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
@@ -63,6 +63,7 @@ impl UserService for Users {
 /// A serving users server; dropping the sender stops it.
 struct Running {
     address: String,
+    health: platform::health::Health,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -75,12 +76,13 @@ async fn serve(config: ServerConfig, users: Users) -> Running {
 }
 
 fn start(server: GrpcServer) -> Running {
+    let health = server.health();
     let address = format!("http://{}", server.local_addr());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(server.serve(async move {
         let _ = stopped.await;
     }));
-    Running { address, _stop: stop }
+    Running { address, health, _stop: stop }
 }
 
 fn config() -> ServerConfig {
@@ -111,6 +113,24 @@ async fn a_silent_tcp_connection_is_closed_after_the_idle_timeout() {
     let server = serve(config, Users { panics: false }).await;
     let mut socket = TcpStream::connect(server.address.trim_start_matches("http://")).await.expect("connect");
     closed_by_server(&mut socket).await;
+}
+
+#[tokio::test]
+async fn a_connection_with_an_open_stream_outlives_the_idle_timeout() {
+    let mut config = config();
+    config.idle_timeout = Duration::from_millis(200);
+    let server = serve(config, Users { panics: false }).await;
+    let mut health = HealthClient::new(channel(&server.address).await);
+    let mut watching = health.watch(HealthCheckRequest::default()).await.expect("the stream opens").into_inner();
+    watching.message().await.expect("a first status").expect("the stream is open");
+
+    // Opened after the stream: once the server closes it, the idle timeout has passed
+    // for the streaming connection too.
+    let mut silent = TcpStream::connect(server.address.trim_start_matches("http://")).await.expect("connect");
+    closed_by_server(&mut silent).await;
+    server.health.set_serving(false).await;
+    let update = watching.message().await.expect("the stream's connection is still open");
+    assert_eq!(update.expect("an update").status(), ServingStatus::NotServing);
 }
 
 #[tokio::test]
