@@ -435,6 +435,7 @@ where
 /// whatever it holds) and `permit`, and the response ends with RESOURCE_EXHAUSTED.
 fn pump(response: Response<Body>, permit: OwnedSemaphorePermit, stall_timeout: Duration) -> Response<Body> {
     use http_body_util::BodyExt;
+    use tracing::Instrument;
 
     let (parts, mut body) = response.into_parts();
     let (sender, receiver) = tokio::sync::mpsc::channel(1);
@@ -461,6 +462,8 @@ fn pump(response: Response<Body>, permit: OwnedSemaphorePermit, stall_timeout: D
                 }
             }
         }
+        // The handler's stream is polled here now: keep its log lines in the call's span.
+        .instrument(tracing::Span::current())
     });
     Response::from_parts(parts, Body::new(Pumped { receiver, stalled, ended: false }))
 }
@@ -607,9 +610,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_beyond_the_limit_is_closed_at_once_and_one_after_a_close_is_served() {
-        let (mut listener, attempts) = scripted(vec![connected(), connected()]);
-        let queue = std::mem::take(&mut listener.results);
-        let shared = Arc::new(Mutex::new(queue));
+        let shared = Arc::new(Mutex::new(VecDeque::from([connected(), connected()])));
+        let attempts = Arc::new(AtomicUsize::new(0));
         let listener = Shared { queue: shared.clone(), attempts: attempts.clone() };
         let mut incoming = Incoming::new(listener, 1, Duration::from_secs(60));
         let first = incoming.next().await.expect("the stream goes on").expect("the first connection");
