@@ -147,6 +147,30 @@ async fn an_http2_connection_that_sends_only_its_preface_is_closed_after_the_idl
 }
 
 #[tokio::test]
+async fn the_server_advertises_its_limit_of_streams_per_connection() {
+    use tokio::io::AsyncWriteExt;
+    let mut config = config();
+    config.http2_max_concurrent_streams = NonZeroU32::new(7).expect("not zero");
+    let server = serve(config, Users { panics: false }).await;
+    let mut socket = TcpStream::connect(server.address.trim_start_matches("http://")).await.expect("connect");
+    socket.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.expect("write the preface");
+    socket.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.expect("write SETTINGS");
+    // The server's first frame is its SETTINGS (RFC 9113 3.4): 9-byte header, then
+    // 6-byte entries; SETTINGS_MAX_CONCURRENT_STREAMS is identifier 3.
+    let mut header = [0_u8; 9];
+    tokio::time::timeout(DEADLINE, socket.read_exact(&mut header)).await.expect("in time").expect("a frame");
+    assert_eq!(header[3], 4, "not a SETTINGS frame: {header:?}");
+    let length = usize::from(header[1]) << 8 | usize::from(header[2]);
+    let mut payload = vec![0_u8; length];
+    socket.read_exact(&mut payload).await.expect("the settings");
+    let advertised = payload
+        .chunks_exact(6)
+        .find(|entry| entry[..2] == [0, 3])
+        .map(|entry| u32::from_be_bytes([entry[2], entry[3], entry[4], entry[5]]));
+    assert_eq!(advertised, Some(7));
+}
+
+#[tokio::test]
 async fn a_connection_beyond_max_connections_is_closed_while_the_first_is_served() {
     let mut config = config();
     config.max_connections = NonZeroU32::MIN;
