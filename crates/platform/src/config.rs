@@ -437,6 +437,29 @@ pub struct ServerConfig {
     /// connection, e.g. `"20s"` (the default, grpc-go's `Timeout`).
     #[serde(with = "humantime_serde")]
     pub http2_keepalive_timeout: Duration,
+    /// Calls one client may have open at once on one HTTP/2 connection, advertised as
+    /// SETTINGS_MAX_CONCURRENT_STREAMS (RFC 9113 6.5.2; default 256, at least 1); a
+    /// client queues calls beyond it or opens another connection.
+    pub http2_max_concurrent_streams: NonZeroU32,
+    /// Connections open at once (default 768, at least 1; keep it under the process's
+    /// open-file limit, `ulimit -n`). One beyond it is closed as soon as it is accepted,
+    /// so its client tries another replica.
+    pub max_connections: NonZeroU32,
+    /// Streaming calls (ListOrders, WatchOrder, health Watch) open at once in this
+    /// process (default 1024, at least 1); one beyond it is answered UNAVAILABLE.
+    pub max_open_streams: NonZeroU32,
+    /// A connection with no call open for this long is closed, e.g. `"5m"` (the
+    /// default; more than 0s): a silent socket, an HTTP/2 connection that sends only
+    /// its preface or PINGs, an HTTP/1.1 request whose headers never end. (HTTP/1.1
+    /// headers must also arrive within hyper's fixed 30 s header-read timeout.)
+    #[serde(with = "positive_duration")]
+    pub idle_timeout: Duration,
+    /// How long a streaming response may wait for its client to read the next message
+    /// before the stream is ended with RESOURCE_EXHAUSTED and its place, handler and
+    /// buffered messages are freed, e.g. `"30s"` (the default; more than 0s). A stream
+    /// with nothing to send (a quiet WatchOrder) is not waiting and never times out.
+    #[serde(with = "positive_duration")]
+    pub stream_stall_timeout: Duration,
     /// Browser origins allowed to call this port over Connect or gRPC-Web (CORS), each
     /// `scheme://host[:port]`, e.g. `["https://app.example.com"]`; empty (the default)
     /// sends no CORS headers, so browsers on other origins are refused.
@@ -486,6 +509,11 @@ impl ServerConfig {
             max_concurrent_requests: NonZeroU32::new(1024).expect("1024 is not zero"),
             http2_keepalive_interval: Duration::from_secs(2 * 60 * 60),
             http2_keepalive_timeout: Duration::from_secs(20),
+            http2_max_concurrent_streams: NonZeroU32::new(256).expect("256 is not zero"),
+            max_connections: NonZeroU32::new(768).expect("768 is not zero"),
+            max_open_streams: NonZeroU32::new(1024).expect("1024 is not zero"),
+            idle_timeout: Duration::from_secs(5 * 60),
+            stream_stall_timeout: Duration::from_secs(30),
             cors_allowed_origins: Vec::new(),
         }
     }

@@ -6,22 +6,18 @@ use axum::error_handling::HandleErrorLayer;
 use http::Response;
 use sqlx::AnyPool;
 use tokio::net::TcpListener;
-use tonic::{
-    Status,
-    server::NamedService,
-    service::Routes,
-    transport::{Server, server::TcpIncoming},
-};
+use tonic::{Status, server::NamedService, service::Routes, transport::Server};
 use tower::{BoxError, ServiceBuilder, limit::GlobalConcurrencyLimitLayer, load_shed::error::Overloaded};
 
 use crate::{
     config::{DatabaseConfig, ServerConfig},
-    connect,
+    connect, connections,
     consul::{AgentServiceRegistration, Consul},
     deadline,
     health::{self, Health},
+    methods::Methods,
     metrics::Metrics,
-    observe,
+    observe, protocol, recover,
     registration::{Registered, RegistrationConfig},
 };
 
@@ -32,6 +28,8 @@ pub struct GrpcServer {
     config: ServerConfig,
     /// The application services only: health and reflection join them in [`stack`].
     services: Routes,
+    /// The fully qualified names of the application services, which reflection lists.
+    served: Vec<&'static str>,
     health: Health,
     database_probe: Option<(AnyPool, DatabaseConfig)>,
     registration: Option<(Consul, AgentServiceRegistration, Duration)>,
@@ -49,12 +47,13 @@ impl GrpcServer {
     pub async fn bind(config: &ServerConfig, descriptor_set: &'static [u8], metrics: &Metrics) -> io::Result<Self> {
         // Built here only to fail at start-up on a bad descriptor set; `stack` builds
         // the one it serves.
-        reflection(descriptor_set).map_err(io::Error::other)?;
+        reflection(descriptor_set, &[]).map_err(io::Error::other)?;
         let listener = TcpListener::bind(config.addr()).await?;
         Ok(Self {
             listener,
             config: config.clone(),
             services: Routes::default(),
+            served: Vec::new(),
             health: Health::new(),
             database_probe: None,
             registration: None,
@@ -89,6 +88,7 @@ impl GrpcServer {
         S::Future: Send + 'static,
     {
         self.health.add(S::NAME);
+        self.served.push(S::NAME);
         self.services = self.services.add_service(service);
         self
     }
@@ -117,7 +117,8 @@ impl GrpcServer {
     /// # Errors
     /// A transport error from the server itself (not from individual RPCs).
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), tonic::transport::Error> {
-        let Self { listener, config, services, health, database_probe, registration, descriptor_set, metrics } = self;
+        let Self { listener, config, services, served, health, database_probe, registration, descriptor_set, metrics } =
+            self;
         let (drain_period, shutdown_grace) = (config.drain_period, config.shutdown_grace);
         health.set_serving(true).await;
         let probe = database_probe.map(|(pool, config)| health::watch_database(pool, &config, health.clone()));
@@ -146,7 +147,7 @@ impl GrpcServer {
                 let _ = stopping_tx.send(true);
             }
         };
-        let server = stack(listener, &config, services, &health, descriptor_set, &metrics, signal);
+        let server = stack(listener, &config, services, &served, &health, descriptor_set, &metrics, signal);
         tokio::pin!(server);
         tokio::select! {
             result = &mut server => result,
@@ -163,14 +164,19 @@ impl GrpcServer {
 
 /// The whole server stack, serving `listener` until `signal` resolves: every layer,
 /// the application `services`, health and reflection. A request meets them in this
-/// order: the accepted socket (TCP_NODELAY), HTTP/2 (keepalive PINGs) or HTTP/1.1,
-/// CORS (when origins are configured), Connect translation, gRPC-Web translation, observe (span, metrics, log line), deadline, the router;
+/// order: the accepted socket (connection limit, idle timeout, TCP_NODELAY), HTTP/2
+/// (keepalive PINGs, streams per connection) or HTTP/1.1, open-call tracking, CORS (when
+/// origins are configured), Connect translation, gRPC-Web translation, observe (span,
+/// metrics, log line), deadline, gRPC only (415), request decoding codes, the stream
+/// limit, panic recovery, the router;
 /// then health or reflection directly, or, for an application service, the
 /// UNAVAILABLE answer, load shedding and the in-flight limit before the service.
+#[allow(clippy::too_many_arguments)]
 fn stack(
     listener: TcpListener,
     config: &ServerConfig,
     services: Routes,
+    served: &[&'static str],
     health: &Health,
     descriptor_set: &'static [u8],
     metrics: &Metrics,
@@ -182,6 +188,8 @@ fn stack(
     let descriptor_sets =
         [descriptor_set, tonic_health::pb::FILE_DESCRIPTOR_SET, tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET];
     let limit = usize::try_from(config.max_concurrent_requests.get()).unwrap_or(usize::MAX);
+    let max_open_streams = usize::try_from(config.max_open_streams.get()).unwrap_or(usize::MAX);
+    let methods = Methods::from_descriptor_sets(&descriptor_sets).unwrap_or_default();
     // Inside the router, around the application services only: health checks and
     // reflection take no slot and are never shed, so a replica at capacity still
     // answers its health checks SERVING (it is busy, not broken; failing them would
@@ -208,7 +216,7 @@ fn stack(
         // `grpc.health.v1.Health`: Check and Watch for probes, Consul and balancers.
         .add_service(health.service())
         // `grpc.reflection.v1`, so grpcurl and Postman work without the .proto files.
-        .add_service(reflection(descriptor_set).expect("the descriptor set decoded in bind"));
+        .add_service(reflection(descriptor_set, served).expect("the descriptor set decoded in bind"));
     let keepalive = config.http2_keepalive_interval;
     Server::builder()
         // gRPC-Web clients (browsers) speak HTTP/1.1; gRPC and gRPC-Web share the port.
@@ -217,8 +225,15 @@ fn stack(
         // node, a dropped NAT entry) frees its connection.
         .http2_keepalive_interval((!keepalive.is_zero()).then_some(keepalive))
         .http2_keepalive_timeout(Some(config.http2_keepalive_timeout))
+        // Bound the calls one connection may open at once (SETTINGS_MAX_CONCURRENT_STREAMS):
+        // without it one client opened 20,000 streams on one connection.
+        .max_concurrent_streams(Some(config.http2_max_concurrent_streams.get()))
         .layer(
             ServiceBuilder::new()
+                // Outermost: tell each connection which calls are open on it, so its idle
+                // timeout (`server.idle_timeout`) only runs while it has none; this also
+                // puts the peer's address (tonic's `TcpConnectInfo`) on every request.
+                .layer(connections::TrackCallsLayer)
                 // Browsers' preflight and CORS headers (`server.cors_allowed_origins`;
                 // none by default); before Connect, so a refused origin costs no translation.
                 .option_layer(cors(&config.cors_allowed_origins))
@@ -236,17 +251,35 @@ fn stack(
                 // Remember each call's deadline, so the calls it makes upstream
                 // carry what remains of it (deadline propagation), and answer
                 // DEADLINE_EXCEEDED when it passes (tonic alone says CANCELLED).
-                .layer(deadline::PropagateLayer),
+                .layer(deadline::PropagateLayer)
+                // Refuse what is not gRPC (HTTP 415), after gRPC-Web (and any other
+                // protocol) has been translated to it: tonic would decode any body as
+                // protobuf.
+                .layer(protocol::GrpcOnlyLayer)
+                // A request tonic cannot decode is the client's error: INVALID_ARGUMENT
+                // (tonic says INTERNAL, logged at ERROR) or RESOURCE_EXHAUSTED for one over
+                // the size limit (tonic says OUT_OF_RANGE); inside observe, which logs and
+                // counts the corrected code.
+                .layer(protocol::RequestErrorCodesLayer)
+                // Cap the streaming calls open in the process (`server.max_open_streams`),
+                // health Watch included: each holds memory for as long as its client
+                // keeps it open. Beyond the cap, UNAVAILABLE at once. A stream whose
+                // client stops reading is ended after `server.stream_stall_timeout`.
+                .layer(connections::StreamLimitLayer::new(methods, max_open_streams, config.stream_stall_timeout))
+                // Innermost: a handler that panics fails its own call with INTERNAL and
+                // the connection, with every call on it, keeps serving.
+                .layer(recover::RecoverLayer),
         )
         .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming(listener), signal)
+        .serve_with_incoming_shutdown(incoming(listener, config), signal)
 }
 
-/// The connections `listener` accepts, each with TCP_NODELAY set. tonic sets it only
-/// on listeners it binds itself; without it, small HTTP/2 frames (a unary response's
-/// headers, message and trailers) wait for the client's delayed ACK (~40 ms, Nagle).
-fn incoming(listener: TcpListener) -> TcpIncoming {
-    TcpIncoming::from(listener).with_nodelay(Some(true))
+/// The connections `listener` accepts: each with TCP_NODELAY set, at most
+/// `server.max_connections` at once, each closed after `server.idle_timeout` without
+/// an open call, with back-off when accepting fails (see [`connections::Incoming`]).
+fn incoming(listener: TcpListener, config: &ServerConfig) -> connections::Incoming<TcpListener> {
+    let max_connections = usize::try_from(config.max_connections.get()).unwrap_or(usize::MAX);
+    connections::Incoming::new(listener, max_connections, config.idle_timeout)
 }
 
 /// CORS for browser clients from `origins` (none: no CORS layer): the Connect and
@@ -279,17 +312,24 @@ fn cors(origins: &[http::HeaderValue]) -> Option<tower_http::cors::CorsLayer> {
     )
 }
 
-/// Server reflection (`grpc.reflection.v1`) over `descriptor_set` and the health service's.
+/// Server reflection (`grpc.reflection.v1`) over `descriptor_set` and the health
+/// service's, listing only the services this port serves: `served`, health and
+/// reflection itself (a descriptor set may describe services another port serves).
 fn reflection(
     descriptor_set: &'static [u8],
+    served: &[&'static str],
 ) -> Result<
     tonic_reflection::server::v1::ServerReflectionServer<impl tonic_reflection::server::v1::ServerReflection>,
     tonic_reflection::server::Error,
 > {
-    tonic_reflection::server::Builder::configure()
+    let builder = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(descriptor_set)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+    let own = [
+        tonic_health::pb::health_server::SERVICE_NAME,
+        tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME,
+    ];
+    served.iter().chain(&own).fold(builder, |builder, name| builder.with_service_name(*name)).build_v1()
 }
 
 /// A call refused by the load shedder, answered UNAVAILABLE (see [`stack`]); the
@@ -316,10 +356,10 @@ mod tests {
     async fn every_connection_the_server_accepts_has_tcp_nodelay() {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.expect("bind");
         let address = listener.local_addr().expect("bound");
-        let mut incoming = incoming(listener);
+        let mut incoming = incoming(listener, &ServerConfig::on_port(0));
         let _client = TcpStream::connect(address).await.expect("connect");
         let accepted = incoming.next().await.expect("the stream stays open").expect("accepted");
-        assert!(accepted.nodelay().expect("readable option"), "Nagle's algorithm is still on");
+        assert!(accepted.get_ref().nodelay().expect("readable option"), "Nagle's algorithm is still on");
     }
 
     #[test]
@@ -376,6 +416,37 @@ mod tests {
     fn no_cors_origins_means_no_cors_layer_and_some_mean_one() {
         assert!(cors(&[]).is_none());
         assert!(cors(&[http::HeaderValue::from_static("https://app.example.com")]).is_some());
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn a_zero_limit_or_timeout_is_a_config_error_naming_its_key() {
+        #[derive(Debug, serde::Serialize, serde::Deserialize)]
+        struct Sample {
+            server: ServerConfig,
+        }
+        impl Default for Sample {
+            fn default() -> Self {
+                Self { server: ServerConfig::on_port(0) }
+            }
+        }
+        for (key, zero) in [
+            ("http2_max_concurrent_streams", "0"),
+            ("max_connections", "0"),
+            ("max_open_streams", "0"),
+            ("idle_timeout", "0s"),
+            ("stream_stall_timeout", "0s"),
+        ] {
+            figment::Jail::expect_with(|jail| {
+                let variable = format!("SAMPLE_SERVER__{}", key.to_uppercase());
+                jail.set_env(&variable, zero);
+                let error = crate::config::load::<Sample>("SAMPLE_", None).expect_err("zero is refused");
+                let message = error.to_string();
+                assert!(message.contains(&format!("server.{key}")), "{message}");
+                assert!(message.contains(&variable), "{message}");
+                Ok(())
+            });
+        }
     }
 
     #[tokio::test]
