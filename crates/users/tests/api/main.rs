@@ -5,4 +5,5 @@ mod cli;
 mod errors;
 mod health;
 mod helpers;
+mod outage;
 mod users;
