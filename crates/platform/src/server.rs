@@ -4,7 +4,6 @@ use std::{convert::Infallible, future::Future, io, net::SocketAddr, time::Durati
 
 use axum::error_handling::HandleErrorLayer;
 use http::Response;
-use sqlx::AnyPool;
 use tokio::net::TcpListener;
 use tonic::{
     Status,
@@ -17,6 +16,7 @@ use tower::{BoxError, ServiceBuilder, limit::GlobalConcurrencyLimitLayer, load_s
 use crate::{
     config::{DatabaseConfig, ServerConfig},
     consul::{AgentServiceRegistration, Consul},
+    database::Database,
     deadline,
     health::{self, Health},
     metrics::Metrics,
@@ -32,7 +32,7 @@ pub struct GrpcServer {
     /// The application services only: health and reflection join them in [`stack`].
     services: Routes,
     health: Health,
-    database_probe: Option<(AnyPool, DatabaseConfig)>,
+    database_probe: Option<(Database, DatabaseConfig)>,
     registration: Option<(Consul, AgentServiceRegistration, Duration)>,
     descriptor_set: &'static [u8],
     metrics: Metrics,
@@ -92,10 +92,10 @@ impl GrpcServer {
         self
     }
 
-    /// While serving, ping `pool` and report NOT_SERVING while it does not answer
-    /// (see [`health::watch_database`]).
-    pub fn probe_database(mut self, pool: AnyPool, config: &DatabaseConfig) -> Self {
-        self.database_probe = Some((pool, config.clone()));
+    /// While serving, ping `database` and report NOT_SERVING, failing its calls fast,
+    /// while it does not answer (see [`health::watch_database`]).
+    pub fn probe_database(mut self, database: &Database, config: &DatabaseConfig) -> Self {
+        self.database_probe = Some((database.clone(), config.clone()));
         self
     }
 
@@ -119,7 +119,7 @@ impl GrpcServer {
         let Self { listener, config, services, health, database_probe, registration, descriptor_set, metrics } = self;
         let (drain_period, shutdown_grace) = (config.drain_period, config.shutdown_grace);
         health.set_serving(true).await;
-        let probe = database_probe.map(|(pool, config)| health::watch_database(pool, &config, health.clone()));
+        let probe = database_probe.map(|(database, config)| health::watch_database(&database, &config, health.clone()));
         let registered = registration.map(|(consul, instance, refresh)| Registered::start(consul, instance, refresh));
         let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
         let signal = {

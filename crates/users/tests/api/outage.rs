@@ -41,20 +41,21 @@ async fn a_database_outage_is_reported_within_a_second_and_calls_fail_fast_until
     let noticed = cut.elapsed();
 
     // While the database is known to be down, a call that needs it fails at once.
-    let mut slowest = Duration::ZERO;
+    let mut took = Vec::new();
     for attempt in 0..5 {
         let started = Instant::now();
         let status = app.client.create_user(create("during@example.com")).await.expect_err("no database");
-        slowest = slowest.max(started.elapsed());
+        took.push(started.elapsed());
         assert_eq!(status.code(), Code::Unavailable, "attempt {attempt}: {status:?}");
     }
+    let slowest = took.iter().copied().max().unwrap_or_default();
 
     proxy.restore().await;
     let restored = Instant::now();
     let after_restore = next_status().await;
     let recovered = restored.elapsed();
 
-    eprintln!("NOT_SERVING after {noticed:?}; slowest failing call {slowest:?}; SERVING again after {recovered:?}");
+    eprintln!("NOT_SERVING after {noticed:?}; failing calls took {took:?}; SERVING again after {recovered:?}");
     assert_eq!(after_cut, ServingStatus::NotServing);
     assert!(noticed < Duration::from_secs(1), "NOT_SERVING only {noticed:?} after the cut");
     assert!(slowest < Duration::from_secs(1), "a failing call took {slowest:?}");
