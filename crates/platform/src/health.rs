@@ -89,10 +89,11 @@ pub fn watch_database(database: &Database, config: &DatabaseConfig, health: Heal
     let timeout = config.health_check_timeout;
     let database = database.clone();
     database.breaker().watched(timeout);
+    let mut probe = Probe::new(database.pool());
     tokio::spawn(async move {
         let breaker = database.breaker();
-        let mut probe = Probe::new(database.pool());
-        let mut ticker = tokio::time::interval(interval);
+        // The service has just connected and migrated: the first check is one interval on.
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {

@@ -75,3 +75,34 @@ async fn a_database_outage_is_reported_within_a_second_and_calls_fail_fast_until
     app.client.create_user(create("during@example.com")).await.expect("created once the database is back");
     app.stop();
 }
+
+#[tokio::test]
+async fn a_call_that_meets_an_outage_before_the_probe_does_makes_health_report_it_at_once() {
+    let mut proxy = TcpProxy::to_test_postgres().await;
+    let app = spawn_app_with(|config| {
+        let url = proxy.route(config.database.url.expose_secret());
+        config.database = DatabaseConfig::at(url.parse().expect("a database URL"));
+        // Only the first scheduled check runs during the test: any later one is woken by the call.
+        config.database.health_check_interval = Duration::from_secs(3600);
+    })
+    .await;
+    let mut health = HealthClient::new(app.channel().await);
+    let service = HealthCheckRequest { service: "users.v1.UserService".into() };
+    let mut updates = health.watch(service).await.expect("watch starts").into_inner();
+    let first = updates.message().await.expect("a status").expect("the stream is open");
+    assert_eq!(first.status(), ServingStatus::Serving);
+
+    proxy.cut().await;
+    let started = Instant::now();
+    let request = CreateUserRequest { email: "first@example.com".into(), name: "First".into() };
+    let status = app.client.clone().create_user(request).await.expect_err("no database");
+    let took = started.elapsed();
+    let update = tokio::time::timeout(PATIENCE, updates.message()).await.expect("a status change in time");
+    let noticed = started.elapsed();
+
+    eprintln!("the call failed after {took:?}; NOT_SERVING after {noticed:?}");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(took < Duration::from_secs(1), "the call took {took:?}, not its 2s acquire timeout");
+    assert_eq!(update.expect("the watch stays open").expect("the stream is open").status(), ServingStatus::NotServing);
+    assert!(noticed < Duration::from_secs(1), "NOT_SERVING only {noticed:?} after the cut");
+}
