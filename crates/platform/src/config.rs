@@ -473,8 +473,8 @@ pub struct DatabaseConfig {
     #[serde(with = "positive_duration")]
     pub acquire_timeout: Duration,
     /// How often the health probe checks the database, e.g. `"500ms"` (the default;
-    /// `database.health_check_interval`, more than 0s). Calls whose connection fails
-    /// make it check at once too. With the timeout below it bounds how late an outage
+    /// `database.health_check_interval`, more than 0s). A call whose connection fails,
+    /// or that has waited `health_check_timeout` for one, makes it check at once too. With the timeout below it bounds how late an outage
     /// is noticed: `health_check_interval + health_check_timeout`.
     #[serde(with = "positive_duration")]
     pub health_check_interval: Duration,

@@ -70,9 +70,10 @@ impl Health {
     }
 }
 
-/// Spawns a task that checks the database every `config.health_check_interval`, and
-/// at once when a call's connection fails or is slow in coming (see
-/// [`Database::acquire`]), and reports what it finds to `health` and to the breaker in
+/// Spawns a task that checks the database every `config.health_check_interval` (the
+/// first time one interval after the start: the service has just connected), and at
+/// once when a call's connection fails or a call has waited
+/// `config.health_check_timeout` for one (see [`Database::acquire`]), and reports what it finds to `health` and to the breaker in
 /// front of `database`'s pool: SERVING with the breaker closed while the database
 /// answers, NOT_SERVING with the breaker open, calls then failing at once, while it
 /// does not (`grpc.health.v1`: a replica that cannot reach its data should get no
@@ -82,8 +83,9 @@ impl Health {
 /// not delay it), opening a new one first if the last ping failed; it counts as no
 /// answer when it fails or takes longer than `config.health_check_timeout`. So the
 /// database's going away is reported at most `health_check_interval +
-/// health_check_timeout` later (750 ms with the defaults), and its return at most
-/// `health_check_interval` plus one connect later.
+/// health_check_timeout` later (750 ms with the defaults; `2 × health_check_timeout`
+/// after a call first waits in vain), and its return at most `health_check_interval`
+/// plus one connect later. The probe checks at most once per `health_check_timeout`.
 pub fn watch_database(database: &Database, config: &DatabaseConfig, health: Health) -> JoinHandle<()> {
     let interval = config.health_check_interval;
     let timeout = config.health_check_timeout;
@@ -92,7 +94,6 @@ pub fn watch_database(database: &Database, config: &DatabaseConfig, health: Heal
     let mut probe = Probe::new(database.pool());
     tokio::spawn(async move {
         let breaker = database.breaker();
-        // The service has just connected and migrated: the first check is one interval on.
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
