@@ -67,7 +67,7 @@ impl App {
         // retries, balancing), its metrics registered.
         let users = client::channel("users", &config.users, consul.as_ref(), &metrics, api::FILE_DESCRIPTOR_SET)?;
         let orders = Orders::new(
-            OrderRepository::new(database, changes.clone()),
+            OrderRepository::new(database.clone(), changes.clone()),
             UsersClient::new(users),
             PageTokens::new(config.paging.token_secret.as_ref().map_or("", ExposeSecret::expose_secret)),
             changes,
@@ -76,7 +76,7 @@ impl App {
             .await
             .with_context(|| format!("bind {} (server.host, server.port)", config.server.addr()))?
             .add_service(OrderServiceServer::new(OrderGrpc::new(orders, config.paging)))
-            .probe_database(pool.clone(), &config.database);
+            .probe_database(&database, &config.database);
         if let (true, Some(consul)) = (config.registration.enabled, consul) {
             server = server.register_in(consul, &config.registration, env!("CARGO_PKG_VERSION"));
         }

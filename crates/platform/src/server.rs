@@ -4,7 +4,6 @@ use std::{convert::Infallible, future::Future, io, net::SocketAddr, time::Durati
 
 use axum::error_handling::HandleErrorLayer;
 use http::Response;
-use sqlx::AnyPool;
 use tokio::net::TcpListener;
 use tonic::{Status, server::NamedService, service::Routes, transport::Server};
 use tower::{BoxError, ServiceBuilder, limit::GlobalConcurrencyLimitLayer, load_shed::error::Overloaded};
@@ -13,6 +12,7 @@ use crate::{
     config::{DatabaseConfig, ServerConfig},
     connect, connections,
     consul::{AgentServiceRegistration, Consul},
+    database::Database,
     deadline,
     health::{self, Health},
     methods::Methods,
@@ -31,7 +31,7 @@ pub struct GrpcServer {
     /// The fully qualified names of the application services, which reflection lists.
     served: Vec<&'static str>,
     health: Health,
-    database_probe: Option<(AnyPool, DatabaseConfig)>,
+    database_probe: Option<(Database, DatabaseConfig)>,
     registration: Option<(Consul, AgentServiceRegistration, Duration)>,
     descriptor_set: &'static [u8],
     metrics: Metrics,
@@ -93,10 +93,10 @@ impl GrpcServer {
         self
     }
 
-    /// While serving, ping `pool` and report NOT_SERVING while it does not answer
-    /// (see [`health::watch_database`]).
-    pub fn probe_database(mut self, pool: AnyPool, config: &DatabaseConfig) -> Self {
-        self.database_probe = Some((pool, config.clone()));
+    /// While serving, ping `database` and report NOT_SERVING, failing its calls fast,
+    /// while it does not answer (see [`health::watch_database`]).
+    pub fn probe_database(mut self, database: &Database, config: &DatabaseConfig) -> Self {
+        self.database_probe = Some((database.clone(), config.clone()));
         self
     }
 
@@ -121,7 +121,7 @@ impl GrpcServer {
             self;
         let (drain_period, shutdown_grace) = (config.drain_period, config.shutdown_grace);
         health.set_serving(true).await;
-        let probe = database_probe.map(|(pool, config)| health::watch_database(pool, &config, health.clone()));
+        let probe = database_probe.map(|(database, config)| health::watch_database(&database, &config, health.clone()));
         let registered = registration.map(|(consul, instance, refresh)| Registered::start(consul, instance, refresh));
         let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
         let signal = {

@@ -44,12 +44,12 @@ impl App {
         let metrics = Metrics::new();
         let database = Database::new(pool.clone(), "users");
         metrics.register(database.collector()).context("register the pool metrics")?;
-        let users = Users::new(UserRepository::new(database));
+        let users = Users::new(UserRepository::new(database.clone()));
         let mut server = GrpcServer::bind(&config.server, api::FILE_DESCRIPTOR_SET, &metrics)
             .await
             .with_context(|| format!("bind {} (server.host, server.port)", config.server.addr()))?
             .add_service(UserServiceServer::new(UserGrpc::new(users)))
-            .probe_database(pool.clone(), &config.database);
+            .probe_database(&database, &config.database);
         if config.registration.enabled {
             let consul = Consul::new(&config.consul);
             server = server.register_in(consul, &config.registration, env!("CARGO_PKG_VERSION"));

@@ -6,4 +6,5 @@ mod connect;
 mod errors;
 mod health;
 mod helpers;
+mod outage;
 mod users;
