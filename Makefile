@@ -8,7 +8,7 @@ export JAEGER := $(TOOLS)/bin/jaeger
 export PROMTOOL := $(TOOLS)/bin/promtool
 export STACK_BIN_DIR := $(CURDIR)/target/release
 
-.PHONY: demo test tools lint fmt release breaking up down
+.PHONY: demo test tools lint fmt release breaking up down bench
 
 ## demo: users x2 + orders on the embedded default (SQLite, static endpoints), real traffic, a summary.
 demo: release
@@ -17,6 +17,10 @@ demo: release
 ## test: install what is missing, lint, then unit, integration (PostgreSQL) and system tests.
 test: tools lint release
 	scripts/with-postgres.sh cargo test --workspace
+
+## bench: ghz against the release binaries on a throwaway PostgreSQL; writes bench/results/ (BENCH_QUICK=1: one short round).
+bench: release
+	scripts/bench.sh
 
 ## tools: PostgreSQL, buf, grpcurl, Consul, Jaeger and promtool, pinned, installed only when missing.
 tools:
