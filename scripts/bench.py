@@ -293,8 +293,8 @@ def markdown(run):
     for ratio in run["ratios"]:
         lines.append(f"- {ratio}")
     lines.append(
-        "- Statuses: ghz cuts off the calls in flight when a round's time is up and counts them as "
-        "Unavailable, so up to (in flight) x (rounds + warm-up) Unavailable per row are the harness, not the server."
+        "- Statuses: Unavailable up to the number in flight per round is consistent with ghz cutting "
+        "calls off when a round's time is up (not checked call by call)."
     )
     pg = run.get("pgbench")
     if pg:
