@@ -14,7 +14,7 @@ CHECK_JSONSCHEMA := $(TOOLS)/bin/check-jsonschema
 # 1.27) and the newest kubernetes-validate knows.
 KUBERNETES_VERSIONS := 1.31.0 1.37.0
 
-.PHONY: demo test tools lint deploy-lint fmt release breaking up down
+.PHONY: demo test tools lint deploy-lint fmt release breaking up down bench
 
 ## demo: users x2 + orders on the embedded default (SQLite, static endpoints), real traffic, a summary.
 demo: release
@@ -23,6 +23,10 @@ demo: release
 ## test: install what is missing, lint, then unit, integration (PostgreSQL) and system tests.
 test: tools lint release
 	scripts/with-postgres.sh cargo test --workspace
+
+## bench: ghz against the release binaries on a throwaway PostgreSQL; writes bench/results/ (BENCH_QUICK=1: one short round).
+bench: release
+	scripts/bench.sh
 
 ## tools: PostgreSQL, buf, grpcurl, Consul, Jaeger, promtool and connectconformance, pinned, installed only when missing.
 tools:

@@ -259,6 +259,12 @@ impl Collector for PoolCollector {
 /// SQLite connections run in WAL mode with foreign keys on, so several processes
 /// (the two users replicas of `make demo`) can share one file.
 ///
+/// A connection leaving the pool is not pinged first (sqlx's `test_before_acquire`
+/// is off): that ping was a round trip to the database on every query (docs/perf.md).
+/// A connection that died while idle (database restarted, backend terminated) fails
+/// the one query that uses it; sqlx then drops it instead of returning it, and the
+/// next query gets a new connection.
+///
 /// # Errors
 /// When the database cannot be reached within `acquire_timeout`, or sqlx refuses an
 /// option in the URL.
@@ -268,6 +274,7 @@ pub async fn connect(config: &DatabaseConfig) -> Result<AnyPool, sqlx::Error> {
     AnyPoolOptions::new()
         .max_connections(config.max_connections.get())
         .acquire_timeout(config.acquire_timeout)
+        .test_before_acquire(false)
         .after_connect(move |conn, _meta| {
             Box::pin(async move {
                 if backend == Backend::Sqlite {
