@@ -6,6 +6,7 @@ use platform::{
     admin::AdminConfig,
     config::{ConfigError, DatabaseConfig, LogConfig, ServerConfig},
     consul::ConsulConfig,
+    fault::TestingConfig,
     otel::TelemetryConfig,
     registration::RegistrationConfig,
 };
@@ -35,6 +36,10 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// Prometheus `GET /metrics`: `admin.host` (127.0.0.1), `admin.port` (9051).
     pub admin: AdminConfig,
+    /// Test-only fault knobs, off by default and refused unless `testing.enabled = true`:
+    /// `testing.fail_ratio` (0.0; e.g. 0.3 answers 30 % of calls UNAVAILABLE). For
+    /// system tests of the client's resilience only.
+    pub testing: TestingConfig,
 }
 
 impl Default for Config {
@@ -47,6 +52,7 @@ impl Default for Config {
             registration: RegistrationConfig::for_service("users"),
             telemetry: TelemetryConfig::for_service("users"),
             admin: AdminConfig::on_port(9051),
+            testing: TestingConfig::default(),
         }
     }
 }

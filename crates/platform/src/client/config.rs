@@ -431,14 +431,33 @@ impl RetryBudget {
     }
 }
 
-/// Outlier ejection: an endpoint that fails `consecutive_failures` calls in a row
-/// (transport errors or UNAVAILABLE) is taken out of rotation for `base_ejection_time`,
-/// doubled at each ejection in a row up to `max_ejection_time`; after that it gets
-/// calls again, and one success clears its record.
+/// Outlier ejection, per endpoint, in two ways that add up:
+///
+/// - **Consecutive failures** (ours, always checked): an endpoint that fails
+///   `consecutive_failures` attempts in a row is taken out of rotation for
+///   `base_ejection_time`, doubled at each ejection in a row up to `max_ejection_time`;
+///   after that it gets calls again, and one success clears its record.
+/// - **Statistical ejection** (gRFC A50, grpc-go's `outlier_detection` field names):
+///   every `interval` the outcomes of the attempts each endpoint answered in that
+///   interval are compared. `successRateEjection` ejects an endpoint whose success rate
+///   is below `mean - stdev × stdevFactor / 1000` of the endpoints' rates;
+///   `failurePercentageEjection` ejects one whose failure percentage is above
+///   `threshold`. Each counts only endpoints with at least `requestVolume` attempts in
+///   the interval, runs only when at least `minimumHosts` such endpoints exist, and
+///   ejects a candidate with probability `enforcementPercentage` %. Neither ejects
+///   once `maxEjectionPercent` % of the endpoints are ejected. An ejection lasts
+///   `base_ejection_time × n` (n grows by one per such ejection and shrinks by one per
+///   interval the endpoint stays in, A50's multiplier), at most
+///   `max(base_ejection_time, max_ejection_time)`. Both are off unless configured.
+///
+/// A failure is what `consecutive_failures` counts: UNAVAILABLE, which a transport
+/// failure also becomes; application errors (NOT_FOUND, …) and deadlines are not the
+/// endpoint's fault. grpc-go's `baseEjectionTime`/`maxEjectionTime` are our
+/// `base_ejection_time`/`max_ejection_time` (kept for existing configs).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutlierDetection {
-    /// Failures in a row that eject (default 3; 0 disables ejection).
+    /// Failures in a row that eject (default 3; 0 disables this kind of ejection).
     pub consecutive_failures: u32,
     /// First ejection's length (default 1s).
     #[serde(with = "humantime_serde")]
@@ -446,6 +465,31 @@ pub struct OutlierDetection {
     /// Longest ejection (default 30s).
     #[serde(with = "humantime_serde")]
     pub max_ejection_time: Duration,
+    /// How often the statistical ejections run, 10ms to 1h (default 10s, gRFC A50's).
+    #[serde(
+        serialize_with = "humantime_serde::serialize",
+        deserialize_with = "interval",
+        default = "default_interval"
+    )]
+    pub interval: Duration,
+    /// Most endpoints the statistical ejections take out at once, in percent of the
+    /// endpoints, 0 to 100 (default 10, gRFC A50's; at least one is always allowed).
+    // Not serialised into the figment defaults (see `retry_policy`): env vars arrive
+    // lowercased, and both spellings would be a duplicate field.
+    #[serde(
+        rename = "maxEjectionPercent",
+        alias = "maxejectionpercent",
+        default = "default_max_ejection_percent",
+        skip_serializing,
+        deserialize_with = "percent"
+    )]
+    pub max_ejection_percent: u32,
+    /// Success-rate ejection; off when absent.
+    #[serde(rename = "successRateEjection", alias = "successrateejection", default, skip_serializing)]
+    pub success_rate_ejection: Option<SuccessRateEjection>,
+    /// Failure-percentage ejection; off when absent.
+    #[serde(rename = "failurePercentageEjection", alias = "failurepercentageejection", default, skip_serializing)]
+    pub failure_percentage_ejection: Option<FailurePercentageEjection>,
 }
 
 impl Default for OutlierDetection {
@@ -454,7 +498,92 @@ impl Default for OutlierDetection {
             consecutive_failures: 3,
             base_ejection_time: Duration::from_secs(1),
             max_ejection_time: Duration::from_secs(30),
+            interval: default_interval(),
+            max_ejection_percent: default_max_ejection_percent(),
+            success_rate_ejection: None,
+            failure_percentage_ejection: None,
         }
+    }
+}
+
+impl OutlierDetection {
+    /// Whether either statistical ejection is configured.
+    pub fn statistical(&self) -> bool {
+        self.success_rate_ejection.is_some() || self.failure_percentage_ejection.is_some()
+    }
+}
+
+/// gRFC A50 `successRateEjection`: eject endpoints whose success rate is below
+/// `mean - stdev × stdevFactor / 1000` of the rates of the endpoints with enough calls.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SuccessRateEjection {
+    /// The stdev multiplier in thousandths (default 1900: 1.9 standard deviations).
+    #[serde(rename = "stdevFactor", alias = "stdevfactor")]
+    pub stdev_factor: u32,
+    /// Chance, in percent 0 to 100, that a candidate is ejected (default 100).
+    #[serde(rename = "enforcementPercentage", alias = "enforcementpercentage", deserialize_with = "percent")]
+    pub enforcement_percentage: u32,
+    /// Endpoints with enough calls needed to run at all (default 5).
+    #[serde(rename = "minimumHosts", alias = "minimumhosts")]
+    pub minimum_hosts: u32,
+    /// Attempts in the interval an endpoint needs to be judged (default 100).
+    #[serde(rename = "requestVolume", alias = "requestvolume")]
+    pub request_volume: u32,
+}
+
+impl Default for SuccessRateEjection {
+    fn default() -> Self {
+        Self { stdev_factor: 1900, enforcement_percentage: 100, minimum_hosts: 5, request_volume: 100 }
+    }
+}
+
+/// gRFC A50 `failurePercentageEjection`: eject endpoints whose failure percentage in
+/// the interval is above `threshold`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FailurePercentageEjection {
+    /// Failure percentage, 0 to 100, above which an endpoint is ejected (default 85).
+    #[serde(deserialize_with = "percent")]
+    pub threshold: u32,
+    /// Chance, in percent 0 to 100, that a candidate is ejected (default 100).
+    #[serde(rename = "enforcementPercentage", alias = "enforcementpercentage", deserialize_with = "percent")]
+    pub enforcement_percentage: u32,
+    /// Endpoints with enough calls needed to run at all (default 5).
+    #[serde(rename = "minimumHosts", alias = "minimumhosts")]
+    pub minimum_hosts: u32,
+    /// Attempts in the interval an endpoint needs to be judged (default 50).
+    #[serde(rename = "requestVolume", alias = "requestvolume")]
+    pub request_volume: u32,
+}
+
+impl Default for FailurePercentageEjection {
+    fn default() -> Self {
+        Self { threshold: 85, enforcement_percentage: 100, minimum_hosts: 5, request_volume: 50 }
+    }
+}
+
+fn default_interval() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_max_ejection_percent() -> u32 {
+    10
+}
+
+fn percent<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    match u32::deserialize(deserializer)? {
+        value @ 0..=100 => Ok(value),
+        value => Err(D::Error::custom(format!("must be a percentage from 0 to 100, not {value}"))),
+    }
+}
+
+fn interval<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let value: Duration = humantime_serde::deserialize(deserializer)?;
+    if (Duration::from_millis(10)..=Duration::from_secs(3600)).contains(&value) {
+        Ok(value)
+    } else {
+        Err(D::Error::custom(format!("must be from 10ms to 1h, not {value:?}")))
     }
 }
 

@@ -28,7 +28,10 @@ use tower::{Service, ServiceBuilder};
 use self::{balance::Balancer, deadline::Deadline, retry::Retry};
 pub use self::{
     balance::NoHealthyEndpointError,
-    config::{BalancerKind, ClientConfig, OutlierDetection, ResolverConfig, RetryBudget, RetryPolicy, StatusCodeName},
+    config::{
+        BalancerKind, ClientConfig, FailurePercentageEjection, OutlierDetection, ResolverConfig, RetryBudget,
+        RetryPolicy, StatusCodeName, SuccessRateEjection,
+    },
     metrics::ClientMetrics,
 };
 use crate::{
@@ -193,7 +196,7 @@ impl ResilientChannel {
     /// Registers this channel's counters and endpoint gauges in `metrics`:
     /// `grpc_client_attempts_total`, `grpc_client_retries_total`,
     /// `grpc_client_retry_budget_exhausted_total`, `grpc_client_ejections_total`
-    /// (counters) and `grpc_client_endpoints`, `grpc_client_ejected_endpoints`
+    /// (counters; ejections also labelled `reason`) and `grpc_client_endpoints`, `grpc_client_ejected_endpoints`
     /// (gauges), each labelled `upstream` with this channel's target.
     ///
     /// # Errors
@@ -209,7 +212,7 @@ impl ResilientChannel {
             attempts: self.metrics.attempts.get(),
             retries: self.metrics.retries.get(),
             budget_exhausted: self.metrics.budget_exhausted.get(),
-            ejections: self.metrics.ejections.get(),
+            ejections: self.metrics.ejections_total(),
             endpoints,
             ejected,
         }
