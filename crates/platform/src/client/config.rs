@@ -34,7 +34,10 @@ pub struct ClientConfig {
     pub method_timeouts: BTreeMap<String, Timeout>,
     /// Retries, with grpc-go's `retryPolicy` semantics and field names.
     pub retry_policy: RetryPolicy,
-    /// The cap on retries across all calls.
+    /// Hedging per method by method name (`GetUserByEmail = { maxAttempts = 2,
+    /// hedgingDelay = "20ms" }`), case-insensitive; a hedged method is not retried.
+    pub hedging_policy: BTreeMap<String, HedgingPolicy>,
+    /// The cap on retries and hedges across all calls.
     pub retry_budget: RetryBudget,
     /// Per-endpoint circuit breaking.
     pub outlier_detection: OutlierDetection,
@@ -98,6 +101,7 @@ impl ClientConfig {
             timeout: Duration::from_secs(1),
             method_timeouts: BTreeMap::new(),
             retry_policy: RetryPolicy::default(),
+            hedging_policy: BTreeMap::new(),
             retry_budget: RetryBudget::default(),
             outlier_detection: OutlierDetection::default(),
             unused: ResolverKeys {
@@ -116,6 +120,11 @@ impl ClientConfig {
             .iter()
             .find(|(name, _)| name.eq_ignore_ascii_case(method))
             .map_or(self.timeout, |(_, timeout)| timeout.0)
+    }
+
+    /// The hedging policy of `method` (the last segment of a gRPC path), if any.
+    pub fn hedging_of(&self, method: &str) -> Option<&HedgingPolicy> {
+        self.hedging_policy.iter().find(|(name, _)| name.eq_ignore_ascii_case(method)).map(|(_, policy)| policy)
     }
 }
 
@@ -143,6 +152,8 @@ struct RawClientConfig {
     // duplicate field. Missing fields take `RetryPolicy::default()` instead.
     #[serde(default, skip_serializing)]
     retry_policy: RetryPolicy,
+    #[serde(default, skip_serializing)]
+    hedging_policy: BTreeMap<String, HedgingPolicy>,
     retry_budget: RetryBudget,
     outlier_detection: OutlierDetection,
 }
@@ -190,6 +201,7 @@ impl TryFrom<RawClientConfig> for ClientConfig {
             timeout: raw.timeout,
             method_timeouts: raw.method_timeouts,
             retry_policy: raw.retry_policy,
+            hedging_policy: raw.hedging_policy,
             retry_budget: raw.retry_budget,
             outlier_detection: raw.outlier_detection,
             unused: ResolverKeys {
@@ -232,6 +244,7 @@ impl From<ClientConfig> for RawClientConfig {
             timeout: config.timeout,
             method_timeouts: config.method_timeouts,
             retry_policy: config.retry_policy,
+            hedging_policy: config.hedging_policy,
             retry_budget: config.retry_budget,
             outlier_detection: config.outlier_detection,
         }
@@ -336,6 +349,48 @@ impl RetryPolicy {
     /// Whether a call that ended with `code` may be retried.
     pub fn retries(&self, code: Code) -> bool {
         self.retryable_status_codes.iter().any(|name| name.0 == code)
+    }
+}
+
+/// Hedging of one method, with gRFC A6's `hedgingPolicy` field names and semantics:
+/// the first attempt goes out at once, another every `hedgingDelay` while none has
+/// answered, up to `maxAttempts` in all, each to an endpoint the call has not tried;
+/// the first answer wins and the others are cancelled. A status in
+/// `nonFatalStatusCodes` sends the next hedge at once; any other status ends the call.
+/// Only single-request calls to idempotent methods (as for retries) are hedged, and
+/// every hedge is withdrawn from the retry budget, so hedges cannot double the load.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HedgingPolicy {
+    /// Attempts including the first, 2 to 5 (grpc caps larger values at 5; default 2).
+    #[serde(rename = "maxAttempts", alias = "maxattempts", deserialize_with = "hedge_attempts")]
+    pub max_attempts: u32,
+    /// Wait before each further hedge, e.g. `"20ms"` (default 0s: all at once).
+    #[serde(rename = "hedgingDelay", alias = "hedgingdelay", with = "humantime_serde")]
+    pub hedging_delay: Duration,
+    /// Statuses after which the next hedge is sent at once instead of ending the call,
+    /// e.g. `["UNAVAILABLE"]` (default: none).
+    #[serde(rename = "nonFatalStatusCodes", alias = "nonfatalstatuscodes")]
+    pub non_fatal_status_codes: Vec<StatusCodeName>,
+}
+
+impl Default for HedgingPolicy {
+    fn default() -> Self {
+        Self { max_attempts: 2, hedging_delay: Duration::ZERO, non_fatal_status_codes: Vec::new() }
+    }
+}
+
+impl HedgingPolicy {
+    /// Whether `code` lets the call go on with the next hedge.
+    pub fn non_fatal(&self, code: Code) -> bool {
+        self.non_fatal_status_codes.iter().any(|name| name.0 == code)
+    }
+}
+
+fn hedge_attempts<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    match u32::deserialize(deserializer)? {
+        0 | 1 => Err(D::Error::custom("maxAttempts of a hedging policy must be at least 2")),
+        n => Ok(n.min(5)),
     }
 }
 
@@ -681,6 +736,37 @@ mod tests {
     fn a_password_in_a_bad_endpoint_is_not_echoed_in_the_error() {
         let error = users_from(serde_json::json!({"endpoints": ["https://u:s3cret@users:1"]})).expect_err("https");
         assert!(!error.contains("s3cret"), "{error}");
+    }
+
+    #[test]
+    fn a_hedging_policy_per_method_takes_grpcs_field_names_and_needs_two_attempts() {
+        let config = users_from(serde_json::json!({"hedging_policy": {"GetUserByEmail": {
+            "maxAttempts": 3, "hedgingDelay": "20ms", "nonFatalStatusCodes": ["UNAVAILABLE"]}}}))
+        .expect("valid");
+        let policy = config.hedging_of("getuserbyemail").expect("case-insensitive");
+        assert_eq!((policy.max_attempts, policy.hedging_delay), (3, Duration::from_millis(20)));
+        assert!(policy.non_fatal(Code::Unavailable) && config.hedging_of("GetUser").is_none());
+        let error = users_from(serde_json::json!({"hedging_policy": {"GetUser": {"maxAttempts": 1}}}))
+            .expect_err("one attempt is no hedge");
+        assert!(error.contains("maxAttempts"), "{error}");
+    }
+
+    #[test]
+    fn outlier_detection_takes_grpc_gos_field_names_and_refuses_a_bad_percentage_naming_it() {
+        let config = users_from(serde_json::json!({"outlier_detection": {
+            "interval": "2s", "maxEjectionPercent": 50,
+            "failurePercentageEjection": {"threshold": 20, "minimumHosts": 2},
+            "successrateejection": {"stdevfactor": 1000}}}))
+        .expect("valid");
+        let outlier = config.outlier_detection;
+        assert_eq!((outlier.interval, outlier.max_ejection_percent), (Duration::from_secs(2), 50));
+        let failure = outlier.failure_percentage_ejection.expect("configured");
+        assert_eq!((failure.threshold, failure.minimum_hosts, failure.request_volume), (20, 2, 50));
+        assert_eq!(outlier.success_rate_ejection.expect("configured").stdev_factor, 1000);
+        let error =
+            users_from(serde_json::json!({"outlier_detection": {"failurePercentageEjection": {"threshold": 101}}}))
+                .expect_err("over 100");
+        assert!(error.contains("threshold") && error.contains("101"), "{error}");
     }
 
     #[test]

@@ -20,8 +20,10 @@ pub struct ClientMetrics {
     pub(super) attempts: IntCounter,
     /// `grpc_client_retries_total`: retries sent.
     pub(super) retries: IntCounter,
-    /// `grpc_client_retry_budget_exhausted_total`: retries wanted but refused by the budget.
+    /// `grpc_client_retry_budget_exhausted_total`: retries or hedges wanted but refused by the budget.
     pub(super) budget_exhausted: IntCounter,
+    /// `grpc_client_hedges_total`: hedged attempts sent (beyond each call's first).
+    pub(super) hedges: IntCounter,
     /// `grpc_client_ejections_total{reason}`: endpoints ejected by outlier detection,
     /// by [`EjectionReason`].
     pub(super) ejections: IntCounterVec,
@@ -67,8 +69,9 @@ impl ClientMetrics {
             retries: counter("grpc_client_retries_total", "Retries the resilient client sent."),
             budget_exhausted: counter(
                 "grpc_client_retry_budget_exhausted_total",
-                "Retries wanted but refused by the retry budget.",
+                "Retries or hedges wanted but refused by the retry budget.",
             ),
+            hedges: counter("grpc_client_hedges_total", "Hedged attempts the resilient client sent."),
             ejections: {
                 let opts =
                     Opts::new("grpc_client_ejections_total", "Endpoints ejected by outlier detection, by reason.")
@@ -101,7 +104,7 @@ impl ClientMetrics {
     /// # Errors
     /// When this upstream's families are already registered in `metrics`.
     pub(super) fn register(&self, metrics: &Metrics, upstream: &str, balancer: Balancer) -> prometheus::Result<()> {
-        for counter in [&self.attempts, &self.retries, &self.budget_exhausted] {
+        for counter in [&self.attempts, &self.retries, &self.budget_exhausted, &self.hedges] {
             metrics.register(counter.clone())?;
         }
         metrics.register(self.ejections.clone())?;
