@@ -1,4 +1,4 @@
-//! Test-only fault injection: the `testing` config section, which makes a server fail a share of its calls on purpose.
+//! Test-only fault injection: the `testing` config section, which makes a server fail or delay a share of its calls on purpose.
 //!
 //! For system tests of the client's resilience (outlier ejection, retries): never set
 //! it in production. It is refused at load unless `testing.enabled = true` says so
@@ -11,9 +11,10 @@ use std::{
         atomic::{AtomicU64, Ordering},
     },
     task::{Context, Poll},
+    time::Duration,
 };
 
-use futures::future::{Either, Ready, ready};
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use tonic::{Status, body::Body, server::NamedService};
 use tower::Service;
@@ -27,6 +28,11 @@ pub struct TestingConfig {
     /// evenly (no two in a row below 0.5), so only a share of calls, not a run of
     /// consecutive failures, gives the endpoint away.
     pub fail_permille: u32,
+    /// `testing.delay_ratio`: share of calls held for `delay` before they are served,
+    /// in thousandths (written as a ratio, 0.0 to 1.0), spread evenly like the failures.
+    pub delay_permille: u32,
+    /// `testing.delay`: how long a delayed call is held, e.g. `"50ms"` (default 0s).
+    pub delay: Duration,
 }
 
 /// The section as written.
@@ -36,6 +42,9 @@ struct RawTestingConfig {
     /// Must be true for any knob to be accepted.
     enabled: bool,
     fail_ratio: f64,
+    delay_ratio: f64,
+    #[serde(with = "humantime_serde")]
+    delay: Duration,
 }
 
 impl TryFrom<RawTestingConfig> for TestingConfig {
@@ -45,16 +54,30 @@ impl TryFrom<RawTestingConfig> for TestingConfig {
         if !(0.0..=1.0).contains(&raw.fail_ratio) {
             return Err(format!("`fail_ratio` must be from 0.0 to 1.0, not {}", raw.fail_ratio));
         }
-        if raw.fail_ratio > 0.0 && !raw.enabled {
-            return Err("`fail_ratio` is a test-only fault knob: it needs `testing.enabled = true`".to_owned());
+        if !(0.0..=1.0).contains(&raw.delay_ratio) {
+            return Err(format!("`delay_ratio` must be from 0.0 to 1.0, not {}", raw.delay_ratio));
         }
-        Ok(Self { fail_permille: (raw.fail_ratio * 1000.0).round() as u32 })
+        for (key, on) in [("fail_ratio", raw.fail_ratio > 0.0), ("delay_ratio", raw.delay_ratio > 0.0)] {
+            if on && !raw.enabled {
+                return Err(format!("`{key}` is a test-only fault knob: it needs `testing.enabled = true`"));
+            }
+        }
+        Ok(Self {
+            fail_permille: (raw.fail_ratio * 1000.0).round() as u32,
+            delay_permille: (raw.delay_ratio * 1000.0).round() as u32,
+            delay: raw.delay,
+        })
     }
 }
 
 impl From<TestingConfig> for RawTestingConfig {
     fn from(config: TestingConfig) -> Self {
-        Self { enabled: config.fail_permille > 0, fail_ratio: f64::from(config.fail_permille) / 1000.0 }
+        Self {
+            enabled: config.fail_permille > 0 || config.delay_permille > 0,
+            fail_ratio: f64::from(config.fail_permille) / 1000.0,
+            delay_ratio: f64::from(config.delay_permille) / 1000.0,
+            delay: config.delay,
+        }
     }
 }
 
@@ -68,15 +91,42 @@ impl TestingConfig {
                 "testing.fail_ratio is on: failing calls on purpose"
             );
         }
-        Faults { fail_permille: u64::from(self.fail_permille), calls: Arc::default() }
+        if self.delay_permille > 0 {
+            tracing::warn!(
+                delay_ratio = f64::from(self.delay_permille) / 1000.0,
+                delay_ms = self.delay.as_millis() as u64,
+                "testing.delay_ratio is on: delaying calls on purpose"
+            );
+        }
+        Faults {
+            fail_permille: u64::from(self.fail_permille),
+            calls: Arc::default(),
+            delay_permille: u64::from(self.delay_permille),
+            delay: self.delay,
+            delayed: Arc::default(),
+        }
     }
 }
 
-/// Fails `testing.fail_ratio` of the calls through it with UNAVAILABLE (see [`TestingConfig`]).
+/// Whether call number `n` (from 1) falls in an evenly spread share of `permille`:
+/// the share's running total steps up at it.
+fn in_share(counter: &AtomicU64, permille: u64) -> bool {
+    if permille == 0 {
+        return false;
+    }
+    let n = counter.fetch_add(1, Ordering::Relaxed) + 1;
+    n * permille / 1000 > (n - 1) * permille / 1000
+}
+
+/// Fails `testing.fail_ratio` of the calls through it with UNAVAILABLE, and holds
+/// `testing.delay_ratio` of them for `testing.delay` (see [`TestingConfig`]).
 #[derive(Debug, Clone)]
 pub struct Faults {
     fail_permille: u64,
     calls: Arc<AtomicU64>,
+    delay_permille: u64,
+    delay: Duration,
+    delayed: Arc<AtomicU64>,
 }
 
 impl Faults {
@@ -85,15 +135,14 @@ impl Faults {
         Faulty { inner: service, faults: self }
     }
 
-    /// The injected failure for the next call, if it is one of the failing share: the
-    /// share's running total steps up at call number `n` (from 1).
+    /// The injected failure for the next call, if it is one of the failing share.
     fn next_failure(&self) -> Option<Status> {
-        if self.fail_permille == 0 {
-            return None;
-        }
-        let n = self.calls.fetch_add(1, Ordering::Relaxed) + 1;
-        let fails = n * self.fail_permille / 1000 > (n - 1) * self.fail_permille / 1000;
-        fails.then(|| Status::unavailable("failed on purpose (testing.fail_ratio)"))
+        in_share(&self.calls, self.fail_permille).then(|| Status::unavailable("failed on purpose (testing.fail_ratio)"))
+    }
+
+    /// The injected delay for the next call, if it is one of the delayed share.
+    fn next_delay(&self) -> Option<Duration> {
+        in_share(&self.delayed, self.delay_permille).then_some(self.delay)
     }
 }
 
@@ -111,20 +160,31 @@ impl<S: NamedService> NamedService for Faulty<S> {
 impl<S> Service<http::Request<Body>> for Faulty<S>
 where
     S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>,
+    S::Future: Send + 'static,
 {
     type Response = http::Response<Body>;
     type Error = Infallible;
-    type Future = Either<Ready<Result<http::Response<Body>, Infallible>>, S::Future>;
+    type Future = BoxFuture<'static, Result<http::Response<Body>, Infallible>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        match self.faults.next_failure() {
-            Some(status) => Either::Left(ready(Ok(status.into_http()))),
-            None => Either::Right(self.inner.call(request)),
-        }
+        let delay = self.faults.next_delay();
+        let answer = match self.faults.next_failure() {
+            Some(status) => Err(status),
+            None => Ok(self.inner.call(request)),
+        };
+        Box::pin(async move {
+            if let Some(delay) = delay {
+                tokio::time::sleep(delay).await;
+            }
+            match answer {
+                Err(status) => Ok(status.into_http()),
+                Ok(call) => call.await,
+            }
+        })
     }
 }
 
@@ -152,10 +212,21 @@ mod tests {
 
     #[test]
     fn the_failing_share_is_exact_and_never_two_in_a_row_at_thirty_percent() {
-        let faults = TestingConfig { fail_permille: 300 }.faults();
+        let faults = TestingConfig { fail_permille: 300, ..Default::default() }.faults();
         let outcomes: Vec<bool> = (0..1000).map(|_| faults.next_failure().is_some()).collect();
         assert_eq!(outcomes.iter().filter(|failed| **failed).count(), 300);
         assert!(!outcomes.windows(2).any(|pair| pair[0] && pair[1]), "two failures in a row");
+    }
+
+    #[test]
+    fn a_delay_ratio_needs_testing_enabled_and_delays_its_share() {
+        let error = load(serde_json::json!({"delay_ratio": 0.5, "delay": "50ms"})).expect_err("not enabled");
+        assert!(error.contains("delay_ratio") && error.contains("testing.enabled"), "{error}");
+        let config = load(serde_json::json!({"enabled": true, "delay_ratio": 0.5, "delay": "50ms"})).expect("valid");
+        let faults = config.faults();
+        let delays: Vec<Option<Duration>> = (0..4).map(|_| faults.next_delay()).collect();
+        let held = Some(Duration::from_millis(50));
+        assert_eq!(delays, vec![None, held, None, held]);
     }
 
     #[test]

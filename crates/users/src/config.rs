@@ -37,8 +37,9 @@ pub struct Config {
     /// Prometheus `GET /metrics`: `admin.host` (127.0.0.1), `admin.port` (9051).
     pub admin: AdminConfig,
     /// Test-only fault knobs, off by default and refused unless `testing.enabled = true`:
-    /// `testing.fail_ratio` (0.0; e.g. 0.3 answers 30 % of calls UNAVAILABLE). For
-    /// system tests of the client's resilience only.
+    /// `testing.fail_ratio` (0.0; e.g. 0.3 answers 30 % of calls UNAVAILABLE),
+    /// `testing.delay_ratio` (0.0) of calls held `testing.delay` (0s) first. For system
+    /// tests and benches of the client's resilience only.
     pub testing: TestingConfig,
 }
 
