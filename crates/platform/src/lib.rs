@@ -20,6 +20,7 @@ pub mod database;
 pub mod deadline;
 pub mod discovery;
 pub mod email;
+pub mod fault;
 pub mod health;
 pub mod id;
 pub mod methods;

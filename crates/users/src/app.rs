@@ -48,7 +48,8 @@ impl App {
         let mut server = GrpcServer::bind(&config.server, api::FILE_DESCRIPTOR_SET, &metrics)
             .await
             .with_context(|| format!("bind {} (server.host, server.port)", config.server.addr()))?
-            .add_service(UserServiceServer::new(UserGrpc::new(users)))
+            // Test-only faults (`testing.*`, refused at load unless enabled): a pass-through by default.
+            .add_service(config.testing.faults().wrap(UserServiceServer::new(UserGrpc::new(users))))
             .probe_database(&database, &config.database);
         if config.registration.enabled {
             let consul = Consul::new(&config.consul);

@@ -6,6 +6,7 @@ use platform::{
     admin::AdminConfig,
     config::{ConfigError, DatabaseConfig, LogConfig, ServerConfig},
     consul::ConsulConfig,
+    fault::TestingConfig,
     otel::TelemetryConfig,
     registration::RegistrationConfig,
 };
@@ -39,6 +40,11 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// Prometheus `GET /metrics`: `admin.host` (127.0.0.1), `admin.port` (9051).
     pub admin: AdminConfig,
+    /// Test-only fault knobs, off by default and refused unless `testing.enabled = true`:
+    /// `testing.fail_ratio` (0.0; e.g. 0.3 answers 30 % of calls UNAVAILABLE),
+    /// `testing.delay_ratio` (0.0) of calls held `testing.delay` (0s) first. For system
+    /// tests and benches of the client's resilience only.
+    pub testing: TestingConfig,
 }
 
 impl Default for Config {
@@ -51,6 +57,7 @@ impl Default for Config {
             registration: RegistrationConfig::for_service("users"),
             telemetry: TelemetryConfig::for_service("users"),
             admin: AdminConfig::on_port(9051),
+            testing: TestingConfig::default(),
         }
     }
 }
