@@ -7,8 +7,14 @@ export CONSUL := $(TOOLS)/bin/consul
 export JAEGER := $(TOOLS)/bin/jaeger
 export PROMTOOL := $(TOOLS)/bin/promtool
 export STACK_BIN_DIR := $(CURDIR)/target/release
+KUSTOMIZE := $(TOOLS)/bin/kustomize
+KUBERNETES_VALIDATE := $(TOOLS)/bin/kubernetes-validate
+CHECK_JSONSCHEMA := $(TOOLS)/bin/check-jsonschema
+# The manifests must be valid for the oldest Kubernetes we support (native gRPC probes need
+# 1.27) and the newest kubernetes-validate knows.
+KUBERNETES_VERSIONS := 1.31.0 1.37.0
 
-.PHONY: demo test tools lint fmt release breaking up down
+.PHONY: demo test tools lint deploy-lint fmt release breaking up down bench
 
 ## demo: users x2 + orders on the embedded default (SQLite, static endpoints), real traffic, a summary.
 demo: release
@@ -18,16 +24,38 @@ demo: release
 test: tools lint release
 	scripts/with-postgres.sh cargo test --workspace
 
-## tools: PostgreSQL, buf, grpcurl, Consul, Jaeger and promtool, pinned, installed only when missing.
+## bench: ghz against the release binaries on a throwaway PostgreSQL; writes bench/results/ (BENCH_QUICK=1: one short round).
+bench: release
+	scripts/bench.sh
+
+## tools: PostgreSQL, buf, grpcurl, Consul, Jaeger, promtool and connectconformance, pinned, installed only when missing.
 tools:
 	scripts/install-tools.sh
 
-## lint: rustfmt, clippy (warnings are errors), buf lint, and buf breaking against main when there is one.
+## lint: rustfmt, clippy (warnings are errors), no module import loops, buf lint, buf breaking
+## against main when there is one, deploy-lint.
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	python3 scripts/import-cycles.py
 	$(BUF) lint
 	if git rev-parse --verify -q main >/dev/null; then $(MAKE) --no-print-directory breaking; fi
+	$(MAKE) --no-print-directory deploy-lint
+
+## deploy-lint: offline, with pinned tools: docker-compose.yml against the Compose spec, every
+## kustomize overlay against the Kubernetes schemas (strict: unknown fields fail), Prometheus' config.
+deploy-lint:
+	scripts/install-deploy-tools.sh
+	$(CHECK_JSONSCHEMA) --builtin-schema vendor.compose-spec docker-compose.yml
+	set -eo pipefail; for overlay in deploy/k8s/overlays/*/; do \
+	  manifests=$$($(KUSTOMIZE) build "$$overlay"); \
+	  for version in $(KUBERNETES_VERSIONS); do \
+	    echo "deploy-lint: $$overlay on Kubernetes $$version"; \
+	    printf '%s\n' "$$manifests" | $(KUBERNETES_VALIDATE) --strict --quiet -k "$$version" -; \
+	  done; \
+	done
+	test -x $(PROMTOOL) || { echo "deploy-lint: $(PROMTOOL) missing: run scripts/install-tools.sh" >&2; exit 1; }
+	$(PROMTOOL) check config deploy/prometheus/prometheus.yml
 
 ## fmt: format the code.
 fmt:
@@ -41,8 +69,9 @@ release:
 breaking:
 	$(BUF) breaking --against '.git#branch=main'
 
-## up / down: the docker-compose stack (needs a Docker engine).
+## up / down: the docker-compose stack (needs a Docker engine; README, "Deploy"). `down` keeps
+## the named volumes (databases, Prometheus, Grafana); `docker compose down -v` drops them.
 up:
-	docker compose up --build -d
+	docker compose up --build --detach --wait
 down:
-	docker compose down -v
+	docker compose down

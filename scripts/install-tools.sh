@@ -6,6 +6,8 @@
 #   consul             built from the Go module proxy, under .tools/consul-VERSION
 #   jaeger (v2)        built from the Go module proxy, under .tools/jaeger-VERSION
 #   promtool           built from the Go module proxy, under .tools/promtool-VERSION
+#   connectconformance the Connect conformance runner (go install), under .tools/connectconformance-VERSION
+#   kustomize, kubernetes-validate, check-jsonschema   `make deploy-lint`: scripts/install-deploy-tools.sh
 # Re-running is cheap: each step is skipped when its pinned version is present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +26,8 @@ JAEGER_VERSION=v1.76.0
 JAEGER_GONOSUMDB=go.opentelemetry.io/collector,github.com/open-telemetry/opentelemetry-collector-contrib
 # Prometheus tags its Go module v0.MINOR.PATCH for release 3.x (v0.310.0 is 3.10.0; v0.316.0 needs module versions the proxy refuses with 403).
 PROMETHEUS_VERSION=v0.310.0
+# The Connect conformance runner; crates/conformance vendors the protos of the same version.
+CONNECTCONFORMANCE_VERSION=v1.0.7
 TOOLS=$PWD/.tools
 mkdir -p "$TOOLS/bin"
 
@@ -52,6 +56,13 @@ if [ ! -x "$grpcurl" ]; then
 fi
 ln -sf "$grpcurl" "$TOOLS/bin/grpcurl"
 
+connectconformance=$TOOLS/connectconformance-$CONNECTCONFORMANCE_VERSION/connectconformance
+if [ ! -x "$connectconformance" ]; then
+  echo "install-tools: connectconformance $CONNECTCONFORMANCE_VERSION (go install)"
+  GOBIN=$TOOLS/connectconformance-$CONNECTCONFORMANCE_VERSION GOFLAGS=-mod=mod go install "connectrpc.com/conformance/cmd/connectconformance@$CONNECTCONFORMANCE_VERSION"
+fi
+ln -sf "$connectconformance" "$TOOLS/bin/connectconformance"
+
 # go_build NAME MODULE VERSION PACKAGE [GONOSUMDB]: builds PACKAGE inside a throwaway module that
 # requires MODULE@VERSION. `go install M@V` refuses modules whose go.mod has `replace`
 # directives (Consul's and Jaeger's do); as a dependency, those directives are ignored.
@@ -76,3 +87,5 @@ go_build() {
 go_build consul github.com/hashicorp/consul "$CONSUL_VERSION" github.com/hashicorp/consul "$CONSUL_GONOSUMDB"
 go_build jaeger github.com/jaegertracing/jaeger "$JAEGER_VERSION" github.com/jaegertracing/jaeger/cmd/jaeger "$JAEGER_GONOSUMDB"
 go_build promtool github.com/prometheus/prometheus "$PROMETHEUS_VERSION" github.com/prometheus/prometheus/cmd/promtool
+
+scripts/install-deploy-tools.sh

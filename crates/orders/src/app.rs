@@ -68,7 +68,7 @@ impl App {
         // retries, balancing), its metrics registered.
         let users = client::channel("users", &config.users, consul.as_ref(), &metrics, api::FILE_DESCRIPTOR_SET)?;
         let orders = Orders::new(
-            OrderRepository::new(database, changes.clone()),
+            OrderRepository::new(database.clone(), changes.clone()),
             UsersClient::new(users),
             PageTokens::new(config.paging.token_secret.as_ref().map_or("", ExposeSecret::expose_secret)),
             changes,
@@ -78,7 +78,7 @@ impl App {
             .await
             .with_context(|| format!("bind {} (server.host, server.port)", config.server.addr()))?
             .add_service(OrderServiceServer::new(OrderGrpc::new(orders, config.paging)))
-            .probe_database(pool.clone(), &config.database)
+            .probe_database(&database, &config.database)
             .authenticate(authenticator)
             .rate_limit(&config.rate_limit);
         if let (true, Some(consul)) = (config.registration.enabled, consul) {

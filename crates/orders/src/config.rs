@@ -24,6 +24,10 @@ pub struct Config {
     /// (1s lame duck after SIGTERM), `server.shutdown_grace` (10s),
     /// `server.max_concurrent_requests` (1024; beyond it calls are answered UNAVAILABLE),
     /// `server.http2_keepalive_interval` (2h; `0s` off), `server.http2_keepalive_timeout` (20s).
+    /// Limits: `server.http2_max_concurrent_streams` (256 per connection),
+    /// `server.max_connections` (768), `server.max_open_streams` (1024 streaming calls),
+    /// `server.idle_timeout` (5m without an open call closes a connection),
+    /// `server.stream_stall_timeout` (30s: a stream whose client stops reading is ended).
     pub server: ServerConfig,
     /// Storage: `database.url` defaults to the embedded SQLite file `orders.db`.
     pub database: DatabaseConfig,

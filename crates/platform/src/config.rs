@@ -89,7 +89,7 @@ where
 ///
 /// Names alone could hide a typo (`USERS_SERVER_PORT` looks like the link of a Service
 /// `users-server`), so the `*PORT*` forms must also carry the value Kubernetes gives
-/// them (a port number, `tcp://…`, a protocol name). Config keys always contain `__`,
+/// them (a port number, `tcp://…`, a protocol name). Nested config keys contain `__`;
 /// these never do.
 pub fn is_kubernetes_service_link(key: &str, value: &str) -> bool {
     let key = key.to_ascii_uppercase();
@@ -437,6 +437,65 @@ pub struct ServerConfig {
     /// connection, e.g. `"20s"` (the default, grpc-go's `Timeout`).
     #[serde(with = "humantime_serde")]
     pub http2_keepalive_timeout: Duration,
+    /// Calls one client may have open at once on one HTTP/2 connection, advertised as
+    /// SETTINGS_MAX_CONCURRENT_STREAMS (RFC 9113 6.5.2; default 256, at least 1); a
+    /// client queues calls beyond it or opens another connection.
+    pub http2_max_concurrent_streams: NonZeroU32,
+    /// Connections open at once (default 768, at least 1; keep it under the process's
+    /// open-file limit, `ulimit -n`). One beyond it is closed as soon as it is accepted,
+    /// so its client tries another replica.
+    pub max_connections: NonZeroU32,
+    /// Streaming calls (ListOrders, WatchOrder, health Watch) open at once in this
+    /// process (default 1024, at least 1); one beyond it is answered UNAVAILABLE.
+    pub max_open_streams: NonZeroU32,
+    /// A connection with no call open for this long is closed, e.g. `"5m"` (the
+    /// default; more than 0s): a silent socket, an HTTP/2 connection that sends only
+    /// its preface or PINGs, an HTTP/1.1 request whose headers never end. (HTTP/1.1
+    /// headers must also arrive within hyper's fixed 30 s header-read timeout.)
+    #[serde(with = "positive_duration")]
+    pub idle_timeout: Duration,
+    /// How long a streaming response may wait for its client to read the next message
+    /// before the stream is ended with RESOURCE_EXHAUSTED and its place, handler and
+    /// buffered messages are freed, e.g. `"30s"` (the default; more than 0s). A stream
+    /// with nothing to send (a quiet WatchOrder) is not waiting and never times out.
+    #[serde(with = "positive_duration")]
+    pub stream_stall_timeout: Duration,
+    /// Browser origins allowed to call this port over Connect or gRPC-Web (CORS), each
+    /// `scheme://host[:port]`, e.g. `["https://app.example.com"]`; empty (the default)
+    /// sends no CORS headers, so browsers on other origins are refused.
+    #[serde(default, with = "origins")]
+    pub cors_allowed_origins: Vec<http::HeaderValue>,
+}
+
+/// `server.cors_allowed_origins`: origins checked at load (`http://` or `https://`,
+/// host, optional port, nothing after), kept as ready header values.
+mod origins {
+    use http::HeaderValue;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+
+    pub fn serialize<S: Serializer>(origins: &[HeaderValue], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(origins.iter().map(|origin| origin.to_str().unwrap_or_default()))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<HeaderValue>, D::Error> {
+        Vec::<String>::deserialize(deserializer)?
+            .into_iter()
+            .map(|origin| {
+                let parsed = url::Url::parse(&origin).ok().filter(|url| {
+                    matches!(url.scheme(), "http" | "https")
+                        && url.host().is_some()
+                        && url.path() == "/"
+                        && !origin.ends_with('/')
+                        && url.query().is_none()
+                        && url.username().is_empty()
+                });
+                parsed.and_then(|_| HeaderValue::try_from(origin.as_str()).ok()).ok_or_else(|| {
+                    let shown: String = origin.chars().take(40).collect();
+                    D::Error::custom(format!("{shown:?} is not an origin like https://app.example.com"))
+                })
+            })
+            .collect()
+    }
 }
 
 impl ServerConfig {
@@ -450,6 +509,12 @@ impl ServerConfig {
             max_concurrent_requests: NonZeroU32::new(1024).expect("1024 is not zero"),
             http2_keepalive_interval: Duration::from_secs(2 * 60 * 60),
             http2_keepalive_timeout: Duration::from_secs(20),
+            http2_max_concurrent_streams: NonZeroU32::new(256).expect("256 is not zero"),
+            max_connections: NonZeroU32::new(768).expect("768 is not zero"),
+            max_open_streams: NonZeroU32::new(1024).expect("1024 is not zero"),
+            idle_timeout: Duration::from_secs(5 * 60),
+            stream_stall_timeout: Duration::from_secs(30),
+            cors_allowed_origins: Vec::new(),
         }
     }
 
@@ -472,10 +537,20 @@ pub struct DatabaseConfig {
     /// (`database.acquire_timeout`, more than 0s).
     #[serde(with = "positive_duration")]
     pub acquire_timeout: Duration,
-    /// How often the health check pings the database, e.g. `"2s"`
-    /// (`database.health_check_interval`, more than 0s).
+    /// How often the health probe checks the database, e.g. `"500ms"` (the default;
+    /// `database.health_check_interval`, more than 0s). A call whose connection fails,
+    /// or that has waited `health_check_timeout` for one, makes it check at once too. With the timeout below it bounds how late an outage
+    /// is noticed: `health_check_interval + health_check_timeout`.
     #[serde(with = "positive_duration")]
     pub health_check_interval: Duration,
+    /// How long one health check (a ping on the probe's own connection, and a connect
+    /// first when that has failed) may take before the database counts as down, e.g.
+    /// `"250ms"` (the default; `database.health_check_timeout`, more than 0s). While it
+    /// is down, the service answers NOT_SERVING and its calls that need the database
+    /// fail UNAVAILABLE at once. Raise it for a database more than ~50 ms of round
+    /// trips away (a TLS connect takes several).
+    #[serde(with = "positive_duration")]
+    pub health_check_timeout: Duration,
 }
 
 /// `database.max_connections` unless configured.
@@ -483,13 +558,14 @@ const DEFAULT_MAX_CONNECTIONS: NonZeroU32 = NonZeroU32::new(10).expect("10 is no
 
 impl DatabaseConfig {
     /// Defaults for a database at `url`: 10 connections, 2s acquire timeout, a health
-    /// ping every 2s.
+    /// check every 500ms that may take 250ms (an outage is noticed within 750ms).
     pub fn at(url: DatabaseUrl) -> Self {
         Self {
             url,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             acquire_timeout: Duration::from_secs(2),
-            health_check_interval: Duration::from_secs(2),
+            health_check_interval: Duration::from_millis(500),
+            health_check_timeout: Duration::from_millis(250),
         }
     }
 }
@@ -692,6 +768,7 @@ mod tests {
             ("SAMPLE_DATABASE__MAX_CONNECTIONS", "0", "database.max_connections"),
             ("SAMPLE_DATABASE__ACQUIRE_TIMEOUT", "0s", "database.acquire_timeout"),
             ("SAMPLE_DATABASE__HEALTH_CHECK_INTERVAL", "0ms", "database.health_check_interval"),
+            ("SAMPLE_DATABASE__HEALTH_CHECK_TIMEOUT", "0s", "database.health_check_timeout"),
         ] {
             figment::Jail::expect_with(|jail| {
                 jail.set_env(variable, value);

@@ -1,6 +1,11 @@
-//! The service's database pool (PostgreSQL or the embedded SQLite) and its metrics.
+//! The service's database pool (PostgreSQL or the embedded SQLite), the circuit
+//! breaker in front of it, and its metrics.
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    io,
+    sync::{Arc, OnceLock},
+    time::{Duration, Instant},
+};
 
 use prometheus::{
     Histogram, HistogramOpts, IntGaugeVec, Opts,
@@ -8,6 +13,7 @@ use prometheus::{
     proto::MetricFamily,
 };
 use sqlx::{Any, AnyPool, any::AnyPoolOptions, pool::PoolConnection};
+use tokio::sync::{Notify, watch};
 
 pub use crate::config::Backend;
 use crate::config::DatabaseConfig;
@@ -16,8 +22,9 @@ use crate::config::DatabaseConfig;
 /// Cloning is cheap; clones share the pool and the histogram.
 ///
 /// Queries take their connection with [`Database::acquire`] rather than passing the
-/// pool to sqlx as an executor: sqlx has no hook around its own acquire, and the wait
-/// for a connection is the first sign of a pool that is too small.
+/// pool to sqlx as an executor: sqlx has no hook around its own acquire, the wait for
+/// a connection is the first sign of a pool that is too small, and the breaker in
+/// front of the pool must see every call.
 #[derive(Clone)]
 pub struct Database {
     pool: AnyPool,
@@ -25,6 +32,71 @@ pub struct Database {
     system: &'static str,
     name: Arc<str>,
     wait_time: Histogram,
+    breaker: Arc<Breaker>,
+}
+
+/// The circuit breaker in front of the pool, shared by every clone of a [`Database`].
+/// Only the health probe ([`crate::health::watch_database`]) opens and closes it, so
+/// "open" and "NOT_SERVING" are one state; calls feed it by waking the probe.
+///
+/// - closed (the database answered the probe last): calls take a connection from the pool;
+/// - open (it did not): calls fail at once with [`DatabaseDown`], and calls still
+///   waiting for a connection are released with it;
+/// - the probe's next success is the half-open trial: it closes the breaker.
+pub(crate) struct Breaker {
+    /// `true` while open.
+    open: watch::Sender<bool>,
+    /// Woken by a call whose connection failed or is slow in coming, so the probe
+    /// checks at once instead of at its next tick.
+    suspect: Notify,
+    /// Set once a probe watches this database: how long a call may wait for a
+    /// connection before it wakes the probe (`database.health_check_timeout`).
+    /// Without a probe the breaker stays closed and calls never wake anything.
+    slow_wait: OnceLock<Duration>,
+}
+
+impl Breaker {
+    /// Opens (`true`) or closes the breaker; returns whether that changed it.
+    pub(crate) fn set_open(&self, open: bool) -> bool {
+        self.open.send_if_modified(|current| std::mem::replace(current, open) != open)
+    }
+
+    /// Completes when a call has woken the probe since the last time this completed.
+    pub(crate) async fn suspected(&self) {
+        self.suspect.notified().await;
+    }
+
+    /// Follows the breaker's state (`true` while open).
+    #[cfg(test)]
+    pub(crate) fn subscribe(&self) -> watch::Receiver<bool> {
+        self.open.subscribe()
+    }
+
+    /// Makes calls wake the probe once they have waited `slow_wait` for a connection.
+    pub(crate) fn watched(&self, slow_wait: Duration) {
+        let _ = self.slow_wait.set(slow_wait);
+    }
+
+    /// Wakes the probe (a no-op without one).
+    fn suspect(&self) {
+        if self.slow_wait.get().is_some() {
+            self.suspect.notify_one();
+        }
+    }
+}
+
+/// Why a call got no connection while the database is known to be down (the breaker
+/// is open): it is not tried until the health probe reaches the database again.
+/// [`Database::acquire`] returns it as [`sqlx::Error::Io`] (kind `NotConnected`), so
+/// [`is_unavailable`] holds for it and the call answers UNAVAILABLE.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the database is down (it did not answer the health probe); not tried until it does")]
+pub struct DatabaseDown;
+
+impl DatabaseDown {
+    fn error() -> sqlx::Error {
+        sqlx::Error::Io(io::Error::new(io::ErrorKind::NotConnected, Self))
+    }
 }
 
 /// Buckets of `db_client_connections_wait_time_seconds`, in seconds: from an idle
@@ -44,7 +116,14 @@ impl Database {
         let wait_time = Histogram::with_opts(opts).expect("valid histogram");
         let url = pool.connect_options().database_url.clone();
         let system = Backend::of_scheme(url.scheme()).map_or("other_sql", Backend::system);
-        Self { pool, system, name: name.into(), wait_time }
+        let breaker =
+            Arc::new(Breaker { open: watch::Sender::new(false), suspect: Notify::new(), slow_wait: OnceLock::new() });
+        Self { pool, system, name: name.into(), wait_time, breaker }
+    }
+
+    /// The breaker in front of the pool, for the health probe.
+    pub(crate) fn breaker(&self) -> &Breaker {
+        &self.breaker
     }
 
     /// The pool itself, for migrations and the health probe.
@@ -52,17 +131,49 @@ impl Database {
         &self.pool
     }
 
-    /// A connection from the pool, waiting up to the pool's `acquire_timeout` for one.
+    /// A connection from the pool, waiting up to the pool's `acquire_timeout` for one,
+    /// unless the database is known to be down (see [`DatabaseDown`]): then it fails at
+    /// once, before any statement runs, so the caller can answer UNAVAILABLE and its
+    /// client retry another replica without a doubt about side effects. A wait that
+    /// ends in an error or lasts longer than `database.health_check_timeout` wakes the
+    /// health probe, which then checks the database at once.
+    ///
     /// The wait is observed in `db_client_connections_wait_time_seconds`, also when it
-    /// ends in an error (a timed-out wait is the longest wait there is).
+    /// ends in an error (a timed-out wait is the longest wait there is); a refusal of
+    /// the open breaker is no wait and is not observed.
     ///
     /// # Errors
+    /// [`DatabaseDown`] (as [`sqlx::Error::Io`]) while the database is known to be
+    /// down, also for a wait under way when that becomes known;
     /// [`sqlx::Error::PoolTimedOut`] when no connection freed up in time,
     /// [`sqlx::Error::PoolClosed`] after shutdown, or the error of opening a new one.
     pub async fn acquire(&self) -> Result<PoolConnection<Any>, sqlx::Error> {
+        let mut open = self.breaker.open.subscribe();
+        if *open.borrow_and_update() {
+            return Err(DatabaseDown::error());
+        }
         let started = Instant::now();
-        let connection = self.pool.acquire().await;
+        let acquire = self.pool.acquire();
+        tokio::pin!(acquire);
+        let slow = self.breaker.slow_wait.get().copied();
+        let slow_wait = tokio::time::sleep(slow.unwrap_or(Duration::MAX));
+        tokio::pin!(slow_wait);
+        let mut woke_probe = slow.is_none();
+        let connection = loop {
+            tokio::select! {
+                connection = &mut acquire => break Some(connection),
+                Ok(_) = open.wait_for(|open| *open) => break None,
+                () = &mut slow_wait, if !woke_probe => {
+                    woke_probe = true;
+                    self.breaker.suspect();
+                }
+            }
+        };
         self.wait_time.observe(started.elapsed().as_secs_f64());
+        let connection = connection.ok_or_else(DatabaseDown::error)?;
+        if connection.as_ref().is_err_and(is_unavailable) {
+            self.breaker.suspect();
+        }
         connection
     }
 
@@ -148,6 +259,12 @@ impl Collector for PoolCollector {
 /// SQLite connections run in WAL mode with foreign keys on, so several processes
 /// (the two users replicas of `make demo`) can share one file.
 ///
+/// A connection leaving the pool is not pinged first (sqlx's `test_before_acquire`
+/// is off): that ping was a round trip to the database on every query (docs/perf.md).
+/// A connection that died while idle (database restarted, backend terminated) fails
+/// the one query that uses it; sqlx then drops it instead of returning it, and the
+/// next query gets a new connection.
+///
 /// # Errors
 /// When the database cannot be reached within `acquire_timeout`, or sqlx refuses an
 /// option in the URL.
@@ -157,6 +274,7 @@ pub async fn connect(config: &DatabaseConfig) -> Result<AnyPool, sqlx::Error> {
     AnyPoolOptions::new()
         .max_connections(config.max_connections.get())
         .acquire_timeout(config.acquire_timeout)
+        .test_before_acquire(false)
         .after_connect(move |conn, _meta| {
             Box::pin(async move {
                 if backend == Backend::Sqlite {

@@ -34,6 +34,7 @@ use tracing::{Instrument, Span, field::Empty, instrument::Instrumented};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::{
+    connect::Protocol,
     methods::Methods,
     metrics::{GrpcMetrics, MethodLabels, Metrics},
     otel,
@@ -100,12 +101,15 @@ where
         let labels = self.layer.methods.labels(request.uri().path());
         let host = request.uri().host().map_or_else(|| self.layer.local.ip().to_string(), str::to_owned);
         let port = request.uri().port_u16().unwrap_or(self.layer.local.port());
+        // Set by the Connect layer above (gRPC when a test stack has none).
+        let protocol = request.extensions().get::<Protocol>().copied().unwrap_or(Protocol::Grpc);
         let span = tracing::info_span!(
             "grpc.server",
             otel.name = format!("{}/{}", labels.service, labels.method),
             otel.kind = "server",
             otel.status_code = Empty,
             rpc.system = "grpc",
+            rpc.protocol = protocol.as_str(),
             rpc.service = labels.service.as_str(),
             rpc.method = labels.method.as_str(),
             rpc.grpc.status_code = Empty,
@@ -116,7 +120,8 @@ where
         );
         // A missing or malformed traceparent starts a new trace; the layer is always there.
         let _ = span.set_parent(otel::extract(request.headers()));
-        let call = Call::start(Side::Server, span.clone(), self.layer.metrics.clone(), labels);
+        let mut call = Call::start(Side::Server, span.clone(), self.layer.metrics.clone(), labels);
+        call.protocol = protocol;
         let future = span.in_scope(|| self.inner.call(request)).instrument(span.clone());
         ObservedFuture { inner: future, call: Some(call), classify: |_| Code::Unknown }
     }
@@ -321,12 +326,14 @@ struct Call {
     labels: MethodLabels,
     start: Instant,
     ended: bool,
+    /// The protocol the call arrived in (server side only).
+    protocol: Protocol,
 }
 
 impl Call {
     fn start(side: Side, span: Span, metrics: GrpcMetrics, labels: MethodLabels) -> Self {
         metrics.started(&labels);
-        Self { side, span, metrics, labels, start: Instant::now(), ended: false }
+        Self { side, span, metrics, labels, start: Instant::now(), ended: false, protocol: Protocol::Grpc }
     }
 
     fn end(mut self, code: Code) {
@@ -360,11 +367,12 @@ impl Call {
         }
         let duration_ms = elapsed.as_secs_f64() * 1e3;
         let (service, method) = (self.labels.service.as_str(), self.labels.method.as_str());
+        let protocol = self.protocol.as_str();
         self.span.in_scope(|| {
             if matches!(code, Code::Internal | Code::Unknown | Code::DataLoss) {
-                tracing::error!(rpc.system = "grpc", rpc.service = service, rpc.method = method, grpc.code = ?code, duration_ms, "rpc finished");
+                tracing::error!(rpc.system = "grpc", rpc.protocol = protocol, rpc.service = service, rpc.method = method, grpc.code = ?code, duration_ms, "rpc finished");
             } else {
-                tracing::info!(rpc.system = "grpc", rpc.service = service, rpc.method = method, grpc.code = ?code, duration_ms, "rpc finished");
+                tracing::info!(rpc.system = "grpc", rpc.protocol = protocol, rpc.service = service, rpc.method = method, grpc.code = ?code, duration_ms, "rpc finished");
             }
         });
     }

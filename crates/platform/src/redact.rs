@@ -74,7 +74,12 @@ pub(crate) mod captured {
             .with_ansi(false)
             .with_writer(move || writer.clone())
             .finish();
-        (logs, tracing::subscriber::set_default(subscriber))
+        let guard = tracing::subscriber::set_default(subscriber);
+        // Tests on other threads install and drop their own subscribers concurrently, and a
+        // callsite whose interest was cached while none of them wanted it would skip ours:
+        // recompute every callsite's interest now that this subscriber is in place.
+        tracing::callsite::rebuild_interest_cache();
+        (logs, guard)
     }
 }
 

@@ -4,25 +4,23 @@ use std::{convert::Infallible, future::Future, io, net::SocketAddr, time::Durati
 
 use axum::error_handling::HandleErrorLayer;
 use http::Response;
-use sqlx::AnyPool;
 use tokio::net::TcpListener;
-use tonic::{
-    Status,
-    server::NamedService,
-    service::Routes,
-    transport::{Server, server::TcpIncoming},
-};
+use tonic::{Status, server::NamedService, service::Routes, transport::Server};
 use tower::{BoxError, ServiceBuilder, limit::GlobalConcurrencyLimitLayer, load_shed::error::Overloaded};
 
 use crate::{
     auth::{self, Authenticator},
     config::{DatabaseConfig, ServerConfig},
+    connect, connections,
     consul::{AgentServiceRegistration, Consul},
+    database::Database,
     deadline,
     health::{self, Health},
+    methods::Methods,
     metrics::Metrics,
-    observe,
+    observe, protocol,
     rate_limit::{RateLimitConfig, RateLimitLayer},
+    recover,
     registration::{Registered, RegistrationConfig},
 };
 
@@ -33,8 +31,10 @@ pub struct GrpcServer {
     config: ServerConfig,
     /// The application services only: health and reflection join them in [`stack`].
     services: Routes,
+    /// The fully qualified names of the application services, which reflection lists.
+    served: Vec<&'static str>,
     health: Health,
-    database_probe: Option<(AnyPool, DatabaseConfig)>,
+    database_probe: Option<(Database, DatabaseConfig)>,
     registration: Option<(Consul, AgentServiceRegistration, Duration)>,
     descriptor_set: &'static [u8],
     metrics: Metrics,
@@ -53,12 +53,13 @@ impl GrpcServer {
     pub async fn bind(config: &ServerConfig, descriptor_set: &'static [u8], metrics: &Metrics) -> io::Result<Self> {
         // Built here only to fail at start-up on a bad descriptor set; `stack` builds
         // the one it serves.
-        reflection(descriptor_set).map_err(io::Error::other)?;
+        reflection(descriptor_set, &[]).map_err(io::Error::other)?;
         let listener = TcpListener::bind(config.addr()).await?;
         Ok(Self {
             listener,
             config: config.clone(),
             services: Routes::default(),
+            served: Vec::new(),
             health: Health::new(),
             database_probe: None,
             registration: None,
@@ -95,6 +96,7 @@ impl GrpcServer {
         S::Future: Send + 'static,
     {
         self.health.add(S::NAME);
+        self.served.push(S::NAME);
         self.services = self.services.add_service(service);
         self
     }
@@ -112,10 +114,10 @@ impl GrpcServer {
         self
     }
 
-    /// While serving, ping `pool` and report NOT_SERVING while it does not answer
-    /// (see [`health::watch_database`]).
-    pub fn probe_database(mut self, pool: AnyPool, config: &DatabaseConfig) -> Self {
-        self.database_probe = Some((pool, config.clone()));
+    /// While serving, ping `database` and report NOT_SERVING, failing its calls fast,
+    /// while it does not answer (see [`health::watch_database`]).
+    pub fn probe_database(mut self, database: &Database, config: &DatabaseConfig) -> Self {
+        self.database_probe = Some((database.clone(), config.clone()));
         self
     }
 
@@ -140,6 +142,7 @@ impl GrpcServer {
             listener,
             config,
             services,
+            served,
             health,
             database_probe,
             registration,
@@ -150,7 +153,7 @@ impl GrpcServer {
         } = self;
         let (drain_period, shutdown_grace) = (config.drain_period, config.shutdown_grace);
         health.set_serving(true).await;
-        let probe = database_probe.map(|(pool, config)| health::watch_database(pool, &config, health.clone()));
+        let probe = database_probe.map(|(database, config)| health::watch_database(&database, &config, health.clone()));
         let registered = registration.map(|(consul, instance, refresh)| Registered::start(consul, instance, refresh));
         let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
         let signal = {
@@ -178,7 +181,7 @@ impl GrpcServer {
         };
         let auth = auth.unwrap_or_else(Authenticator::unconfigured);
         let edge = Edge { auth, rate_limit: RateLimitLayer::new(&rate_limit) };
-        let server = stack(listener, &config, services, &health, descriptor_set, &metrics, edge, signal);
+        let server = stack(listener, &config, services, &served, &health, descriptor_set, &metrics, edge, signal);
         tokio::pin!(server);
         tokio::select! {
             result = &mut server => result,
@@ -195,9 +198,11 @@ impl GrpcServer {
 
 /// The whole server stack, serving `listener` until `signal` resolves: every layer,
 /// the application `services`, health and reflection. A request meets them in this
-/// order: the accepted socket (TCP_NODELAY), HTTP/2 (keepalive PINGs) or HTTP/1.1,
-/// gRPC-Web translation, observe (span, metrics, log line), deadline, authentication,
-/// rate limit, the router;
+/// order: the accepted socket (connection limit, idle timeout, TCP_NODELAY), HTTP/2
+/// (keepalive PINGs, streams per connection) or HTTP/1.1, open-call tracking, CORS (when
+/// origins are configured), Connect translation, gRPC-Web translation, observe (span,
+/// metrics, log line), deadline, gRPC only (415), request decoding codes, authentication,
+/// rate limit, the stream limit, panic recovery, the router;
 /// then health or reflection directly, or, for an application service, the
 /// UNAVAILABLE answer, load shedding and the in-flight limit before the service.
 // Every layer is composed in this one function (STYLE.md 3), so it takes what they all need.
@@ -206,6 +211,7 @@ fn stack(
     listener: TcpListener,
     config: &ServerConfig,
     services: Routes,
+    served: &[&'static str],
     health: &Health,
     descriptor_set: &'static [u8],
     metrics: &Metrics,
@@ -218,6 +224,8 @@ fn stack(
     let descriptor_sets =
         [descriptor_set, tonic_health::pb::FILE_DESCRIPTOR_SET, tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET];
     let limit = usize::try_from(config.max_concurrent_requests.get()).unwrap_or(usize::MAX);
+    let max_open_streams = usize::try_from(config.max_open_streams.get()).unwrap_or(usize::MAX);
+    let methods = Methods::from_descriptor_sets(&descriptor_sets).unwrap_or_default();
     // Inside the router, around the application services only: health checks and
     // reflection take no slot and are never shed, so a replica at capacity still
     // answers its health checks SERVING (it is busy, not broken; failing them would
@@ -244,7 +252,7 @@ fn stack(
         // `grpc.health.v1.Health`: Check and Watch for probes, Consul and balancers.
         .add_service(health.service())
         // `grpc.reflection.v1`, so grpcurl and Postman work without the .proto files.
-        .add_service(reflection(descriptor_set).expect("the descriptor set decoded in bind"));
+        .add_service(reflection(descriptor_set, served).expect("the descriptor set decoded in bind"));
     let keepalive = config.http2_keepalive_interval;
     Server::builder()
         // gRPC-Web clients (browsers) speak HTTP/1.1; gRPC and gRPC-Web share the port.
@@ -253,8 +261,21 @@ fn stack(
         // node, a dropped NAT entry) frees its connection.
         .http2_keepalive_interval((!keepalive.is_zero()).then_some(keepalive))
         .http2_keepalive_timeout(Some(config.http2_keepalive_timeout))
+        // Bound the calls one connection may open at once (SETTINGS_MAX_CONCURRENT_STREAMS):
+        // without it one client opened 20,000 streams on one connection.
+        .max_concurrent_streams(Some(config.http2_max_concurrent_streams.get()))
         .layer(
             ServiceBuilder::new()
+                // Outermost: tell each connection which calls are open on it, so its idle
+                // timeout (`server.idle_timeout`) only runs while it has none; this also
+                // puts the peer's address (tonic's `TcpConnectInfo`) on every request.
+                .layer(connections::TrackCallsLayer)
+                // Browsers' preflight and CORS headers (`server.cors_allowed_origins`;
+                // none by default); before Connect, so a refused origin costs no translation.
+                .option_layer(cors(&config.cors_allowed_origins))
+                // Connect (curl-able JSON, GET for cacheable reads) becomes gRPC here,
+                // beside gRPC-Web, so every layer below serves all three protocols alike.
+                .layer(connect::ConnectLayer::new(&descriptor_sets))
                 // Translate gRPC-Web to gRPC first, so every layer below sees plain gRPC
                 // (and its trailers) whichever protocol the client spoke.
                 .layer(tonic_web::GrpcWebLayer::new())
@@ -267,16 +288,33 @@ fn stack(
                 // carry what remains of it (deadline propagation), and answer
                 // DEADLINE_EXCEEDED when it passes (tonic alone says CANCELLED).
                 .layer(deadline::PropagateLayer)
+                // Refuse what is not gRPC (HTTP 415), after gRPC-Web (and any other
+                // protocol) has been translated to it: tonic would decode any body as
+                // protobuf.
+                .layer(protocol::GrpcOnlyLayer)
+                // A request tonic cannot decode is the client's error: INVALID_ARGUMENT
+                // (tonic says INTERNAL, logged at ERROR) or RESOURCE_EXHAUSTED for one over
+                // the size limit (tonic says OUT_OF_RANGE); inside observe, which logs and
+                // counts the corrected code.
+                .layer(protocol::RequestErrorCodesLayer)
                 // Who is calling: a bearer JWT checked before any work is done (health
                 // always open); inside observe, so refusals are logged and counted and
                 // the caller's subject lands on the span and the log line.
                 .layer(auth::AuthLayer::new(edge.auth))
                 // Per-method, per-caller quotas after authentication, so a caller is its
                 // subject rather than an address many clients may share (off by default).
-                .layer(edge.rate_limit),
+                .layer(edge.rate_limit)
+                // Cap the streaming calls open in the process (`server.max_open_streams`),
+                // health Watch included: each holds memory for as long as its client
+                // keeps it open. Beyond the cap, UNAVAILABLE at once. A stream whose
+                // client stops reading is ended after `server.stream_stall_timeout`.
+                .layer(connections::StreamLimitLayer::new(methods, max_open_streams, config.stream_stall_timeout))
+                // Innermost: a handler that panics fails its own call with INTERNAL and
+                // the connection, with every call on it, keeps serving.
+                .layer(recover::RecoverLayer),
         )
         .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming(listener), signal)
+        .serve_with_incoming_shutdown(incoming(listener, config), signal)
 }
 
 /// The per-caller layers of [`stack`]: authentication and rate limits.
@@ -285,24 +323,62 @@ struct Edge {
     rate_limit: RateLimitLayer,
 }
 
-/// The connections `listener` accepts, each with TCP_NODELAY set. tonic sets it only
-/// on listeners it binds itself; without it, small HTTP/2 frames (a unary response's
-/// headers, message and trailers) wait for the client's delayed ACK (~40 ms, Nagle).
-fn incoming(listener: TcpListener) -> TcpIncoming {
-    TcpIncoming::from(listener).with_nodelay(Some(true))
+/// The connections `listener` accepts: each with TCP_NODELAY set, at most
+/// `server.max_connections` at once, each closed after `server.idle_timeout` without
+/// an open call, with back-off when accepting fails (see [`connections::Incoming`]).
+fn incoming(listener: TcpListener, config: &ServerConfig) -> connections::Incoming<TcpListener> {
+    let max_connections = usize::try_from(config.max_connections.get()).unwrap_or(usize::MAX);
+    connections::Incoming::new(listener, max_connections, config.idle_timeout)
 }
 
-/// Server reflection (`grpc.reflection.v1`) over `descriptor_set` and the health service's.
+/// CORS for browser clients from `origins` (none: no CORS layer): the Connect and
+/// gRPC-Web request headers allowed, their response headers and trailers exposed.
+fn cors(origins: &[http::HeaderValue]) -> Option<tower_http::cors::CorsLayer> {
+    use http::{HeaderName, Method};
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = [
+        "content-type",
+        "connect-protocol-version",
+        "connect-timeout-ms",
+        "connect-content-encoding",
+        "connect-accept-encoding",
+        "x-grpc-web",
+        "x-user-agent",
+        "grpc-timeout",
+        "authorization",
+    ];
+    let expose =
+        ["grpc-status", "grpc-message", "grpc-status-details-bin", "content-encoding", "connect-content-encoding"];
+    Some(
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(origins.to_vec())
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers(allow.map(HeaderName::from_static))
+            .expose_headers(expose.map(HeaderName::from_static))
+            .max_age(Duration::from_secs(7200)),
+    )
+}
+
+/// Server reflection (`grpc.reflection.v1`) over `descriptor_set` and the health
+/// service's, listing only the services this port serves: `served`, health and
+/// reflection itself (a descriptor set may describe services another port serves).
 fn reflection(
     descriptor_set: &'static [u8],
+    served: &[&'static str],
 ) -> Result<
     tonic_reflection::server::v1::ServerReflectionServer<impl tonic_reflection::server::v1::ServerReflection>,
     tonic_reflection::server::Error,
 > {
-    tonic_reflection::server::Builder::configure()
+    let builder = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(descriptor_set)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+    let own = [
+        tonic_health::pb::health_server::SERVICE_NAME,
+        tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME,
+    ];
+    served.iter().chain(&own).fold(builder, |builder, name| builder.with_service_name(*name)).build_v1()
 }
 
 /// A call refused by the load shedder, answered UNAVAILABLE (see [`stack`]); the
@@ -329,10 +405,10 @@ mod tests {
     async fn every_connection_the_server_accepts_has_tcp_nodelay() {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.expect("bind");
         let address = listener.local_addr().expect("bound");
-        let mut incoming = incoming(listener);
+        let mut incoming = incoming(listener, &ServerConfig::on_port(0));
         let _client = TcpStream::connect(address).await.expect("connect");
         let accepted = incoming.next().await.expect("the stream stays open").expect("accepted");
-        assert!(accepted.nodelay().expect("readable option"), "Nagle's algorithm is still on");
+        assert!(accepted.get_ref().nodelay().expect("readable option"), "Nagle's algorithm is still on");
     }
 
     #[test]
@@ -356,6 +432,70 @@ mod tests {
             assert!(message.contains("SAMPLE_SERVER__MAX_CONCURRENT_REQUESTS"), "{message}");
             Ok(())
         });
+    }
+
+    #[test]
+    // figment::Jail's closures return figment::Error, which is large; that is its API.
+    #[allow(clippy::result_large_err)]
+    fn cors_origins_are_checked_at_load_and_a_bad_one_names_the_key() {
+        #[derive(Debug, serde::Serialize, serde::Deserialize)]
+        struct Sample {
+            server: ServerConfig,
+        }
+        impl Default for Sample {
+            fn default() -> Self {
+                Self { server: ServerConfig::on_port(0) }
+            }
+        }
+        figment::Jail::expect_with(|jail| {
+            jail.set_env(
+                "SAMPLE_SERVER__CORS_ALLOWED_ORIGINS",
+                "[\"https://app.example.com\", \"http://localhost:5173\"]",
+            );
+            let loaded = crate::config::load::<Sample>("SAMPLE_", None).expect("valid origins");
+            assert_eq!(loaded.server.cors_allowed_origins, ["https://app.example.com", "http://localhost:5173"]);
+            jail.set_env("SAMPLE_SERVER__CORS_ALLOWED_ORIGINS", "[\"https://app.example.com/path\"]");
+            let message = crate::config::load::<Sample>("SAMPLE_", None).expect_err("not an origin").to_string();
+            assert!(message.contains("server.cors_allowed_origins"), "{message}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn no_cors_origins_means_no_cors_layer_and_some_mean_one() {
+        assert!(cors(&[]).is_none());
+        assert!(cors(&[http::HeaderValue::from_static("https://app.example.com")]).is_some());
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn a_zero_limit_or_timeout_is_a_config_error_naming_its_key() {
+        #[derive(Debug, serde::Serialize, serde::Deserialize)]
+        struct Sample {
+            server: ServerConfig,
+        }
+        impl Default for Sample {
+            fn default() -> Self {
+                Self { server: ServerConfig::on_port(0) }
+            }
+        }
+        for (key, zero) in [
+            ("http2_max_concurrent_streams", "0"),
+            ("max_connections", "0"),
+            ("max_open_streams", "0"),
+            ("idle_timeout", "0s"),
+            ("stream_stall_timeout", "0s"),
+        ] {
+            figment::Jail::expect_with(|jail| {
+                let variable = format!("SAMPLE_SERVER__{}", key.to_uppercase());
+                jail.set_env(&variable, zero);
+                let error = crate::config::load::<Sample>("SAMPLE_", None).expect_err("zero is refused");
+                let message = error.to_string();
+                assert!(message.contains(&format!("server.{key}")), "{message}");
+                assert!(message.contains(&variable), "{message}");
+                Ok(())
+            });
+        }
     }
 
     #[tokio::test]

@@ -46,12 +46,13 @@ impl App {
         let metrics = Metrics::new();
         let database = Database::new(pool.clone(), "users");
         metrics.register(database.collector()).context("register the pool metrics")?;
-        let users = Users::new(UserRepository::new(database));
+        let users = Users::new(UserRepository::new(database.clone()));
         let mut server = GrpcServer::bind(&config.server, api::FILE_DESCRIPTOR_SET, &metrics)
             .await
             .with_context(|| format!("bind {} (server.host, server.port)", config.server.addr()))?
-            .add_service(UserServiceServer::new(UserGrpc::new(users)))
-            .probe_database(pool.clone(), &config.database)
+            // Test-only faults (`testing.*`, refused at load unless enabled): a pass-through by default.
+            .add_service(config.testing.faults().wrap(UserServiceServer::new(UserGrpc::new(users))))
+            .probe_database(&database, &config.database)
             .authenticate(authenticator)
             .rate_limit(&config.rate_limit);
         if config.registration.enabled {

@@ -7,6 +7,7 @@ use platform::{
     auth::AuthConfig,
     config::{ConfigError, DatabaseConfig, LogConfig, ServerConfig},
     consul::ConsulConfig,
+    fault::TestingConfig,
     otel::TelemetryConfig,
     rate_limit::RateLimitConfig,
     registration::RegistrationConfig,
@@ -22,6 +23,10 @@ pub struct Config {
     /// (1s lame duck after SIGTERM), `server.shutdown_grace` (10s),
     /// `server.max_concurrent_requests` (1024; beyond it calls are answered UNAVAILABLE),
     /// `server.http2_keepalive_interval` (2h; `0s` off), `server.http2_keepalive_timeout` (20s).
+    /// Limits: `server.http2_max_concurrent_streams` (256 per connection),
+    /// `server.max_connections` (768), `server.max_open_streams` (1024 streaming calls),
+    /// `server.idle_timeout` (5m without an open call closes a connection),
+    /// `server.stream_stall_timeout` (30s: a stream whose client stops reading is ended).
     pub server: ServerConfig,
     /// Storage: `database.url` defaults to the embedded SQLite file `users.db`.
     pub database: DatabaseConfig,
@@ -47,6 +52,11 @@ pub struct Config {
     /// and `rate_limit.methods.<Method>` (`"N/s"` or `"N/m"`; unset: off),
     /// `rate_limit.max_callers` (10000).
     pub rate_limit: RateLimitConfig,
+    /// Test-only fault knobs, off by default and refused unless `testing.enabled = true`:
+    /// `testing.fail_ratio` (0.0; e.g. 0.3 answers 30 % of calls UNAVAILABLE),
+    /// `testing.delay_ratio` (0.0) of calls held `testing.delay` (0s) first. For system
+    /// tests and benches of the client's resilience only.
+    pub testing: TestingConfig,
 }
 
 impl Default for Config {
@@ -61,6 +71,7 @@ impl Default for Config {
             admin: AdminConfig::on_port(9051),
             auth: AuthConfig::default(),
             rate_limit: RateLimitConfig::default(),
+            testing: TestingConfig::default(),
         }
     }
 }

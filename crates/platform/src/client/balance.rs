@@ -4,7 +4,9 @@
 //! - An endpoint takes calls only once its connection is up ("connect before traffic").
 //! - An endpoint the resolver drops takes no new calls; its in-flight calls finish on
 //!   the channel they hold, and the connection closes after the last one.
-//! - Outlier ejection: see [`OutlierDetection`].
+//! - Outlier ejection: see [`OutlierDetection`]. Consecutive failures eject as they
+//!   happen; the statistical ejections of gRFC A50 run every `interval` in a task of
+//!   their own, which ends with the last clone of the balancer.
 //! - A call with no healthy endpoint fails at once with UNAVAILABLE, unless endpoints
 //!   are still making their first connection, in which case it waits for one (bounded
 //!   by the call's deadline, applied above this layer): calls right after start-up do
@@ -39,6 +41,7 @@ use tower::{
 use super::{
     BoxError, ClientMetrics,
     config::{BalancerKind, OutlierDetection},
+    metrics::EjectionReason,
 };
 use crate::{backoff::Backoff, discovery::Resolver, redact};
 
@@ -104,9 +107,22 @@ struct EndpointState {
 #[derive(Default)]
 struct OutlierState {
     consecutive_failures: u32,
-    /// Ejections since the last success; each doubles the next ejection's length.
+    /// Consecutive-failure ejections since the last success; each doubles the next one's length.
     ejections: u32,
     ejected_until: Option<Instant>,
+    /// What the current (or last) ejection was for.
+    ejected_for: Option<EjectionReason>,
+    /// Attempts that succeeded and failed in the current interval (gRFC A50's call counter).
+    successes: u64,
+    failures: u64,
+    /// gRFC A50's ejection multiplier: +1 per statistical ejection, -1 per interval spent in rotation.
+    multiplier: u32,
+}
+
+impl OutlierState {
+    fn ejected(&self, now: Instant) -> bool {
+        self.ejected_until.is_some_and(|until| until > now)
+    }
 }
 
 /// One call on a tonic channel: readiness is awaited inside the call, so the wrapper
@@ -164,6 +180,9 @@ impl Balancer {
         let initial = resolver.borrow_and_update().clone();
         reconcile(&shared, &initial, &mut connecting, connect_timeout);
         tokio::spawn(maintain(Arc::downgrade(&shared), resolver, connecting, connect_timeout, stopped));
+        if shared.outlier.statistical() {
+            tokio::spawn(sweep_every_interval(Arc::downgrade(&shared)));
+        }
         Self { shared }
     }
 
@@ -211,35 +230,165 @@ impl Shared {
     /// Records the outcome of an attempt on `endpoint` for outlier ejection.
     fn record(&self, endpoint: &EndpointState, failed: bool) {
         let mut state = lock(&endpoint.outlier);
+        if failed {
+            state.failures += 1;
+        } else {
+            state.successes += 1;
+        }
         if !failed {
-            *state = OutlierState::default();
+            // One success clears the consecutive-failure record, and ends an ejection
+            // for consecutive failures; a statistical ejection runs its course (gRFC A50).
+            state.consecutive_failures = 0;
+            state.ejections = 0;
+            if state.ejected_for == Some(EjectionReason::ConsecutiveFailures) {
+                state.ejected_until = None;
+            }
             return;
         }
         state.consecutive_failures += 1;
         let threshold = self.outlier.consecutive_failures;
         let now = Instant::now();
-        let already_ejected = state.ejected_until.is_some_and(|until| until > now);
-        if threshold == 0 || state.consecutive_failures < threshold || already_ejected {
+        if threshold == 0 || state.consecutive_failures < threshold || state.ejected(now) {
             return;
         }
         let factor = 2u32.saturating_pow(state.ejections.min(16));
         let length = self.outlier.base_ejection_time.saturating_mul(factor).min(self.outlier.max_ejection_time);
         state.ejections += 1;
         state.ejected_until = Some(now + length);
-        self.metrics.ejections.inc();
+        state.ejected_for = Some(EjectionReason::ConsecutiveFailures);
+        self.metrics.ejected(EjectionReason::ConsecutiveFailures);
         tracing::warn!(
             upstream = self.target,
             endpoint = %redact::uri(&endpoint.uri),
+            reason = EjectionReason::ConsecutiveFailures.label(),
             consecutive_failures = state.consecutive_failures,
             ejected_ms = length.as_millis() as u64,
             "endpoint ejected"
         );
     }
+
+    /// One run of gRFC A50's interval timer: takes each endpoint's counts for the
+    /// interval that ended, runs success-rate then failure-percentage ejection on them,
+    /// and moves the multiplier of endpoints in rotation back down.
+    fn sweep(&self) {
+        let now = Instant::now();
+        let endpoints: Vec<Arc<EndpointState>> = lock(&self.endpoints).clone();
+        // (endpoint, successes, failures) of the interval that just ended.
+        let counts: Vec<(&Arc<EndpointState>, u64, u64)> = endpoints
+            .iter()
+            .map(|endpoint| {
+                let mut state = lock(&endpoint.outlier);
+                let counts = (state.successes, state.failures);
+                (state.successes, state.failures) = (0, 0);
+                (endpoint, counts.0, counts.1)
+            })
+            .collect();
+        let mut ejected = endpoints.iter().filter(|endpoint| lock(&endpoint.outlier).ejected(now)).count();
+        let total = endpoints.len();
+        let outlier = &self.outlier;
+        // grpc-go: stop once ejected / total * 100 >= maxEjectionPercent.
+        let room = |ejected: usize| (ejected as u64) * 100 < u64::from(outlier.max_ejection_percent) * total as u64;
+
+        if let Some(config) = &outlier.success_rate_ejection {
+            let judged: Vec<(&Arc<EndpointState>, f64)> = counts
+                .iter()
+                .filter(|(_, ok, failed)| ok + failed >= u64::from(config.request_volume) && ok + failed > 0)
+                .map(|(endpoint, ok, failed)| (*endpoint, *ok as f64 / (ok + failed) as f64))
+                .collect();
+            if judged.len() >= config.minimum_hosts.max(1) as usize {
+                let n = judged.len() as f64;
+                let mean = judged.iter().map(|(_, rate)| rate).sum::<f64>() / n;
+                let variance = judged.iter().map(|(_, rate)| (rate - mean).powi(2)).sum::<f64>() / n;
+                let required = mean - variance.sqrt() * f64::from(config.stdev_factor) / 1000.0;
+                for (endpoint, rate) in judged {
+                    if !room(ejected) {
+                        break;
+                    }
+                    if rate < required && enforced(config.enforcement_percentage) {
+                        let detail = format!("success rate {rate:.3} below {required:.3}");
+                        if self.eject(endpoint, now, EjectionReason::SuccessRate, &detail) {
+                            ejected += 1;
+                        }
+                    }
+                }
+            }
+        }
+
+        if let Some(config) = &outlier.failure_percentage_ejection {
+            let judged: Vec<(&Arc<EndpointState>, u64)> = counts
+                .iter()
+                .filter(|(_, ok, failed)| ok + failed >= u64::from(config.request_volume) && ok + failed > 0)
+                .map(|(endpoint, ok, failed)| (*endpoint, failed * 100 / (ok + failed)))
+                .collect();
+            if judged.len() >= config.minimum_hosts.max(1) as usize {
+                for (endpoint, percent) in judged {
+                    if !room(ejected) {
+                        break;
+                    }
+                    if percent > u64::from(config.threshold) && enforced(config.enforcement_percentage) {
+                        let detail = format!("{percent}% of attempts failed, above {}%", config.threshold);
+                        if self.eject(endpoint, now, EjectionReason::FailurePercentage, &detail) {
+                            ejected += 1;
+                        }
+                    }
+                }
+            }
+        }
+
+        // Endpoints in rotation (not those just ejected) move their multiplier back down.
+        for endpoint in &endpoints {
+            let mut state = lock(&endpoint.outlier);
+            if !state.ejected(now) {
+                state.multiplier = state.multiplier.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Ejects `endpoint` for a statistical `reason` unless it is ejected already;
+    /// whether it did.
+    fn eject(&self, endpoint: &EndpointState, now: Instant, reason: EjectionReason, detail: &str) -> bool {
+        let mut state = lock(&endpoint.outlier);
+        if state.ejected(now) {
+            return false;
+        }
+        state.multiplier = state.multiplier.saturating_add(1);
+        let longest = self.outlier.base_ejection_time.max(self.outlier.max_ejection_time);
+        let length = self.outlier.base_ejection_time.saturating_mul(state.multiplier).min(longest);
+        state.ejected_until = Some(now + length);
+        state.ejected_for = Some(reason);
+        self.metrics.ejected(reason);
+        tracing::warn!(
+            upstream = self.target,
+            endpoint = %redact::uri(&endpoint.uri),
+            reason = reason.label(),
+            detail,
+            ejected_ms = length.as_millis() as u64,
+            "endpoint ejected"
+        );
+        true
+    }
+}
+
+/// Whether a candidate is ejected, given gRFC A50's `enforcementPercentage`.
+fn enforced(percentage: u32) -> bool {
+    percentage >= 100 || rand::rng().random_range(0..100) < percentage
+}
+
+/// Runs [`Shared::sweep`] every `interval` until the balancer is dropped.
+async fn sweep_every_interval(shared: Weak<Shared>) {
+    let Some(period) = shared.upgrade().map(|shared| shared.outlier.interval) else { return };
+    let mut ticks = tokio::time::interval_at(Instant::now() + period, period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(shared) = shared.upgrade() else { return };
+        shared.sweep();
+    }
 }
 
 impl EndpointState {
     fn available(&self, now: Instant) -> bool {
-        lock(&self.outlier).ejected_until.is_none_or(|until| until <= now)
+        !lock(&self.outlier).ejected(now)
     }
 }
 
@@ -421,4 +570,198 @@ async fn connect(shared: Weak<Shared>, uri: Uri, connect_timeout: Duration, firs
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    //! gRFC A50's statistical ejection on a paused clock, over endpoints that are never dialled.
+
+    use super::*;
+    use crate::client::config::{FailurePercentageEjection, SuccessRateEjection};
+
+    /// A balancer's shared state over `n` lazily connected endpoints (nothing is dialled).
+    fn shared(outlier: OutlierDetection, n: usize) -> Arc<Shared> {
+        let endpoints = (0..n)
+            .map(|i| {
+                let uri: Uri = format!("http://127.0.0.1:{}", 1000 + i).parse().expect("uri");
+                let channel = Endpoint::from(uri.clone()).connect_lazy();
+                let channel = PeakEwma::new(ChannelCall(channel), Duration::from_millis(10), 1e10, Default::default());
+                Arc::new(EndpointState { uri, channel: Mutex::new(channel), outlier: Default::default() })
+            })
+            .collect();
+        Arc::new(Shared {
+            target: "users".to_owned(),
+            kind: BalancerKind::RoundRobin,
+            outlier,
+            metrics: ClientMetrics::new("users"),
+            endpoints: Mutex::new(endpoints),
+            first_connects: AtomicUsize::new(0),
+            changed: Notify::new(),
+            next: AtomicUsize::new(0),
+            _stop: oneshot::channel().0,
+        })
+    }
+
+    fn endpoint(shared: &Shared, i: usize) -> Arc<EndpointState> {
+        lock(&shared.endpoints)[i].clone()
+    }
+
+    /// `calls` attempts on endpoint `i`, `percent_failing` % of them failing, spread
+    /// out so that no two failures come in a row (consecutive-failure ejection never fires).
+    fn record(shared: &Shared, i: usize, calls: u64, percent_failing: u64) {
+        let endpoint = endpoint(shared, i);
+        let mut failed_so_far = 0;
+        for call in 1..=calls {
+            let failed = call * percent_failing / 100 > failed_so_far;
+            failed_so_far += u64::from(failed);
+            shared.record(&endpoint, failed);
+        }
+    }
+
+    fn ejected(shared: &Shared) -> Vec<usize> {
+        let now = Instant::now();
+        let endpoints = lock(&shared.endpoints);
+        (0..endpoints.len()).filter(|i| !endpoints[*i].available(now)).collect()
+    }
+
+    fn ejections(shared: &Shared, reason: EjectionReason) -> u64 {
+        shared.metrics.ejections.with_label_values(&[reason.label()]).get()
+    }
+
+    fn failure_percentage(threshold: u32, minimum_hosts: u32) -> OutlierDetection {
+        OutlierDetection {
+            failure_percentage_ejection: Some(FailurePercentageEjection {
+                threshold,
+                minimum_hosts,
+                request_volume: 50,
+                ..Default::default()
+            }),
+            max_ejection_percent: 50,
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_endpoint_failing_a_third_of_its_calls_is_ejected_by_failure_percentage_and_returns_after_the_base_time()
+    {
+        let shared = shared(failure_percentage(20, 2), 3);
+        record(&shared, 0, 100, 30);
+        record(&shared, 1, 100, 0);
+        record(&shared, 2, 100, 5);
+        assert!(ejected(&shared).is_empty(), "30 % spread out never makes three failures in a row");
+
+        shared.sweep();
+        assert_eq!(ejected(&shared), vec![0]);
+        assert_eq!(ejections(&shared, EjectionReason::FailurePercentage), 1);
+        assert_eq!(ejections(&shared, EjectionReason::ConsecutiveFailures), 0);
+
+        tokio::time::advance(Duration::from_millis(999)).await;
+        assert_eq!(ejected(&shared), vec![0], "still out before base_ejection_time (1s)");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(ejected(&shared).is_empty(), "back after base_ejection_time");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn success_rate_ejection_takes_out_the_endpoint_below_mean_minus_stdev_factor_stdevs() {
+        let outlier = OutlierDetection {
+            success_rate_ejection: Some(SuccessRateEjection { request_volume: 100, ..Default::default() }),
+            max_ejection_percent: 50,
+            ..Default::default()
+        };
+        let shared = shared(outlier, 5);
+        // Rates 0.70, 1, 1, 1, 1: mean 0.94, stdev 0.12, required 0.94 - 1.9 × 0.12 = 0.712.
+        record(&shared, 0, 100, 30);
+        for i in 1..5 {
+            record(&shared, i, 100, 0);
+        }
+        shared.sweep();
+        assert_eq!(ejected(&shared), vec![0]);
+        assert_eq!(ejections(&shared, EjectionReason::SuccessRate), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn too_few_hosts_or_too_few_calls_eject_nothing() {
+        let shared = shared(failure_percentage(20, 3), 3);
+        record(&shared, 0, 100, 40);
+        record(&shared, 1, 100, 0);
+        record(&shared, 2, 49, 0);
+        shared.sweep();
+        assert!(ejected(&shared).is_empty(), "only two endpoints had request_volume (50) calls; minimum_hosts is 3");
+
+        record(&shared, 0, 49, 40);
+        record(&shared, 1, 100, 0);
+        record(&shared, 2, 100, 0);
+        shared.sweep();
+        assert!(ejected(&shared).is_empty(), "the failing endpoint had fewer than request_volume calls");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn max_ejection_percent_caps_how_many_endpoints_are_out_at_once() {
+        let mut outlier = failure_percentage(20, 2);
+        outlier.max_ejection_percent = 25;
+        let shared = shared(outlier, 4);
+        record(&shared, 0, 100, 50);
+        record(&shared, 1, 100, 50);
+        record(&shared, 2, 100, 0);
+        record(&shared, 3, 100, 0);
+        shared.sweep();
+        assert_eq!(ejected(&shared).len(), 1, "1 of 4 is 25 %: the second candidate stays in");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn repeated_ejections_last_longer_and_the_multiplier_decays_while_in_rotation() {
+        let shared = shared(failure_percentage(20, 2), 2);
+        let round = |percent: u64| {
+            record(&shared, 0, 100, percent);
+            record(&shared, 1, 100, 0);
+            shared.sweep();
+        };
+        round(50);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(ejected(&shared).is_empty(), "first ejection: 1 × base");
+        round(50);
+        tokio::time::advance(Duration::from_millis(1999)).await;
+        assert_eq!(ejected(&shared), vec![0], "second ejection in a row: 2 × base");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(ejected(&shared).is_empty());
+
+        // Two clean intervals bring the multiplier back to 0: the next ejection is 1 × base again.
+        round(0);
+        round(0);
+        round(50);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(ejected(&shared).is_empty(), "after decay the ejection is 1 × base");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_success_does_not_end_a_statistical_ejection_but_ends_a_consecutive_failure_one() {
+        let shared = shared(failure_percentage(20, 2), 2);
+        record(&shared, 0, 100, 50);
+        record(&shared, 1, 100, 0);
+        shared.sweep();
+        shared.record(&endpoint(&shared, 0), false);
+        assert_eq!(ejected(&shared), vec![0], "an in-flight call's success does not undo the ejection");
+
+        for _ in 0..3 {
+            shared.record(&endpoint(&shared, 1), true);
+        }
+        assert_eq!(ejected(&shared), vec![0, 1], "three failures in a row eject whatever the percentage cap");
+        shared.record(&endpoint(&shared, 1), false);
+        assert_eq!(ejected(&shared), vec![0]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_sweep_runs_by_itself_every_interval() {
+        let mut outlier = failure_percentage(20, 2);
+        outlier.interval = Duration::from_secs(10);
+        let shared = shared(outlier, 2);
+        tokio::spawn(sweep_every_interval(Arc::downgrade(&shared)));
+        record(&shared, 0, 100, 50);
+        record(&shared, 1, 100, 0);
+        tokio::time::sleep(Duration::from_millis(9_999)).await;
+        assert!(ejected(&shared).is_empty(), "no sweep before the first interval ends");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        tokio::task::yield_now().await;
+        assert_eq!(ejected(&shared), vec![0]);
+    }
 }

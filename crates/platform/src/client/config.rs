@@ -34,7 +34,10 @@ pub struct ClientConfig {
     pub method_timeouts: BTreeMap<String, Timeout>,
     /// Retries, with grpc-go's `retryPolicy` semantics and field names.
     pub retry_policy: RetryPolicy,
-    /// The cap on retries across all calls.
+    /// Hedging per method by method name (`GetUserByEmail = { maxAttempts = 2,
+    /// hedgingDelay = "20ms" }`), case-insensitive; a hedged method is not retried.
+    pub hedging_policy: BTreeMap<String, HedgingPolicy>,
+    /// The cap on retries and hedges across all calls.
     pub retry_budget: RetryBudget,
     /// Per-endpoint circuit breaking.
     pub outlier_detection: OutlierDetection,
@@ -102,6 +105,7 @@ impl ClientConfig {
             timeout: Duration::from_secs(1),
             method_timeouts: BTreeMap::new(),
             retry_policy: RetryPolicy::default(),
+            hedging_policy: BTreeMap::new(),
             retry_budget: RetryBudget::default(),
             outlier_detection: OutlierDetection::default(),
             token: None,
@@ -121,6 +125,11 @@ impl ClientConfig {
             .iter()
             .find(|(name, _)| name.eq_ignore_ascii_case(method))
             .map_or(self.timeout, |(_, timeout)| timeout.0)
+    }
+
+    /// The hedging policy of `method` (the last segment of a gRPC path), if any.
+    pub fn hedging_of(&self, method: &str) -> Option<&HedgingPolicy> {
+        self.hedging_policy.iter().find(|(name, _)| name.eq_ignore_ascii_case(method)).map(|(_, policy)| policy)
     }
 }
 
@@ -148,6 +157,8 @@ struct RawClientConfig {
     // duplicate field. Missing fields take `RetryPolicy::default()` instead.
     #[serde(default, skip_serializing)]
     retry_policy: RetryPolicy,
+    #[serde(default, skip_serializing)]
+    hedging_policy: BTreeMap<String, HedgingPolicy>,
     retry_budget: RetryBudget,
     outlier_detection: OutlierDetection,
     #[serde(default, with = "crate::config::optional_secret", skip_serializing_if = "Option::is_none")]
@@ -205,6 +216,7 @@ impl TryFrom<RawClientConfig> for ClientConfig {
             timeout: raw.timeout,
             method_timeouts: raw.method_timeouts,
             retry_policy: raw.retry_policy,
+            hedging_policy: raw.hedging_policy,
             retry_budget: raw.retry_budget,
             outlier_detection: raw.outlier_detection,
             token,
@@ -248,6 +260,7 @@ impl From<ClientConfig> for RawClientConfig {
             timeout: config.timeout,
             method_timeouts: config.method_timeouts,
             retry_policy: config.retry_policy,
+            hedging_policy: config.hedging_policy,
             retry_budget: config.retry_budget,
             outlier_detection: config.outlier_detection,
             // A fixed token is written back redacted: a serialized config never holds it.
@@ -362,6 +375,48 @@ impl RetryPolicy {
     }
 }
 
+/// Hedging of one method, with gRFC A6's `hedgingPolicy` field names and semantics:
+/// the first attempt goes out at once, another every `hedgingDelay` while none has
+/// answered, up to `maxAttempts` in all, each to an endpoint the call has not tried;
+/// the first answer wins and the others are cancelled. A status in
+/// `nonFatalStatusCodes` sends the next hedge at once; any other status ends the call.
+/// Only single-request calls to idempotent methods (as for retries) are hedged, and
+/// every hedge is withdrawn from the retry budget, so hedges cannot double the load.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HedgingPolicy {
+    /// Attempts including the first, 2 to 5 (grpc caps larger values at 5; default 2).
+    #[serde(rename = "maxAttempts", alias = "maxattempts", deserialize_with = "hedge_attempts")]
+    pub max_attempts: u32,
+    /// Wait before each further hedge, e.g. `"20ms"` (default 0s: all at once).
+    #[serde(rename = "hedgingDelay", alias = "hedgingdelay", with = "humantime_serde")]
+    pub hedging_delay: Duration,
+    /// Statuses after which the next hedge is sent at once instead of ending the call,
+    /// e.g. `["UNAVAILABLE"]` (default: none).
+    #[serde(rename = "nonFatalStatusCodes", alias = "nonfatalstatuscodes")]
+    pub non_fatal_status_codes: Vec<StatusCodeName>,
+}
+
+impl Default for HedgingPolicy {
+    fn default() -> Self {
+        Self { max_attempts: 2, hedging_delay: Duration::ZERO, non_fatal_status_codes: Vec::new() }
+    }
+}
+
+impl HedgingPolicy {
+    /// Whether `code` lets the call go on with the next hedge.
+    pub fn non_fatal(&self, code: Code) -> bool {
+        self.non_fatal_status_codes.iter().any(|name| name.0 == code)
+    }
+}
+
+fn hedge_attempts<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    match u32::deserialize(deserializer)? {
+        0 | 1 => Err(D::Error::custom("maxAttempts of a hedging policy must be at least 2")),
+        n => Ok(n.min(5)),
+    }
+}
+
 fn max_attempts<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
     match u32::deserialize(deserializer)? {
         0 => Err(D::Error::custom("maxAttempts must be at least 1")),
@@ -454,14 +509,33 @@ impl RetryBudget {
     }
 }
 
-/// Outlier ejection: an endpoint that fails `consecutive_failures` calls in a row
-/// (transport errors or UNAVAILABLE) is taken out of rotation for `base_ejection_time`,
-/// doubled at each ejection in a row up to `max_ejection_time`; after that it gets
-/// calls again, and one success clears its record.
+/// Outlier ejection, per endpoint, in two ways that add up:
+///
+/// - **Consecutive failures** (ours, always checked): an endpoint that fails
+///   `consecutive_failures` attempts in a row is taken out of rotation for
+///   `base_ejection_time`, doubled at each ejection in a row up to `max_ejection_time`;
+///   after that it gets calls again, and one success clears its record.
+/// - **Statistical ejection** (gRFC A50, grpc-go's `outlier_detection` field names):
+///   every `interval` the outcomes of the attempts each endpoint answered in that
+///   interval are compared. `successRateEjection` ejects an endpoint whose success rate
+///   is below `mean - stdev × stdevFactor / 1000` of the endpoints' rates;
+///   `failurePercentageEjection` ejects one whose failure percentage is above
+///   `threshold`. Each counts only endpoints with at least `requestVolume` attempts in
+///   the interval, runs only when at least `minimumHosts` such endpoints exist, and
+///   ejects a candidate with probability `enforcementPercentage` %. Neither ejects
+///   once `maxEjectionPercent` % of the endpoints are ejected. An ejection lasts
+///   `base_ejection_time × n` (n grows by one per such ejection and shrinks by one per
+///   interval the endpoint stays in, A50's multiplier), at most
+///   `max(base_ejection_time, max_ejection_time)`. Both are off unless configured.
+///
+/// A failure is what `consecutive_failures` counts: UNAVAILABLE, which a transport
+/// failure also becomes; application errors (NOT_FOUND, …) and deadlines are not the
+/// endpoint's fault. grpc-go's `baseEjectionTime`/`maxEjectionTime` are our
+/// `base_ejection_time`/`max_ejection_time` (kept for existing configs).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutlierDetection {
-    /// Failures in a row that eject (default 3; 0 disables ejection).
+    /// Failures in a row that eject (default 3; 0 disables this kind of ejection).
     pub consecutive_failures: u32,
     /// First ejection's length (default 1s).
     #[serde(with = "humantime_serde")]
@@ -469,6 +543,31 @@ pub struct OutlierDetection {
     /// Longest ejection (default 30s).
     #[serde(with = "humantime_serde")]
     pub max_ejection_time: Duration,
+    /// How often the statistical ejections run, 10ms to 1h (default 10s, gRFC A50's).
+    #[serde(
+        serialize_with = "humantime_serde::serialize",
+        deserialize_with = "interval",
+        default = "default_interval"
+    )]
+    pub interval: Duration,
+    /// Most endpoints the statistical ejections take out at once, in percent of the
+    /// endpoints, 0 to 100 (default 10, gRFC A50's; at least one is always allowed).
+    // Not serialised into the figment defaults (see `retry_policy`): env vars arrive
+    // lowercased, and both spellings would be a duplicate field.
+    #[serde(
+        rename = "maxEjectionPercent",
+        alias = "maxejectionpercent",
+        default = "default_max_ejection_percent",
+        skip_serializing,
+        deserialize_with = "percent"
+    )]
+    pub max_ejection_percent: u32,
+    /// Success-rate ejection; off when absent.
+    #[serde(rename = "successRateEjection", alias = "successrateejection", default, skip_serializing)]
+    pub success_rate_ejection: Option<SuccessRateEjection>,
+    /// Failure-percentage ejection; off when absent.
+    #[serde(rename = "failurePercentageEjection", alias = "failurepercentageejection", default, skip_serializing)]
+    pub failure_percentage_ejection: Option<FailurePercentageEjection>,
 }
 
 impl Default for OutlierDetection {
@@ -477,7 +576,92 @@ impl Default for OutlierDetection {
             consecutive_failures: 3,
             base_ejection_time: Duration::from_secs(1),
             max_ejection_time: Duration::from_secs(30),
+            interval: default_interval(),
+            max_ejection_percent: default_max_ejection_percent(),
+            success_rate_ejection: None,
+            failure_percentage_ejection: None,
         }
+    }
+}
+
+impl OutlierDetection {
+    /// Whether either statistical ejection is configured.
+    pub fn statistical(&self) -> bool {
+        self.success_rate_ejection.is_some() || self.failure_percentage_ejection.is_some()
+    }
+}
+
+/// gRFC A50 `successRateEjection`: eject endpoints whose success rate is below
+/// `mean - stdev × stdevFactor / 1000` of the rates of the endpoints with enough calls.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SuccessRateEjection {
+    /// The stdev multiplier in thousandths (default 1900: 1.9 standard deviations).
+    #[serde(rename = "stdevFactor", alias = "stdevfactor")]
+    pub stdev_factor: u32,
+    /// Chance, in percent 0 to 100, that a candidate is ejected (default 100).
+    #[serde(rename = "enforcementPercentage", alias = "enforcementpercentage", deserialize_with = "percent")]
+    pub enforcement_percentage: u32,
+    /// Endpoints with enough calls needed to run at all (default 5).
+    #[serde(rename = "minimumHosts", alias = "minimumhosts")]
+    pub minimum_hosts: u32,
+    /// Attempts in the interval an endpoint needs to be judged (default 100).
+    #[serde(rename = "requestVolume", alias = "requestvolume")]
+    pub request_volume: u32,
+}
+
+impl Default for SuccessRateEjection {
+    fn default() -> Self {
+        Self { stdev_factor: 1900, enforcement_percentage: 100, minimum_hosts: 5, request_volume: 100 }
+    }
+}
+
+/// gRFC A50 `failurePercentageEjection`: eject endpoints whose failure percentage in
+/// the interval is above `threshold`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FailurePercentageEjection {
+    /// Failure percentage, 0 to 100, above which an endpoint is ejected (default 85).
+    #[serde(deserialize_with = "percent")]
+    pub threshold: u32,
+    /// Chance, in percent 0 to 100, that a candidate is ejected (default 100).
+    #[serde(rename = "enforcementPercentage", alias = "enforcementpercentage", deserialize_with = "percent")]
+    pub enforcement_percentage: u32,
+    /// Endpoints with enough calls needed to run at all (default 5).
+    #[serde(rename = "minimumHosts", alias = "minimumhosts")]
+    pub minimum_hosts: u32,
+    /// Attempts in the interval an endpoint needs to be judged (default 50).
+    #[serde(rename = "requestVolume", alias = "requestvolume")]
+    pub request_volume: u32,
+}
+
+impl Default for FailurePercentageEjection {
+    fn default() -> Self {
+        Self { threshold: 85, enforcement_percentage: 100, minimum_hosts: 5, request_volume: 50 }
+    }
+}
+
+fn default_interval() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_max_ejection_percent() -> u32 {
+    10
+}
+
+fn percent<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    match u32::deserialize(deserializer)? {
+        value @ 0..=100 => Ok(value),
+        value => Err(D::Error::custom(format!("must be a percentage from 0 to 100, not {value}"))),
+    }
+}
+
+fn interval<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    let value: Duration = humantime_serde::deserialize(deserializer)?;
+    if (Duration::from_millis(10)..=Duration::from_secs(3600)).contains(&value) {
+        Ok(value)
+    } else {
+        Err(D::Error::custom(format!("must be from 10ms to 1h, not {value:?}")))
     }
 }
 
@@ -591,6 +775,37 @@ mod tests {
     fn a_password_in_a_bad_endpoint_is_not_echoed_in_the_error() {
         let error = users_from(serde_json::json!({"endpoints": ["https://u:s3cret@users:1"]})).expect_err("https");
         assert!(!error.contains("s3cret"), "{error}");
+    }
+
+    #[test]
+    fn a_hedging_policy_per_method_takes_grpcs_field_names_and_needs_two_attempts() {
+        let config = users_from(serde_json::json!({"hedging_policy": {"GetUserByEmail": {
+            "maxAttempts": 3, "hedgingDelay": "20ms", "nonFatalStatusCodes": ["UNAVAILABLE"]}}}))
+        .expect("valid");
+        let policy = config.hedging_of("getuserbyemail").expect("case-insensitive");
+        assert_eq!((policy.max_attempts, policy.hedging_delay), (3, Duration::from_millis(20)));
+        assert!(policy.non_fatal(Code::Unavailable) && config.hedging_of("GetUser").is_none());
+        let error = users_from(serde_json::json!({"hedging_policy": {"GetUser": {"maxAttempts": 1}}}))
+            .expect_err("one attempt is no hedge");
+        assert!(error.contains("maxAttempts"), "{error}");
+    }
+
+    #[test]
+    fn outlier_detection_takes_grpc_gos_field_names_and_refuses_a_bad_percentage_naming_it() {
+        let config = users_from(serde_json::json!({"outlier_detection": {
+            "interval": "2s", "maxEjectionPercent": 50,
+            "failurePercentageEjection": {"threshold": 20, "minimumHosts": 2},
+            "successrateejection": {"stdevfactor": 1000}}}))
+        .expect("valid");
+        let outlier = config.outlier_detection;
+        assert_eq!((outlier.interval, outlier.max_ejection_percent), (Duration::from_secs(2), 50));
+        let failure = outlier.failure_percentage_ejection.expect("configured");
+        assert_eq!((failure.threshold, failure.minimum_hosts, failure.request_volume), (20, 2, 50));
+        assert_eq!(outlier.success_rate_ejection.expect("configured").stdev_factor, 1000);
+        let error =
+            users_from(serde_json::json!({"outlier_detection": {"failurePercentageEjection": {"threshold": 101}}}))
+                .expect_err("over 100");
+        assert!(error.contains("threshold") && error.contains("101"), "{error}");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! read them.
 
 use prometheus::{
-    IntCounter, IntGauge, Opts,
+    IntCounter, IntCounterVec, IntGauge, Opts,
     core::{Collector, Desc},
     proto::MetricFamily,
 };
@@ -20,10 +20,38 @@ pub struct ClientMetrics {
     pub(super) attempts: IntCounter,
     /// `grpc_client_retries_total`: retries sent.
     pub(super) retries: IntCounter,
-    /// `grpc_client_retry_budget_exhausted_total`: retries wanted but refused by the budget.
+    /// `grpc_client_retry_budget_exhausted_total`: retries or hedges wanted but refused by the budget.
     pub(super) budget_exhausted: IntCounter,
-    /// `grpc_client_ejections_total`: endpoints ejected by outlier detection.
-    pub(super) ejections: IntCounter,
+    /// `grpc_client_hedges_total`: hedged attempts sent (beyond each call's first).
+    pub(super) hedges: IntCounter,
+    /// `grpc_client_ejections_total{reason}`: endpoints ejected by outlier detection,
+    /// by [`EjectionReason`].
+    pub(super) ejections: IntCounterVec,
+}
+
+/// Why outlier detection ejected an endpoint: the `reason` label of
+/// `grpc_client_ejections_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum EjectionReason {
+    /// `consecutive_failures` failures in a row.
+    ConsecutiveFailures,
+    /// gRFC A50 success-rate ejection.
+    SuccessRate,
+    /// gRFC A50 failure-percentage ejection.
+    FailurePercentage,
+}
+
+impl EjectionReason {
+    const ALL: [Self; 3] = [Self::ConsecutiveFailures, Self::SuccessRate, Self::FailurePercentage];
+
+    /// The label value.
+    pub(super) fn label(self) -> &'static str {
+        match self {
+            Self::ConsecutiveFailures => "consecutive_failures",
+            Self::SuccessRate => "success_rate",
+            Self::FailurePercentage => "failure_percentage",
+        }
+    }
 }
 
 impl ClientMetrics {
@@ -41,22 +69,45 @@ impl ClientMetrics {
             retries: counter("grpc_client_retries_total", "Retries the resilient client sent."),
             budget_exhausted: counter(
                 "grpc_client_retry_budget_exhausted_total",
-                "Retries wanted but refused by the retry budget.",
+                "Retries or hedges wanted but refused by the retry budget.",
             ),
-            ejections: counter("grpc_client_ejections_total", "Endpoints ejected by outlier detection."),
+            hedges: counter("grpc_client_hedges_total", "Hedged attempts the resilient client sent."),
+            ejections: {
+                let opts =
+                    Opts::new("grpc_client_ejections_total", "Endpoints ejected by outlier detection, by reason.")
+                        .const_label("upstream", upstream);
+                let ejections = IntCounterVec::new(opts, &["reason"]).expect("a valid counter");
+                // Every reason shows from the start, at 0, so rates need no series to appear first.
+                for reason in EjectionReason::ALL {
+                    ejections.with_label_values(&[reason.label()]);
+                }
+                ejections
+            },
         }
     }
 
-    /// Registers the four counters, and the gauges `grpc_client_endpoints` and
+    /// Counts one ejection for `reason`.
+    pub(super) fn ejected(&self, reason: EjectionReason) {
+        self.ejections.with_label_values(&[reason.label()]).inc();
+    }
+
+    /// Ejections so far, all reasons.
+    pub(super) fn ejections_total(&self) -> u64 {
+        EjectionReason::ALL.iter().map(|reason| self.ejections.with_label_values(&[reason.label()]).get()).sum()
+    }
+
+    /// Registers the counters (`grpc_client_ejections_total` with a `reason` label:
+    /// `consecutive_failures`, `success_rate`, `failure_percentage`), and the gauges `grpc_client_endpoints` and
     /// `grpc_client_ejected_endpoints` read from `balancer` at scrape time (an ejection
     /// ends by the clock, not by an event a gauge could follow).
     ///
     /// # Errors
     /// When this upstream's families are already registered in `metrics`.
     pub(super) fn register(&self, metrics: &Metrics, upstream: &str, balancer: Balancer) -> prometheus::Result<()> {
-        for counter in [&self.attempts, &self.retries, &self.budget_exhausted, &self.ejections] {
+        for counter in [&self.attempts, &self.retries, &self.budget_exhausted, &self.hedges] {
             metrics.register(counter.clone())?;
         }
+        metrics.register(self.ejections.clone())?;
         metrics.register(EndpointGauges::new(upstream, balancer)?)?;
         Ok(())
     }

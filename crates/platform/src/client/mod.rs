@@ -3,7 +3,7 @@
 //! and gives every call a deadline that holds across hops.
 //!
 //! One step per module, composed here in [`ResilientChannel::new`]: `deadline`
-//! (`Deadline::layer`), `retry` (`Retry::layer`), `balance` (the balancer, one
+//! (`Deadline::layer`), `hedge` (`Hedge::layer`), `retry` (`Retry::layer`), `balance` (the balancer, one
 //! attempt on one endpoint); the counters they keep live in `metrics`. Most callers
 //! want [`channel`]: the resilient channel under the observing layer (span,
 //! `traceparent`, `grpc_client_*` metrics), its metrics registered:
@@ -12,23 +12,28 @@
 mod balance;
 pub mod config;
 mod deadline;
+mod hedge;
 mod metrics;
 mod retry;
 
 use std::{
     error::Error as StdError,
+    sync::Arc,
     task::{Context, Poll},
 };
 
 use futures::future::BoxFuture;
 use http::HeaderValue;
 use tonic::{Code, Status, body::Body};
-use tower::{Service, ServiceBuilder};
+use tower::{Service, ServiceBuilder, retry::budget::TpsBudget};
 
-use self::{balance::Balancer, deadline::Deadline, retry::Retry};
+use self::{balance::Balancer, deadline::Deadline, hedge::Hedge, retry::Retry};
 pub use self::{
     balance::NoHealthyEndpointError,
-    config::{BalancerKind, ClientConfig, OutlierDetection, ResolverConfig, RetryBudget, RetryPolicy, StatusCodeName},
+    config::{
+        BalancerKind, ClientConfig, FailurePercentageEjection, HedgingPolicy, OutlierDetection, ResolverConfig,
+        RetryBudget, RetryPolicy, StatusCodeName, SuccessRateEjection,
+    },
     metrics::ClientMetrics,
 };
 use crate::{
@@ -146,7 +151,7 @@ pub fn resolver(config: &ResolverConfig, consul: Option<&Consul>) -> Result<Reso
 /// clones share endpoints, budget and counters.
 #[derive(Clone)]
 pub struct ResilientChannel {
-    service: AttachToken<Deadline<Retry<Balancer>>>,
+    service: AttachToken<Deadline<Hedge<Retry<Balancer>>>>,
     target: String,
     balancer: Balancer,
     metrics: ClientMetrics,
@@ -179,6 +184,11 @@ impl ResilientChannel {
             config.outlier_detection.clone(),
             metrics.clone(),
         );
+        let budget = Arc::new(TpsBudget::new(
+            config.retry_budget.window(),
+            config.retry_budget.min_per_second,
+            config.retry_budget.ratio,
+        ));
         let service = ServiceBuilder::new()
             // This service's own identity on every call (`token`/`token_file`), set
             // once: retries resend the same headers.
@@ -186,9 +196,12 @@ impl ResilientChannel {
             // The call's deadline first, so it bounds everything below: retries,
             // backoff, waiting for a first connection.
             .layer(Deadline::layer(config))
-            // Retries next: each attempt goes back through the balancer, which can
-            // then pick another endpoint; the budget caps them across calls.
-            .layer(Retry::layer(target, &config.retry_policy, &config.retry_budget, methods, metrics.clone()))
+            // Hedging of the methods that have a policy: more attempts after a delay,
+            // each through the balancer to another endpoint; the retry budget caps them.
+            .layer(Hedge::layer(target, config, budget.clone(), methods.clone(), metrics.clone()))
+            // Retries next (of calls not hedged): each attempt goes back through the
+            // balancer, which can then pick another endpoint; the budget caps them across calls.
+            .layer(Retry::layer(target, &config.retry_policy, budget, methods, metrics.clone()))
             // One attempt on one endpoint: pick a ready, not ejected one, record the outcome.
             .service(balancer.clone());
         Self { service, target: target.to_owned(), balancer, metrics }
@@ -197,7 +210,7 @@ impl ResilientChannel {
     /// Registers this channel's counters and endpoint gauges in `metrics`:
     /// `grpc_client_attempts_total`, `grpc_client_retries_total`,
     /// `grpc_client_retry_budget_exhausted_total`, `grpc_client_ejections_total`
-    /// (counters) and `grpc_client_endpoints`, `grpc_client_ejected_endpoints`
+    /// (counters; ejections also labelled `reason`) and `grpc_client_endpoints`, `grpc_client_ejected_endpoints`
     /// (gauges), each labelled `upstream` with this channel's target.
     ///
     /// # Errors
@@ -213,7 +226,7 @@ impl ResilientChannel {
             attempts: self.metrics.attempts.get(),
             retries: self.metrics.retries.get(),
             budget_exhausted: self.metrics.budget_exhausted.get(),
-            ejections: self.metrics.ejections.get(),
+            ejections: self.metrics.ejections_total(),
             endpoints,
             ejected,
         }

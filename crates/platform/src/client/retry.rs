@@ -20,9 +20,11 @@ use tower::{
 use super::{
     BoxError, ClientMetrics,
     balance::{NoHealthyEndpointError, Tried},
-    config::{RetryBudget, RetryPolicy},
+    config::RetryPolicy,
     deadline::{CallDeadline, with_remaining_timeout},
-    grpc_status, into_status, status_code,
+    grpc_status,
+    hedge::Hedged,
+    into_status, status_code,
 };
 use crate::{
     backoff::{Backoff, Jitter},
@@ -44,28 +46,23 @@ pub(super) struct Retry<S> {
 struct Shared {
     target: String,
     policy: RetryPolicy,
-    budget: TpsBudget,
+    budget: Arc<TpsBudget>,
     methods: Methods,
     metrics: ClientMetrics,
 }
 
 impl<S> Retry<S> {
     /// The layer for calls to `target` (its name in errors and logs); one budget is
-    /// shared by every call through it; retries and refusals count into `metrics`.
+    /// shared by every call through it (and by the hedging step); retries and
+    /// refusals count into `metrics`.
     pub(super) fn layer(
         target: &str,
         policy: &RetryPolicy,
-        budget: &RetryBudget,
+        budget: Arc<TpsBudget>,
         methods: Methods,
         metrics: ClientMetrics,
     ) -> impl Layer<S, Service = Self> + Clone {
-        let shared = Arc::new(Shared {
-            target: target.to_owned(),
-            policy: policy.clone(),
-            budget: TpsBudget::new(budget.window(), budget.min_per_second, budget.ratio),
-            methods,
-            metrics,
-        });
+        let shared = Arc::new(Shared { target: target.to_owned(), policy: policy.clone(), budget, methods, metrics });
         layer_fn(move |inner| Self { inner, shared: shared.clone() })
     }
 }
@@ -84,10 +81,15 @@ where
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        // An attempt of a hedged call: not retried (gRFC A6), and its call already paid in.
+        let hedged = request.extensions().get::<Hedged>().is_some();
         // Every call earns the budget its share of retries.
-        self.shared.budget.deposit();
+        if !hedged {
+            self.shared.budget.deposit();
+        }
         let method = self.shared.methods.get(request.uri().path());
-        let retryable = self.shared.policy.max_attempts > 1
+        let retryable = !hedged
+            && self.shared.policy.max_attempts > 1
             && method.is_some_and(|method| {
                 method.kind.single_request() && (method.idempotent || request.headers().contains_key("idempotency-key"))
             });

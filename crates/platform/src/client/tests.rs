@@ -485,3 +485,51 @@ async fn a_password_in_an_endpoint_never_reaches_the_logs() {
     assert!(text.contains("endpoint connected"), "{text}");
     assert!(!text.contains("s3cret") && !text.contains("admin"), "{text}");
 }
+
+/// A config hedging GetUserByEmail: a second attempt after `delay`.
+fn hedging(delay: Duration) -> ClientConfig {
+    let mut config = config();
+    config.balancer = BalancerKind::RoundRobin;
+    config.timeout = Duration::from_secs(2);
+    let policy = HedgingPolicy { max_attempts: 2, hedging_delay: delay, non_fatal_status_codes: Vec::new() };
+    config.hedging_policy.insert("GetUserByEmail".into(), policy);
+    config
+}
+
+#[tokio::test]
+async fn with_one_endpoint_hanging_the_hedge_to_the_other_answers_every_call() {
+    let (slow, fake_slow) = serve(Behaviour::Hang).await;
+    let (fast, fake_fast) = serve(Behaviour::Answer).await;
+    let channel = channel(&hedging(Duration::from_millis(20)), discovery::fixed(vec![slow, fast]));
+    let mut client = UserServiceClient::new(channel.clone());
+    let started = Instant::now();
+    for _ in 0..6 {
+        get(&mut client).await.expect("the fast endpoint answers, first or as the hedge");
+    }
+    assert!(started.elapsed() < Duration::from_secs(2), "no call waited for its deadline: {:?}", started.elapsed());
+    assert_eq!(calls(&fake_fast), 6);
+    assert!(calls(&fake_slow) >= 1, "round robin sent some first attempts to the hanging endpoint");
+    let stats = channel.stats();
+    assert_eq!(stats.retries, 0, "a hedged method is not retried");
+    assert_eq!(u64::try_from(calls(&fake_slow)).expect("small"), channel.metrics.hedges.get());
+}
+
+#[tokio::test]
+async fn hedges_stay_within_the_retry_budget() {
+    let (slow, fake_slow) = serve(Behaviour::Hang).await;
+    let mut config = hedging(Duration::from_millis(5));
+    config.timeout = Duration::from_millis(100);
+    // No budget at all: the hedge is wanted and refused every time.
+    config.retry_budget = RetryBudget { ratio: 0.0, min_per_second: 0, ttl: Duration::from_secs(1) };
+    let (fast, fake_fast) = serve(Behaviour::Answer).await;
+    let channel = channel(&config, discovery::fixed(vec![slow, fast]));
+    let mut client = UserServiceClient::new(channel.clone());
+    let mut failed = 0;
+    for _ in 0..4 {
+        failed += usize::from(get(&mut client).await.is_err());
+    }
+    assert_eq!(channel.metrics.hedges.get(), 0);
+    assert_eq!(failed, calls(&fake_slow), "a first attempt on the hanging endpoint ran into its deadline");
+    assert_eq!(calls(&fake_fast) + calls(&fake_slow), 4, "one attempt per call");
+    assert!(channel.stats().budget_exhausted >= 1);
+}

@@ -3,7 +3,9 @@
 
 mod auth;
 mod cli;
+mod connect;
 mod errors;
 mod health;
 mod helpers;
+mod outage;
 mod users;

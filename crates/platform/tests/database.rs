@@ -1,0 +1,45 @@
+//! The pool against a real PostgreSQL (`scripts/with-postgres.sh`): what it does when a connection dies.
+
+use std::{num::NonZeroU32, time::Duration};
+
+use platform::{config::DatabaseConfig, database};
+use sqlx::{Connection, PgConnection};
+
+/// The `postgres` database of the server at `TEST_DATABASE_URL`.
+fn postgres_url() -> String {
+    let base = std::env::var("TEST_DATABASE_URL")
+        .expect("TEST_DATABASE_URL is unset: run the tests through `make test` or scripts/with-postgres.sh");
+    format!("{base}/postgres")
+}
+
+#[tokio::test]
+async fn a_connection_that_died_in_the_pool_fails_one_query_and_the_next_query_gets_a_new_one() {
+    let url = postgres_url();
+    let mut config = DatabaseConfig::at(url.parse().expect("a database URL"));
+    config.max_connections = NonZeroU32::MIN;
+    let pool = database::connect(&config).await.expect("connect to the test PostgreSQL");
+    let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&pool).await.expect("the first query");
+
+    // What a restarted server or a killed backend leaves behind: an idle pooled connection whose server side is gone.
+    let mut admin = PgConnection::connect(&url).await.expect("an admin connection");
+    let signalled: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1, 10000)")
+        .bind(backend)
+        .fetch_one(&mut admin)
+        .await
+        .expect("terminate the pooled connection's backend");
+    assert!(signalled, "backend {backend} was not terminated");
+
+    // No ping on acquire: the dead connection is handed out and its query fails...
+    let failed = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&pool).await;
+    assert!(failed.is_err(), "a query on the dead connection answered {failed:?}");
+    // ...and it is not returned to the pool: the next query runs on a new backend.
+    let next = tokio::time::timeout(
+        Duration::from_secs(10),
+        sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()").fetch_one(&pool),
+    )
+    .await
+    .expect("the pool answers within its acquire timeout")
+    .expect("the query after the failed one");
+    assert_ne!(next, backend, "the dead connection went back into the pool");
+    assert_eq!(pool.size(), 1, "the pool replaced the connection rather than adding one");
+}
