@@ -259,11 +259,12 @@ impl Collector for PoolCollector {
 /// SQLite connections run in WAL mode with foreign keys on, so several processes
 /// (the two users replicas of `make demo`) can share one file.
 ///
-/// A connection leaving the pool is not pinged first (sqlx's `test_before_acquire`
-/// is off): that ping was a round trip to the database on every query (docs/perf.md).
-/// A connection that died while idle (database restarted, backend terminated) fails
-/// the one query that uses it; sqlx then drops it instead of returning it, and the
-/// next query gets a new connection.
+/// A connection leaving the pool is pinged first (sqlx's `test_before_acquire`, on):
+/// a connection that died while idle (database restarted, backend terminated, the
+/// network cut during an outage) is replaced before any query uses it, so the first
+/// calls after a database outage succeed. The ping costs a round trip per query
+/// (docs/perf.md); turning it off made every dead pooled connection fail one call after
+/// an outage, which only feeding query errors to the database breaker would cover.
 ///
 /// # Errors
 /// When the database cannot be reached within `acquire_timeout`, or sqlx refuses an
@@ -274,7 +275,7 @@ pub async fn connect(config: &DatabaseConfig) -> Result<AnyPool, sqlx::Error> {
     AnyPoolOptions::new()
         .max_connections(config.max_connections.get())
         .acquire_timeout(config.acquire_timeout)
-        .test_before_acquire(false)
+        .test_before_acquire(true)
         .after_connect(move |conn, _meta| {
             Box::pin(async move {
                 if backend == Backend::Sqlite {
