@@ -65,6 +65,8 @@ async fn start_orders(dir: &Path, consul: &ConsulAgent) -> Service {
         ("ORDERS_DATABASE__URL".to_owned(), format!("sqlite://{}?mode=rwc", dir.join("orders.db").display())),
         ("ORDERS_USERS__RESOLVER".to_owned(), "consul".to_owned()),
         ("ORDERS_USERS__CONSUL_WAIT".to_owned(), "10s".to_owned()),
+        // These tests are about discovery and resilience: serve open, explicitly.
+        ("ORDERS_AUTH__MODE".to_owned(), "none".to_owned()),
     ];
     env.extend(registration_env("ORDERS_", consul));
     let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
