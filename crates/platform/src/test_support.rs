@@ -114,3 +114,83 @@ impl TcpProxy {
         self.running = Some((stop_tx, task));
     }
 }
+
+/// One of our service binaries, run as an operator would, for tests of its command line
+/// and config: `path` is `env!("CARGO_BIN_EXE_users")` or the like, `prefix` its env
+/// var prefix (`USERS_`).
+pub struct ServiceBinary {
+    /// The executable.
+    pub path: &'static str,
+    /// Its config env var prefix, e.g. `USERS_`.
+    pub prefix: &'static str,
+}
+
+/// How a run of a [`ServiceBinary`] ended.
+#[derive(Debug)]
+pub struct BinaryExit {
+    /// The exit code; `None` when a signal ended it.
+    pub code: Option<i32>,
+    /// Everything it wrote to stderr.
+    pub stderr: String,
+}
+
+impl ServiceBinary {
+    /// Bound on one run: a guard against a binary that serves instead of exiting.
+    const PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
+    /// A directory of its own (under the system temp dir) for test `name`'s files.
+    ///
+    /// # Panics
+    /// When the directory cannot be created.
+    pub fn scratch(&self, name: &str) -> std::path::PathBuf {
+        let service = self.prefix.trim_end_matches('_').to_ascii_lowercase();
+        let dir = std::env::temp_dir().join(format!("{service}-cli-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a temp dir");
+        dir
+    }
+
+    /// Runs the binary with `args` and, over a base of free ports (`SERVER__PORT`,
+    /// `ADMIN__PORT` = 0) and a SQLite file under `dir`, the variables `env`; no other
+    /// variable with its prefix is passed on.
+    ///
+    /// # Panics
+    /// When the binary cannot run or does not exit within a minute.
+    pub async fn run(&self, args: &[&str], dir: &std::path::Path, env: &[(&str, &str)]) -> BinaryExit {
+        let mut command = tokio::process::Command::new(self.path);
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().to_ascii_uppercase().starts_with(self.prefix) {
+                command.env_remove(key);
+            }
+        }
+        let service = self.prefix.trim_end_matches('_').to_ascii_lowercase();
+        let database = format!("sqlite://{}?mode=rwc", dir.join(format!("{service}.db")).display());
+        command
+            .args(args)
+            .env(format!("{}SERVER__PORT", self.prefix), "0")
+            .env(format!("{}ADMIN__PORT", self.prefix), "0")
+            .env(format!("{}DATABASE__URL", self.prefix), database)
+            .envs(env.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        let output = tokio::time::timeout(Self::PATIENCE, command.output())
+            .await
+            .expect("the binary exits instead of serving")
+            .expect("the binary runs");
+        BinaryExit { code: output.status.code(), stderr: String::from_utf8_lossy(&output.stderr).into_owned() }
+    }
+
+    /// Runs the binary with one bad variable and asserts exit 78 (EX_CONFIG) and one
+    /// stderr line naming `key` and `variable`; returns that line.
+    ///
+    /// # Panics
+    /// When it does not.
+    pub async fn assert_refused(&self, name: &str, variable: &str, value: &str, key: &str) -> String {
+        let exit = self.run(&[], &self.scratch(name), &[(variable, value)]).await;
+        assert_eq!(exit.code, Some(78), "{variable}={value}: {}", exit.stderr);
+        assert_eq!(exit.stderr.trim().lines().count(), 1, "one line: {}", exit.stderr);
+        assert!(exit.stderr.contains(key) && exit.stderr.contains(variable), "{}", exit.stderr);
+        exit.stderr
+    }
+}

@@ -2,101 +2,51 @@
 //! Kubernetes' service-link variables are ignored, and the `health-check` and `migrate`
 //! subcommands.
 
-use std::{path::PathBuf, process::Stdio, time::Duration};
-
 use platform::test_support;
 use sqlx::{Connection, PgConnection};
-use tokio::process::Command;
 
 use crate::helpers::spawn_stack;
 
-/// Bound on one run of the binary: a guard against one that serves instead of exiting.
-const PATIENCE: Duration = Duration::from_secs(60);
-
-/// How a run of the binary ended.
-struct Exit {
-    code: Option<i32>,
-    stderr: String,
-}
-
-/// A directory of its own for this test's SQLite file.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("orders-cli-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("a temp dir");
-    dir
-}
-
-/// Runs the users binary with `args` and, over a base of random ports and a SQLite file
-/// under `dir`, the variables `env` (no other `ORDERS_*` variable is passed on).
-async fn run(args: &[&str], dir: &std::path::Path, env: &[(&str, &str)]) -> Exit {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_orders"));
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().to_ascii_uppercase().starts_with("ORDERS_") {
-            command.env_remove(key);
-        }
-    }
-    let database = format!("sqlite://{}?mode=rwc", dir.join("orders.db").display());
-    command
-        .args(args)
-        .env("ORDERS_SERVER__PORT", "0")
-        .env("ORDERS_ADMIN__PORT", "0")
-        .env("ORDERS_DATABASE__URL", database)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let output = tokio::time::timeout(PATIENCE, command.output())
-        .await
-        .expect("the binary exits instead of serving")
-        .expect("the orders binary runs");
-    Exit { code: output.status.code(), stderr: String::from_utf8_lossy(&output.stderr).into_owned() }
-}
-
-/// Runs the binary with one bad variable and asserts exit 78 and one line naming `key`.
-async fn assert_refused(name: &str, variable: &str, value: &str, key: &str) -> String {
-    let exit = run(&[], &scratch(name), &[(variable, value)]).await;
-    assert_eq!(exit.code, Some(78), "{variable}={value}: {}", exit.stderr);
-    assert_eq!(exit.stderr.trim().lines().count(), 1, "one line: {}", exit.stderr);
-    assert!(exit.stderr.contains(key) && exit.stderr.contains(variable), "{}", exit.stderr);
-    exit.stderr
-}
+/// The orders binary, run with `ORDERS_*` variables.
+const BINARY: test_support::ServiceBinary =
+    test_support::ServiceBinary { path: env!("CARGO_BIN_EXE_orders"), prefix: "ORDERS_" };
 
 #[tokio::test]
 async fn an_unknown_key_exits_78_naming_it() {
-    assert_refused("unknown", "ORDERS_SERVR__PORT", "7000", "servr").await;
+    BINARY.assert_refused("unknown", "ORDERS_SERVR__PORT", "7000", "servr").await;
 }
 
 #[tokio::test]
 async fn a_consul_address_without_a_scheme_exits_78_naming_the_key() {
-    assert_refused("consul", "ORDERS_CONSUL__ADDRESS", "127.0.0.1:8500", "consul.address").await;
+    BINARY.assert_refused("consul", "ORDERS_CONSUL__ADDRESS", "127.0.0.1:8500", "consul.address").await;
 }
 
 #[tokio::test]
 async fn a_database_url_of_another_database_exits_78_naming_the_key_but_not_the_password() {
     let stderr =
-        assert_refused("scheme", "ORDERS_DATABASE__URL", "mysql://app:hunter2@db/orders", "database.url").await;
+        BINARY.assert_refused("scheme", "ORDERS_DATABASE__URL", "mysql://app:hunter2@db/orders", "database.url").await;
     assert!(!stderr.contains("hunter2"), "{stderr}");
 }
 
 #[tokio::test]
 async fn zero_max_connections_exits_78_naming_the_key() {
-    assert_refused("connections", "ORDERS_DATABASE__MAX_CONNECTIONS", "0", "database.max_connections").await;
+    BINARY.assert_refused("connections", "ORDERS_DATABASE__MAX_CONNECTIONS", "0", "database.max_connections").await;
 }
 
 #[tokio::test]
 async fn a_zero_acquire_timeout_exits_78_naming_the_key() {
-    assert_refused("acquire", "ORDERS_DATABASE__ACQUIRE_TIMEOUT", "0s", "database.acquire_timeout").await;
+    BINARY.assert_refused("acquire", "ORDERS_DATABASE__ACQUIRE_TIMEOUT", "0s", "database.acquire_timeout").await;
 }
 
 #[tokio::test]
 async fn a_default_page_size_above_the_maximum_exits_78_naming_the_key() {
-    let exit = run(
-        &[],
-        &scratch("paging"),
-        &[("ORDERS_PAGING__MAX_PAGE_SIZE", "100"), ("ORDERS_PAGING__DEFAULT_PAGE_SIZE", "500")],
-    )
-    .await;
+    let exit = BINARY
+        .run(
+            &[],
+            &BINARY.scratch("paging"),
+            &[("ORDERS_PAGING__MAX_PAGE_SIZE", "100"), ("ORDERS_PAGING__DEFAULT_PAGE_SIZE", "500")],
+        )
+        .await;
     assert_eq!(exit.code, Some(78), "{}", exit.stderr);
     assert_eq!(exit.stderr.trim().lines().count(), 1, "one line: {}", exit.stderr);
     let named =
@@ -106,7 +56,7 @@ async fn a_default_page_size_above_the_maximum_exits_78_naming_the_key() {
 
 #[tokio::test]
 async fn a_zero_max_page_size_exits_78_naming_the_key() {
-    assert_refused("max-page", "ORDERS_PAGING__MAX_PAGE_SIZE", "0", "paging.max_page_size").await;
+    BINARY.assert_refused("max-page", "ORDERS_PAGING__MAX_PAGE_SIZE", "0", "paging.max_page_size").await;
 }
 
 #[tokio::test]
@@ -123,7 +73,7 @@ async fn the_variables_kubernetes_injects_for_the_orders_service_do_not_stop_it(
         ("ORDERS_PORT_50052_TCP_PORT", "50052"),
         ("ORDERS_PORT_50052_TCP_ADDR", "10.0.0.2"),
     ];
-    let exit = run(&["migrate"], &scratch("kubernetes"), &links).await;
+    let exit = BINARY.run(&["migrate"], &BINARY.scratch("kubernetes"), &links).await;
     assert_eq!(exit.code, Some(0), "{}", exit.stderr);
 }
 
@@ -131,21 +81,22 @@ async fn the_variables_kubernetes_injects_for_the_orders_service_do_not_stop_it(
 async fn health_check_exits_0_against_a_serving_instance() {
     let stack = spawn_stack().await;
     let port = stack.orders_address.rsplit(':').next().expect("a port");
-    let exit = run(&["health-check"], &scratch("serving"), &[("ORDERS_SERVER__PORT", port)]).await;
+    let exit = BINARY.run(&["health-check"], &BINARY.scratch("serving"), &[("ORDERS_SERVER__PORT", port)]).await;
     assert_eq!(exit.code, Some(0), "{}", exit.stderr);
 }
 
 #[tokio::test]
 async fn health_check_exits_1_when_nothing_listens() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("an address").port();
-    let exit = run(&["health-check"], &scratch("nothing"), &[("ORDERS_SERVER__PORT", &port.to_string())]).await;
+    let exit =
+        BINARY.run(&["health-check"], &BINARY.scratch("nothing"), &[("ORDERS_SERVER__PORT", &port.to_string())]).await;
     assert_eq!(exit.code, Some(1), "{}", exit.stderr);
 }
 
 #[tokio::test]
 async fn migrate_creates_the_schema_and_exits_0() {
     let url = test_support::fresh_postgres_database("orders_test").await;
-    let exit = run(&["migrate"], &scratch("migrate"), &[("ORDERS_DATABASE__URL", &url)]).await;
+    let exit = BINARY.run(&["migrate"], &BINARY.scratch("migrate"), &[("ORDERS_DATABASE__URL", &url)]).await;
     assert_eq!(exit.code, Some(0), "{}", exit.stderr);
     let mut connection = PgConnection::connect(&url).await.expect("connect to the migrated database");
     let orders: i64 =

@@ -2,111 +2,68 @@
 //! Kubernetes' service-link variables are ignored, and the `health-check` and `migrate`
 //! subcommands.
 
-use std::{path::PathBuf, process::Stdio, time::Duration};
+use std::time::Duration;
 
 use platform::test_support;
 use sqlx::{Connection, PgConnection};
-use tokio::process::Command;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
 use crate::helpers::spawn_app;
 
-/// Bound on one run of the binary: a guard against one that serves instead of exiting.
+/// Bound on waiting for the app to change its health status: a guard, not a wait.
 const PATIENCE: Duration = Duration::from_secs(60);
 
-/// How a run of the binary ended.
-struct Exit {
-    code: Option<i32>,
-    stderr: String,
-}
-
-/// A directory of its own for this test's SQLite file.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("users-cli-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("a temp dir");
-    dir
-}
-
-/// Runs the users binary with `args` and, over a base of random ports and a SQLite file
-/// under `dir`, the variables `env` (no other `USERS_*` variable is passed on).
-async fn run(args: &[&str], dir: &std::path::Path, env: &[(&str, &str)]) -> Exit {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_users"));
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().to_ascii_uppercase().starts_with("USERS_") {
-            command.env_remove(key);
-        }
-    }
-    let database = format!("sqlite://{}?mode=rwc", dir.join("users.db").display());
-    command
-        .args(args)
-        .env("USERS_SERVER__PORT", "0")
-        .env("USERS_ADMIN__PORT", "0")
-        .env("USERS_DATABASE__URL", database)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let output = tokio::time::timeout(PATIENCE, command.output())
-        .await
-        .expect("the binary exits instead of serving")
-        .expect("the users binary runs");
-    Exit { code: output.status.code(), stderr: String::from_utf8_lossy(&output.stderr).into_owned() }
-}
-
-/// Runs the binary with one bad variable and asserts exit 78 and one line naming `key`.
-async fn assert_refused(name: &str, variable: &str, value: &str, key: &str) -> String {
-    let exit = run(&[], &scratch(name), &[(variable, value)]).await;
-    assert_eq!(exit.code, Some(78), "{variable}={value}: {}", exit.stderr);
-    assert_eq!(exit.stderr.trim().lines().count(), 1, "one line: {}", exit.stderr);
-    assert!(exit.stderr.contains(key) && exit.stderr.contains(variable), "{}", exit.stderr);
-    exit.stderr
-}
+/// The users binary, run with `USERS_*` variables.
+const BINARY: test_support::ServiceBinary =
+    test_support::ServiceBinary { path: env!("CARGO_BIN_EXE_users"), prefix: "USERS_" };
 
 #[tokio::test]
 async fn an_unknown_key_exits_78_naming_it() {
-    assert_refused("unknown", "USERS_SERVR__PORT", "7000", "servr").await;
+    BINARY.assert_refused("unknown", "USERS_SERVR__PORT", "7000", "servr").await;
 }
 
 #[tokio::test]
 async fn a_consul_address_without_a_scheme_exits_78_naming_the_key() {
-    assert_refused("consul", "USERS_CONSUL__ADDRESS", "127.0.0.1:8500", "consul.address").await;
+    BINARY.assert_refused("consul", "USERS_CONSUL__ADDRESS", "127.0.0.1:8500", "consul.address").await;
 }
 
 #[tokio::test]
 async fn a_database_url_of_another_database_exits_78_naming_the_key_but_not_the_password() {
-    let stderr = assert_refused("scheme", "USERS_DATABASE__URL", "mysql://app:hunter2@db/users", "database.url").await;
+    let stderr =
+        BINARY.assert_refused("scheme", "USERS_DATABASE__URL", "mysql://app:hunter2@db/users", "database.url").await;
     assert!(!stderr.contains("hunter2"), "{stderr}");
 }
 
 #[tokio::test]
 async fn zero_max_connections_exits_78_naming_the_key() {
-    assert_refused("connections", "USERS_DATABASE__MAX_CONNECTIONS", "0", "database.max_connections").await;
+    BINARY.assert_refused("connections", "USERS_DATABASE__MAX_CONNECTIONS", "0", "database.max_connections").await;
 }
 
 #[tokio::test]
 async fn a_zero_acquire_timeout_exits_78_naming_the_key() {
-    assert_refused("acquire", "USERS_DATABASE__ACQUIRE_TIMEOUT", "0s", "database.acquire_timeout").await;
+    BINARY.assert_refused("acquire", "USERS_DATABASE__ACQUIRE_TIMEOUT", "0s", "database.acquire_timeout").await;
 }
 
 #[tokio::test]
 async fn a_zero_registration_refresh_interval_exits_78_naming_the_key() {
-    assert_refused("refresh", "USERS_REGISTRATION__REFRESH_INTERVAL", "0s", "registration.refresh_interval").await;
+    BINARY
+        .assert_refused("refresh", "USERS_REGISTRATION__REFRESH_INTERVAL", "0s", "registration.refresh_interval")
+        .await;
 }
 
 #[tokio::test]
 async fn a_sampling_ratio_above_one_exits_78_naming_the_key() {
-    assert_refused("ratio", "USERS_TELEMETRY__SAMPLING_RATIO", "1.5", "telemetry.sampling_ratio").await;
+    BINARY.assert_refused("ratio", "USERS_TELEMETRY__SAMPLING_RATIO", "1.5", "telemetry.sampling_ratio").await;
 }
 
 #[tokio::test]
 async fn an_otlp_endpoint_without_a_scheme_exits_78_naming_the_key() {
-    assert_refused("otlp", "USERS_TELEMETRY__OTLP_ENDPOINT", "jaeger:4317", "telemetry.otlp_endpoint").await;
+    BINARY.assert_refused("otlp", "USERS_TELEMETRY__OTLP_ENDPOINT", "jaeger:4317", "telemetry.otlp_endpoint").await;
 }
 
 #[tokio::test]
 async fn an_unparsable_log_level_exits_78_naming_the_key() {
-    assert_refused("log", "USERS_LOG__LEVEL", "info,=[", "log.level").await;
+    BINARY.assert_refused("log", "USERS_LOG__LEVEL", "info,=[", "log.level").await;
 }
 
 #[tokio::test]
@@ -123,7 +80,7 @@ async fn the_variables_kubernetes_injects_for_the_users_service_do_not_stop_it()
         ("USERS_PORT_50051_TCP_PORT", "50051"),
         ("USERS_PORT_50051_TCP_ADDR", "10.0.0.1"),
     ];
-    let exit = run(&["migrate"], &scratch("kubernetes"), &links).await;
+    let exit = BINARY.run(&["migrate"], &BINARY.scratch("kubernetes"), &links).await;
     assert_eq!(exit.code, Some(0), "{}", exit.stderr);
 }
 
@@ -131,7 +88,7 @@ async fn the_variables_kubernetes_injects_for_the_users_service_do_not_stop_it()
 async fn health_check_exits_0_against_a_serving_instance() {
     let app = spawn_app().await;
     let port = app.address.rsplit(':').next().expect("a port");
-    let exit = run(&["health-check"], &scratch("serving"), &[("USERS_SERVER__PORT", port)]).await;
+    let exit = BINARY.run(&["health-check"], &BINARY.scratch("serving"), &[("USERS_SERVER__PORT", port)]).await;
     assert_eq!(exit.code, Some(0), "{}", exit.stderr);
 }
 
@@ -154,7 +111,7 @@ async fn health_check_exits_1_when_the_instance_is_not_serving() {
     .await
     .expect("health turns NOT_SERVING");
     let port = app.address.rsplit(':').next().expect("a port");
-    let exit = run(&["health-check"], &scratch("not-serving"), &[("USERS_SERVER__PORT", port)]).await;
+    let exit = BINARY.run(&["health-check"], &BINARY.scratch("not-serving"), &[("USERS_SERVER__PORT", port)]).await;
     assert_eq!(exit.code, Some(1), "{}", exit.stderr);
     assert!(exit.stderr.contains("NOT_SERVING"), "{}", exit.stderr);
 }
@@ -162,14 +119,15 @@ async fn health_check_exits_1_when_the_instance_is_not_serving() {
 #[tokio::test]
 async fn health_check_exits_1_when_nothing_listens() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("an address").port();
-    let exit = run(&["health-check"], &scratch("nothing"), &[("USERS_SERVER__PORT", &port.to_string())]).await;
+    let exit =
+        BINARY.run(&["health-check"], &BINARY.scratch("nothing"), &[("USERS_SERVER__PORT", &port.to_string())]).await;
     assert_eq!(exit.code, Some(1), "{}", exit.stderr);
 }
 
 #[tokio::test]
 async fn migrate_creates_the_schema_and_exits_0() {
     let url = test_support::fresh_postgres_database("users_test").await;
-    let exit = run(&["migrate"], &scratch("migrate"), &[("USERS_DATABASE__URL", &url)]).await;
+    let exit = BINARY.run(&["migrate"], &BINARY.scratch("migrate"), &[("USERS_DATABASE__URL", &url)]).await;
     assert_eq!(exit.code, Some(0), "{}", exit.stderr);
     let mut connection = PgConnection::connect(&url).await.expect("connect to the migrated database");
     let users: i64 =
