@@ -272,20 +272,28 @@ mod tests {
         let ok = tower::service_fn(|_: Request<()>| async { Ok::<_, std::convert::Infallible>(Response::new(())) });
         let mut service = RateLimitLayer::new(&limited("2/m")).layer(ok);
         for _ in 0..2 {
-            let response = service.call(request("/orders.v1.OrderService/CreateOrder", Some("alice"))).await.unwrap();
+            let response = service
+                .call(request("/orders.v1.OrderService/CreateOrder", Some("alice")))
+                .await
+                .expect("the layer answers");
             assert!(response.headers().get("grpc-status").is_none(), "within the burst");
         }
-        let refused = service.call(request("/orders.v1.OrderService/CreateOrder", Some("alice"))).await.unwrap();
+        let refused = service
+            .call(request("/orders.v1.OrderService/CreateOrder", Some("alice")))
+            .await
+            .expect("the layer answers");
         let status = Status::from_header_map(refused.headers()).expect("a status");
         assert_eq!(status.code(), tonic::Code::ResourceExhausted);
-        let pushback: u64 = refused.headers()[PUSHBACK].to_str().unwrap().parse().expect("milliseconds");
+        let pushback: u64 = refused.headers()[PUSHBACK].to_str().expect("ASCII").parse().expect("milliseconds");
         assert!((1..=30_000).contains(&pushback), "one call per 30s: {pushback} ms");
 
-        let other = service.call(request("/orders.v1.OrderService/CreateOrder", Some("bob"))).await.unwrap();
+        let other =
+            service.call(request("/orders.v1.OrderService/CreateOrder", Some("bob"))).await.expect("the layer answers");
         assert!(other.headers().get("grpc-status").is_none(), "another caller has its own quota");
-        let unlisted = service.call(request("/orders.v1.OrderService/GetOrder", Some("alice"))).await.unwrap();
+        let unlisted =
+            service.call(request("/orders.v1.OrderService/GetOrder", Some("alice"))).await.expect("the layer answers");
         assert!(unlisted.headers().get("grpc-status").is_none(), "an unlisted method is not limited");
-        let health = service.call(request("/grpc.health.v1.Health/Check", None)).await.unwrap();
+        let health = service.call(request("/grpc.health.v1.Health/Check", None)).await.expect("the layer answers");
         assert!(health.headers().get("grpc-status").is_none());
     }
 
