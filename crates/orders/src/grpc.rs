@@ -13,7 +13,7 @@ use api::{
 use futures::{Stream, StreamExt};
 use platform::{
     email::Email,
-    status::{Failure, FieldViolation, Reason},
+    status::{Failure, InvalidFields, Reason},
 };
 
 use crate::{
@@ -41,7 +41,7 @@ impl OrderGrpc {
         let page_size = match u32::try_from(request.page_size) {
             Ok(0) => Ok(self.paging.default_page_size),
             Ok(size) if size <= self.paging.max_page_size => Ok(size),
-            _ => Err(Error::invalid("page_size", format!("must be between 0 and {}", self.paging.max_page_size))),
+            _ => Err(InvalidFields::one("page_size", format!("must be between 0 and {}", self.paging.max_page_size))),
         };
         let customer = match request.customer_email.as_str() {
             "" => Ok(None),
@@ -125,12 +125,13 @@ impl OrderService for OrderGrpc {
 }
 
 /// The field errors of a request that has at least one.
-fn invalid_fields<const N: usize>(errors: [Option<Error>; N]) -> Error {
-    Error::of_fields(errors).unwrap_or_else(|| Error::Internal(anyhow::anyhow!("a request failed without an error")))
+fn invalid_fields<const N: usize>(errors: [Option<InvalidFields>; N]) -> Error {
+    InvalidFields::all(errors)
+        .map_or_else(|| Error::Internal(anyhow::anyhow!("a request failed without an error")), Error::from)
 }
 
-fn parse_email(field: &'static str, input: &str) -> Result<Email, Error> {
-    Email::parse(input).map_err(|reason| Error::invalid(field, reason))
+fn parse_email(field: &'static str, input: &str) -> Result<Email, InvalidFields> {
+    Email::parse(input).map_err(|reason| InvalidFields::one(field, reason))
 }
 
 impl TryFrom<CreateOrderRequest> for NewOrder {
@@ -213,10 +214,7 @@ impl From<Error> for Status {
     fn from(error: Error) -> Self {
         let message = error.to_string();
         let failure = match error {
-            Error::InvalidArgument { field, reason } => Failure::invalid(field, reason),
-            Error::InvalidArguments(fields) => Failure::InvalidArgument(
-                fields.into_iter().map(|(field, description)| FieldViolation { field, description }).collect(),
-            ),
+            Error::InvalidArgument(fields) => Failure::from(fields),
             Error::NotFound => Failure::NotFound(message),
             Error::KeyReused(_) => Failure::AlreadyExists(IDEMPOTENCY_KEY_REUSED, message),
             Error::UnknownCustomer(_) => Failure::FailedPrecondition(CUSTOMER_NOT_FOUND, message),

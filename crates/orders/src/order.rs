@@ -5,7 +5,11 @@
 
 use std::{fmt, time::SystemTime};
 
-use platform::{email::Email, id::Id, status::quote};
+use platform::{
+    email::Email,
+    id::Id,
+    status::{InvalidFields, quote},
+};
 
 /// An order's id.
 pub type OrderId = Id<Order>;
@@ -13,9 +17,9 @@ pub type OrderId = Id<Order>;
 /// Parses an [`OrderId`] from request field `field`.
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] naming `field`.
-pub fn parse_order_id(input: &str, field: &'static str) -> Result<OrderId, Error> {
-    OrderId::parse(input).map_err(|reason| Error::invalid(field, reason))
+/// [`InvalidFields`] naming `field`.
+pub fn parse_order_id(input: &str, field: &'static str) -> Result<OrderId, InvalidFields> {
+    OrderId::parse(input).map_err(|reason| InvalidFields::one(field, reason))
 }
 
 /// An amount in the minor unit of its currency; always > 0.
@@ -26,9 +30,9 @@ impl Cents {
     /// Parses `total_cents`.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] naming `total_cents` when it is not > 0.
-    pub fn parse(value: i64) -> Result<Self, Error> {
-        if value > 0 { Ok(Self(value)) } else { Err(Error::invalid("total_cents", "must be greater than 0")) }
+    /// [`InvalidFields`] naming `total_cents` when it is not > 0.
+    pub fn parse(value: i64) -> Result<Self, InvalidFields> {
+        if value > 0 { Ok(Self(value)) } else { Err(InvalidFields::one("total_cents", "must be greater than 0")) }
     }
 
     /// The amount.
@@ -46,11 +50,11 @@ impl Currency {
     /// Parses `currency`, case-insensitively.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] naming `currency`.
-    pub fn parse(input: &str) -> Result<Self, Error> {
+    /// [`InvalidFields`] naming `currency`.
+    pub fn parse(input: &str) -> Result<Self, InvalidFields> {
         iso_currency::Currency::from_code(&input.trim().to_ascii_uppercase())
             .map(Self)
-            .ok_or_else(|| Error::invalid("currency", format!("{} is not an ISO 4217 currency code", quote(input))))
+            .ok_or_else(|| InvalidFields::one("currency", format!("{} is not an ISO 4217 currency code", quote(input))))
     }
 
     /// The three-letter code.
@@ -67,16 +71,16 @@ impl IdempotencyKey {
     /// Parses `idempotency_key`; the empty string means "no key".
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] naming `idempotency_key`.
-    pub fn parse(input: &str) -> Result<Option<Self>, Error> {
+    /// [`InvalidFields`] naming `idempotency_key`.
+    pub fn parse(input: &str) -> Result<Option<Self>, InvalidFields> {
         if input.is_empty() {
             return Ok(None);
         }
         if input.len() > 128 {
-            return Err(Error::invalid("idempotency_key", "must be at most 128 characters"));
+            return Err(InvalidFields::one("idempotency_key", "must be at most 128 characters"));
         }
         if !input.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(Error::invalid("idempotency_key", "must be printable ASCII without spaces"));
+            return Err(InvalidFields::one("idempotency_key", "must be printable ASCII without spaces"));
         }
         Ok(Some(Self(input.to_owned())))
     }
@@ -165,18 +169,9 @@ pub struct OrderEvent {
 /// Why an orders use case failed. `grpc.rs` maps each variant to one gRPC code.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A request field is malformed (INVALID_ARGUMENT).
-    #[error("invalid {field}: {reason}")]
-    InvalidArgument {
-        /// The request field, as named in the proto.
-        field: &'static str,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// Several request fields are malformed (INVALID_ARGUMENT, one field violation
-    /// each): `(field, reason)` pairs, fields as named in the proto.
-    #[error("{}", .0.iter().map(|(field, reason)| format!("invalid {field}: {reason}")).collect::<Vec<_>>().join("; "))]
-    InvalidArguments(Vec<(&'static str, String)>),
+    /// Request fields are malformed (INVALID_ARGUMENT, one field violation each).
+    #[error("{0}")]
+    InvalidArgument(#[from] InvalidFields),
     /// No such order (NOT_FOUND).
     #[error("order not found")]
     NotFound,
@@ -208,28 +203,9 @@ pub enum Error {
 }
 
 impl Error {
-    /// An [`Error::InvalidArgument`].
+    /// An [`Error::InvalidArgument`] for one field.
     pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
-        Self::InvalidArgument { field, reason: reason.into() }
-    }
-
-    /// The errors of a request's fields as one: `None` when there are none, the error
-    /// itself when there is one, else [`Error::InvalidArguments`] with every bad field,
-    /// so a client learns all of them from one call. A non-field error wins outright.
-    pub fn of_fields(errors: impl IntoIterator<Item = Option<Error>>) -> Option<Error> {
-        let mut errors: Vec<Error> = errors.into_iter().flatten().collect();
-        if errors.len() <= 1 {
-            return errors.pop();
-        }
-        let mut fields = Vec::with_capacity(errors.len());
-        for error in errors {
-            match error {
-                Error::InvalidArgument { field, reason } => fields.push((field, reason)),
-                Error::InvalidArguments(more) => fields.extend(more),
-                other => return Some(other),
-            }
-        }
-        Some(Error::InvalidArguments(fields))
+        Self::InvalidArgument(InvalidFields::one(field, reason))
     }
 }
 
@@ -241,7 +217,7 @@ mod tests {
     fn total_cents_must_be_positive() {
         assert!(Cents::parse(1).is_ok());
         for bad in [0, -5, i64::MIN] {
-            assert!(matches!(Cents::parse(bad), Err(Error::InvalidArgument { field: "total_cents", .. })));
+            assert_eq!(Cents::parse(bad).err().map(|e| e.fields()), Some(vec!["total_cents"]));
         }
     }
 
@@ -249,7 +225,7 @@ mod tests {
     fn currency_codes_are_iso_4217_and_case_insensitive() {
         assert_eq!(Currency::parse("eur").map(Currency::code).ok(), Some("EUR"));
         for bad in ["", "EURO", "XYZ", "€"] {
-            assert!(matches!(Currency::parse(bad), Err(Error::InvalidArgument { field: "currency", .. })), "{bad}");
+            assert_eq!(Currency::parse(bad).err().map(|e| e.fields()), Some(vec!["currency"]), "{bad}");
         }
     }
 
@@ -258,10 +234,7 @@ mod tests {
         assert_eq!(IdempotencyKey::parse("").ok(), Some(None));
         assert!(matches!(IdempotencyKey::parse("order-42"), Ok(Some(_))));
         for bad in ["has space".to_owned(), "k".repeat(129), "ünicode".to_owned()] {
-            assert!(matches!(
-                IdempotencyKey::parse(&bad),
-                Err(Error::InvalidArgument { field: "idempotency_key", .. })
-            ));
+            assert_eq!(IdempotencyKey::parse(&bad).err().map(|e| e.fields()), Some(vec!["idempotency_key"]));
         }
     }
 

@@ -53,6 +53,57 @@ pub struct FieldViolation {
     pub description: String,
 }
 
+/// A request's malformed fields, every one of them, so a client learns all from one
+/// call: what a request's parse fails with, and what becomes INVALID_ARGUMENT with one
+/// `google.rpc.BadRequest` field violation each. Never empty.
+///
+/// Displays as `invalid <field>: <description>` per field, joined by `; `.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidFields(Vec<FieldViolation>);
+
+impl InvalidFields {
+    /// One malformed field; `description` quotes the input only through [`quote`].
+    pub fn one(field: &'static str, description: impl Into<String>) -> Self {
+        Self(vec![FieldViolation { field, description: description.into() }])
+    }
+
+    /// Every error among the parsed fields of one request, in order: `None` when each
+    /// field parsed.
+    pub fn all(errors: impl IntoIterator<Item = Option<InvalidFields>>) -> Option<Self> {
+        let violations: Vec<FieldViolation> = errors.into_iter().flatten().flat_map(|e| e.0).collect();
+        (!violations.is_empty()).then_some(Self(violations))
+    }
+
+    /// The names of the malformed fields, in order.
+    pub fn fields(&self) -> Vec<&'static str> {
+        self.0.iter().map(|violation| violation.field).collect()
+    }
+}
+
+impl std::fmt::Display for InvalidFields {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, violation) in self.0.iter().enumerate() {
+            let separator = if i == 0 { "" } else { "; " };
+            write!(f, "{separator}invalid {}: {}", violation.field, violation.description)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for InvalidFields {}
+
+impl From<InvalidFields> for Status {
+    fn from(fields: InvalidFields) -> Self {
+        Status::from(Failure::from(fields))
+    }
+}
+
+impl From<InvalidFields> for Failure {
+    fn from(fields: InvalidFields) -> Self {
+        Failure::InvalidArgument(fields.0)
+    }
+}
+
 /// What a client branches on: `google.rpc.ErrorInfo`'s `reason` (UPPER_SNAKE_CASE,
 /// stable, e.g. `IDEMPOTENCY_KEY_REUSED`) and `domain` (who defines the reason: the
 /// proto package, e.g. `orders.v1`).
@@ -100,13 +151,10 @@ impl From<Failure> for Status {
     fn from(failure: Failure) -> Self {
         match failure {
             Failure::InvalidArgument(violations) => {
-                let message = violations
-                    .iter()
-                    .map(|v| format!("invalid {}: {}", v.field, v.description))
-                    .collect::<Vec<_>>()
-                    .join("; ");
+                let fields = InvalidFields(violations);
+                let message = fields.to_string();
                 let mut details = ErrorDetails::new();
-                for violation in violations {
+                for violation in fields.0 {
                     details.add_bad_request_violation(violation.field, violation.description);
                 }
                 Status::with_error_details(Code::InvalidArgument, message, details)
@@ -173,6 +221,21 @@ mod tests {
         let violations = &details.bad_request().expect("a BadRequest detail").field_violations;
         let fields: Vec<_> = violations.iter().map(|v| (v.field.as_str(), v.description.as_str())).collect();
         assert_eq!(fields, [("currency", "is not a code"), ("total_cents", "must be greater than 0")]);
+    }
+
+    #[test]
+    fn all_keeps_every_bad_field_in_order_and_is_none_when_each_field_parsed() {
+        assert_eq!(InvalidFields::all([None, None]), None);
+        let fields = InvalidFields::all([
+            Some(InvalidFields::one("customer_email", "is not an email")),
+            None,
+            Some(InvalidFields::one("currency", "is not a code")),
+        ])
+        .expect("two bad fields");
+        assert_eq!(fields.fields(), ["customer_email", "currency"]);
+        assert_eq!(fields.to_string(), "invalid customer_email: is not an email; invalid currency: is not a code");
+        let status = Status::from(fields);
+        assert_eq!(status.get_error_details().bad_request().map(|b| b.field_violations.len()), Some(2));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use api::{
 };
 use platform::{
     email::Email,
-    status::{Failure, FieldViolation, Reason},
+    status::{Failure, InvalidFields, Reason},
 };
 
 use crate::{
@@ -53,8 +53,8 @@ impl UserService for UserGrpc {
     }
 }
 
-fn parse_email(input: &str) -> Result<Email, Error> {
-    Email::parse(input).map_err(|reason| Error::invalid("email", reason))
+fn parse_email(input: &str) -> Result<Email, InvalidFields> {
+    Email::parse(input).map_err(|reason| InvalidFields::one("email", reason))
 }
 
 impl TryFrom<CreateUserRequest> for NewUser {
@@ -64,8 +64,8 @@ impl TryFrom<CreateUserRequest> for NewUser {
     fn try_from(request: CreateUserRequest) -> Result<Self, Error> {
         match (parse_email(&request.email), UserName::parse(&request.name)) {
             (Ok(email), Ok(name)) => Ok(NewUser { email, name }),
-            (email, name) => Err(Error::of_fields([email.err(), name.err()])
-                .unwrap_or_else(|| Error::Internal(anyhow::anyhow!("a request failed without an error")))),
+            (email, name) => Err(InvalidFields::all([email.err(), name.err()])
+                .map_or_else(|| Error::Internal(anyhow::anyhow!("a request failed without an error")), Error::from)),
         }
     }
 }
@@ -93,10 +93,7 @@ impl From<Error> for Status {
     fn from(error: Error) -> Self {
         let message = error.to_string();
         let failure = match error {
-            Error::InvalidArgument { field, reason } => Failure::invalid(field, reason),
-            Error::InvalidArguments(fields) => Failure::InvalidArgument(
-                fields.into_iter().map(|(field, description)| FieldViolation { field, description }).collect(),
-            ),
+            Error::InvalidArgument(fields) => Failure::from(fields),
             Error::NotFound => Failure::NotFound(message),
             Error::EmailTaken(_) => Failure::AlreadyExists(EMAIL_TAKEN, message),
             Error::Unavailable(source) => {

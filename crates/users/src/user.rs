@@ -3,7 +3,11 @@
 
 use std::time::SystemTime;
 
-use platform::{email::Email, id::Id, status::quote};
+use platform::{
+    email::Email,
+    id::Id,
+    status::{InvalidFields, quote},
+};
 
 /// A user's id.
 pub type UserId = Id<User>;
@@ -11,9 +15,9 @@ pub type UserId = Id<User>;
 /// Parses a [`UserId`] from request field `field`.
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] naming `field`.
-pub fn parse_user_id(input: &str, field: &'static str) -> Result<UserId, Error> {
-    UserId::parse(input).map_err(|reason| Error::invalid(field, reason))
+/// [`InvalidFields`] naming `field`.
+pub fn parse_user_id(input: &str, field: &'static str) -> Result<UserId, InvalidFields> {
+    UserId::parse(input).map_err(|reason| InvalidFields::one(field, reason))
 }
 
 /// A display name: 1 to 200 characters after trimming, no control characters.
@@ -24,14 +28,14 @@ impl UserName {
     /// Parses `input`.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] naming `name`.
-    pub fn parse(input: &str) -> Result<Self, Error> {
+    /// [`InvalidFields`] naming `name`.
+    pub fn parse(input: &str) -> Result<Self, InvalidFields> {
         let trimmed = input.trim();
         match trimmed.chars().count() {
-            0 => Err(Error::invalid("name", "must not be empty")),
-            201.. => Err(Error::invalid("name", "must be at most 200 characters")),
+            0 => Err(InvalidFields::one("name", "must not be empty")),
+            201.. => Err(InvalidFields::one("name", "must be at most 200 characters")),
             _ if trimmed.chars().any(char::is_control) => {
-                Err(Error::invalid("name", "must not contain control characters"))
+                Err(InvalidFields::one("name", "must not contain control characters"))
             }
             _ => Ok(Self(trimmed.to_owned())),
         }
@@ -59,18 +63,9 @@ pub struct User {
 /// Why a users use case failed. `grpc.rs` maps each variant to one gRPC code.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A request field is malformed (INVALID_ARGUMENT).
-    #[error("invalid {field}: {reason}")]
-    InvalidArgument {
-        /// The request field, as named in the proto.
-        field: &'static str,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// Several request fields are malformed (INVALID_ARGUMENT, one field violation
-    /// each): `(field, reason)` pairs, fields as named in the proto.
-    #[error("{}", .0.iter().map(|(field, reason)| format!("invalid {field}: {reason}")).collect::<Vec<_>>().join("; "))]
-    InvalidArguments(Vec<(&'static str, String)>),
+    /// Request fields are malformed (INVALID_ARGUMENT, one field violation each).
+    #[error("{0}")]
+    InvalidArgument(#[from] InvalidFields),
     /// No such user (NOT_FOUND).
     #[error("user not found")]
     NotFound,
@@ -85,32 +80,6 @@ pub enum Error {
     Internal(#[source] anyhow::Error),
 }
 
-impl Error {
-    /// An [`Error::InvalidArgument`].
-    pub fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
-        Self::InvalidArgument { field, reason: reason.into() }
-    }
-
-    /// The errors of a request's fields as one: `None` when there are none, the error
-    /// itself when there is one, else [`Error::InvalidArguments`] with every bad field,
-    /// so a client learns all of them from one call. A non-field error wins outright.
-    pub fn of_fields(errors: impl IntoIterator<Item = Option<Error>>) -> Option<Error> {
-        let mut errors: Vec<Error> = errors.into_iter().flatten().collect();
-        if errors.len() <= 1 {
-            return errors.pop();
-        }
-        let mut fields = Vec::with_capacity(errors.len());
-        for error in errors {
-            match error {
-                Error::InvalidArgument { field, reason } => fields.push((field, reason)),
-                Error::InvalidArguments(more) => fields.extend(more),
-                other => return Some(other),
-            }
-        }
-        Some(Error::InvalidArguments(fields))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,15 +87,15 @@ mod tests {
     #[test]
     fn a_name_is_trimmed_and_must_not_be_blank_or_too_long() {
         assert_eq!(UserName::parse("  Ada ").map(|n| n.as_str().to_owned()).ok(), Some("Ada".to_owned()));
-        assert!(matches!(UserName::parse("   "), Err(Error::InvalidArgument { field: "name", .. })));
+        assert_eq!(UserName::parse("   ").err().map(|e| e.fields()), Some(vec!["name"]));
         assert!(UserName::parse(&"é".repeat(200)).is_ok());
-        assert!(matches!(UserName::parse(&"é".repeat(201)), Err(Error::InvalidArgument { field: "name", .. })));
-        assert!(matches!(UserName::parse("a\u{0}b"), Err(Error::InvalidArgument { field: "name", .. })));
+        assert_eq!(UserName::parse(&"é".repeat(201)).err().map(|e| e.fields()), Some(vec!["name"]));
+        assert_eq!(UserName::parse("a\u{0}b").err().map(|e| e.fields()), Some(vec!["name"]));
     }
 
     #[test]
     fn a_user_id_must_be_a_uuid_and_names_its_field() {
         assert!(parse_user_id(&UserId::generate().to_string(), "id").is_ok());
-        assert!(matches!(parse_user_id("42", "id"), Err(Error::InvalidArgument { field: "id", .. })));
+        assert_eq!(parse_user_id("42", "id").err().map(|e| e.fields()), Some(vec!["id"]));
     }
 }
