@@ -1,10 +1,6 @@
 //! The answers the gRPC protocol asks for where tonic gives others: a non-gRPC content type is refused, an undecodable request is INVALID_ARGUMENT, an oversize one RESOURCE_EXHAUSTED.
 
-use std::{
-    future::Future,
-    pin::Pin,
-    task::{Context, Poll},
-};
+use std::task::{Context, Poll};
 
 use futures::future::{self, Either};
 use http::{HeaderValue, Request, Response, StatusCode, header::CONTENT_TYPE};
@@ -83,8 +79,8 @@ fn unsupported_media_type() -> Response<Body> {
     response
 }
 
-/// Gives a request that tonic could not decode the code the gRPC spec gives it:
-/// INVALID_ARGUMENT for a body that is not the method's message (tonic says INTERNAL,
+/// Gives `response`, when it answers a request that tonic could not decode, the code
+/// the gRPC spec gives it: INVALID_ARGUMENT for a body that is not the method's message (tonic says INTERNAL,
 /// which reads as a server fault, is logged at ERROR and alerts on-call for what a
 /// client sent) and RESOURCE_EXHAUSTED for a message over the size limit (tonic says
 /// OUT_OF_RANGE; gRPC's statuscodes.md lists "request message larger than the
@@ -93,48 +89,15 @@ fn unsupported_media_type() -> Response<Body> {
 /// Only statuses tonic itself made are rewritten (recognised by their messages), and
 /// only those sent before any response message (trailers-only responses, where the
 /// request is decoded: every unary and server-streaming call).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RequestErrorCodesLayer;
-
-impl<S> Layer<S> for RequestErrorCodesLayer {
-    type Service = RequestErrorCodes<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        RequestErrorCodes { inner }
-    }
-}
-
-/// The service [`RequestErrorCodesLayer`] builds.
-#[derive(Debug, Clone)]
-pub struct RequestErrorCodes<S> {
-    inner: S,
-}
-
-impl<S, B> Service<Request<B>> for RequestErrorCodes<S>
-where
-    S: Service<Request<B>, Response = Response<Body>>,
-    S::Future: Send + 'static,
-{
-    type Response = Response<Body>;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, S::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        let answer = self.inner.call(request);
-        Box::pin(async move {
-            let mut response = answer.await?;
-            recode(&mut response);
-            Ok(response)
-        })
-    }
+///
+/// A plain function, for `ServiceBuilder::map_response`: it needs no state.
+pub fn recode_request_errors(mut response: Response<Body>) -> Response<Body> {
+    recode(&mut response);
+    response
 }
 
 /// Rewrites the status in `response`'s headers when it is one of tonic's request
-/// decoding errors (see [`RequestErrorCodesLayer`]).
+/// decoding errors (see [`recode_request_errors`]).
 fn recode(response: &mut Response<Body>) {
     let Some(status) = Status::from_header_map(response.headers()) else {
         return;

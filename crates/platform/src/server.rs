@@ -296,7 +296,7 @@ fn stack(
                 // (tonic says INTERNAL, logged at ERROR) or RESOURCE_EXHAUSTED for one over
                 // the size limit (tonic says OUT_OF_RANGE); inside observe, which logs and
                 // counts the corrected code.
-                .layer(protocol::RequestErrorCodesLayer)
+                .map_response(protocol::recode_request_errors)
                 // Who is calling: a bearer JWT checked before any work is done (health
                 // always open); inside observe, so refusals are logged and counted and
                 // the caller's subject lands on the span and the log line.
@@ -309,9 +309,11 @@ fn stack(
                 // keeps it open. Beyond the cap, UNAVAILABLE at once. A stream whose
                 // client stops reading is ended after `server.stream_stall_timeout`.
                 .layer(connections::StreamLimitLayer::new(methods, max_open_streams, config.stream_stall_timeout))
+                // Back to tonic's body type from the boxed one of the panic catcher below.
+                .map_response(|response: http::Response<_>| response.map(tonic::body::Body::new))
                 // Innermost: a handler that panics fails its own call with INTERNAL and
                 // the connection, with every call on it, keeps serving.
-                .layer(recover::RecoverLayer),
+                .layer(recover::layer()),
         )
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming(listener, config), signal)
