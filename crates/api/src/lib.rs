@@ -23,6 +23,22 @@ pub mod orders {
     }
 }
 
+/// `connectrpc.conformance.v1`: the Connect conformance suite's service and messages
+/// (vendored from connectrpc.com/conformance v1.0.7), server side, for the
+/// server-under-test in `crates/conformance`.
+#[cfg(feature = "conformance")]
+pub mod conformance {
+    /// Version 1 of the conformance protos.
+    pub mod v1 {
+        #![allow(missing_docs)]
+        tonic::include_proto!("connectrpc.conformance.v1");
+    }
+
+    /// The encoded `FileDescriptorSet` of the conformance protos (for Connect JSON and
+    /// reflection).
+    pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/conformance_descriptor.bin"));
+}
+
 /// The RPC vocabulary the generated service traits and clients speak, re-exported so
 /// the services implement and call them without depending on `tonic` themselves
 /// (docs/adr/0003-tonic-and-grpc-rust.md): a move to another gRPC crate changes these

@@ -22,14 +22,7 @@ use http_body_util::BodyExt;
 use prost::Message;
 use tonic::{Request, Response, Status, Streaming, body::Body, server::NamedService};
 
-/// The generated conformance messages and the tonic server (package `connectrpc.conformance.v1`).
-pub mod pb {
-    #![allow(missing_docs)]
-    tonic::include_proto!("connectrpc.conformance.v1");
-}
-
-/// The encoded `FileDescriptorSet` of the conformance protos (for Connect JSON and reflection).
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));
+pub use api::conformance::{FILE_DESCRIPTOR_SET, v1 as pb};
 
 use pb::{
     BidiStreamRequest, BidiStreamResponse, ClientStreamRequest, ClientStreamResponse, ConformancePayload, Header,
@@ -46,17 +39,6 @@ pub struct Conformance;
 /// Trailers a handler wants sent after its answer (see [`WithTrailers`]).
 #[derive(Clone, Debug, Default)]
 struct ResponseTrailers(HeaderMap);
-
-/// `google.rpc.Status`, as gRPC carries it in `grpc-status-details-bin`.
-#[derive(Clone, PartialEq, prost::Message)]
-struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
-    #[prost(message, repeated, tag = "3")]
-    details: Vec<prost_types::Any>,
-}
 
 fn any<M: Message>(name: &str, message: &M) -> prost_types::Any {
     prost_types::Any { type_url: format!("type.googleapis.com/{name}"), value: message.encode_to_vec() }
@@ -122,7 +104,7 @@ fn status(error: &pb::Error, info: Option<&RequestInfo>, metadata: HeaderMap) ->
     if let Some(info) = info {
         details.push(any("connectrpc.conformance.v1.ConformancePayload.RequestInfo", info));
     }
-    let encoded = RpcStatus { code: code as i32, message: message.clone(), details }.encode_to_vec();
+    let encoded = tonic_types::Status { code: code as i32, message: message.clone(), details }.encode_to_vec();
     Status::with_details_and_metadata(
         code,
         message,

@@ -229,8 +229,20 @@ where
                     );
                     Ok(response)
                 }
-                Kind::Unary(codec) => unary(inner, request, codec, method).await,
-                Kind::Get => get(inner, request, method).await,
+                Kind::Unary(_) | Kind::Get => {
+                    let accept = Compression::accepted(request.headers().get(header::ACCEPT_ENCODING));
+                    let prepared = match kind {
+                        Kind::Unary(codec) => prepare_unary(request, codec, method.as_ref()).await,
+                        _ => prepare_get(request, method.as_ref()),
+                    };
+                    match prepared {
+                        Ok((codec, grpc)) => {
+                            let answer = call_unary(inner, grpc).await?;
+                            Ok(unary_response(answer, codec, method.as_ref(), accept))
+                        }
+                        Err(refused) => Ok(refused),
+                    }
+                }
                 Kind::Stream(codec) => stream(inner, request, codec, method).await,
             }
         })
@@ -492,17 +504,6 @@ fn http_status(code: Code) -> StatusCode {
     }
 }
 
-/// `google.rpc.Status`, as gRPC sends it in `grpc-status-details-bin`.
-#[derive(Clone, PartialEq, prost::Message)]
-struct RpcStatus {
-    #[prost(int32, tag = "1")]
-    code: i32,
-    #[prost(string, tag = "2")]
-    message: String,
-    #[prost(message, repeated, tag = "3")]
-    details: Vec<prost_types::Any>,
-}
-
 /// The gRPC status in `map` (trailers, or headers of a trailers-only answer); `None`
 /// when there is no `grpc-status`.
 fn grpc_error(map: &HeaderMap) -> Option<Result<(), ConnectError>> {
@@ -520,7 +521,7 @@ fn grpc_error(map: &HeaderMap) -> Option<Result<(), ConnectError>> {
     let details = map
         .get("grpc-status-details-bin")
         .and_then(|value| decode_binary_header(value.as_bytes()))
-        .and_then(|bytes| RpcStatus::decode(&bytes[..]).ok())
+        .and_then(|bytes| tonic_types::Status::decode(&bytes[..]).ok())
         .map(|status| status.details)
         .unwrap_or_default();
     Some(Err(ConnectError { code, message, details }))
@@ -750,20 +751,14 @@ fn unary_response(
     response
 }
 
-/// A unary Connect `POST`.
-async fn unary<S, ResBody>(
-    inner: S,
+/// A unary Connect `POST` as the gRPC request to make, with the codec of its answer;
+/// or the Connect error response that refuses it.
+async fn prepare_unary(
     request: Request<Body>,
     codec: Codec,
-    method: Option<MethodInfo>,
-) -> Result<Response<Body>, S::Error>
-where
-    S: Service<Request<Body>, Response = Response<ResBody>>,
-    ResBody: HttpBody<Data = Bytes>,
-    ResBody::Error: Into<BoxError>,
-{
+    method: Option<&MethodInfo>,
+) -> Result<(Codec, Request<Body>), Response<Body>> {
     let (parts, body) = request.into_parts();
-    let accept = Compression::accepted(parts.headers.get(header::ACCEPT_ENCODING));
     let prepared = async {
         // The body first: refused before it is read, an HTTP/1.1 client still sending
         // it sees a broken pipe instead of the answer.
@@ -775,15 +770,10 @@ where
         if message.len() > MAX_MESSAGE_BYTES {
             return Err(too_large());
         }
-        let message = codec.decode_request(method.as_ref(), message)?;
-        Ok(grpc_request(&parts, headers, &message))
+        let message = codec.decode_request(method, message)?;
+        Ok((codec, grpc_request(&parts, headers, &message)))
     };
-    let grpc = match prepared.await {
-        Ok(grpc) => grpc,
-        Err(error) => return Ok(unary_error(&error, &HeaderMap::new())),
-    };
-    let answer = call_unary(inner, grpc).await?;
-    Ok(unary_response(answer, codec, method.as_ref(), accept))
+    prepared.await.map_err(|error| unary_error(&error, &HeaderMap::new()))
 }
 
 /// The query of a Connect `GET`: the message, decoded and decompressed, and its codec.
@@ -819,21 +809,12 @@ fn parse_get_query(query: &str) -> Result<(Codec, Bytes), ConnectError> {
     Ok((codec, message))
 }
 
-/// A unary Connect `GET`, for methods without side effects only.
-async fn get<S, ResBody>(
-    inner: S,
-    request: Request<Body>,
-    method: Option<MethodInfo>,
-) -> Result<Response<Body>, S::Error>
-where
-    S: Service<Request<Body>, Response = Response<ResBody>>,
-    ResBody: HttpBody<Data = Bytes>,
-    ResBody::Error: Into<BoxError>,
-{
+/// A unary Connect `GET` (for methods without side effects only) as the gRPC request
+/// to make, with the codec of its answer; or the Connect error response that refuses it.
+fn prepare_get(request: Request<Body>, method: Option<&MethodInfo>) -> Result<(Codec, Request<Body>), Response<Body>> {
     let (parts, _) = request.into_parts();
-    let accept = Compression::accepted(parts.headers.get(header::ACCEPT_ENCODING));
     let prepared = (|| {
-        let Some(info) = method.as_ref() else {
+        let Some(info) = method else {
             return Err((StatusCode::NOT_FOUND, unknown_method()));
         };
         if !info.no_side_effects {
@@ -843,23 +824,18 @@ where
         let (codec, message) =
             parse_get_query(parts.uri.query().unwrap_or_default()).map_err(|e| (http_status(e.code), e))?;
         let headers = grpc_headers(&parts.headers).map_err(|e| (http_status(e.code), e))?;
-        let message = codec.decode_request(method.as_ref(), message).map_err(|e| (http_status(e.code), e))?;
+        let message = codec.decode_request(method, message).map_err(|e| (http_status(e.code), e))?;
         let mut grpc = grpc_request(&parts, headers, &message);
         grpc.extensions_mut().insert(ConnectGet { query: parts.uri.query().unwrap_or_default().to_owned() });
         Ok((codec, grpc))
     })();
-    let (codec, grpc) = match prepared {
-        Ok(prepared) => prepared,
-        Err((status, error)) => {
-            let mut response = error_response(status, &error, &HeaderMap::new());
-            if status == StatusCode::METHOD_NOT_ALLOWED {
-                response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
-            }
-            return Ok(response);
+    prepared.map_err(|(status, error)| {
+        let mut response = error_response(status, &error, &HeaderMap::new());
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
         }
-    };
-    let answer = call_unary(inner, grpc).await?;
-    Ok(unary_response(answer, codec, method.as_ref(), accept))
+        response
+    })
 }
 
 /// The end-stream message: `{"error": {...}, "metadata": {"name": ["value"]}}`.
@@ -1176,7 +1152,7 @@ mod tests {
     fn a_grpc_status_with_details_becomes_the_connect_error_json() {
         let detail =
             prost_types::Any { type_url: "type.googleapis.com/google.rpc.BadRequest".into(), value: vec![1, 2, 3] };
-        let status = RpcStatus { code: 3, message: "bad".into(), details: vec![detail] };
+        let status = tonic_types::Status { code: 3, message: "bad".into(), details: vec![detail] };
         let mut trailers = HeaderMap::new();
         trailers.insert("grpc-status", HeaderValue::from_static("3"));
         trailers.insert("grpc-message", HeaderValue::from_static("email%20is%20empty"));

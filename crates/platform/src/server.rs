@@ -413,19 +413,22 @@ mod tests {
         assert!(accepted.get_ref().nodelay().expect("readable option"), "Nagle's algorithm is still on");
     }
 
+    /// A config with a server section, as the services' configs have.
+    #[derive(Debug, serde::Serialize, serde::Deserialize)]
+    struct Sample {
+        server: ServerConfig,
+    }
+
+    impl Default for Sample {
+        fn default() -> Self {
+            Self { server: ServerConfig::on_port(0) }
+        }
+    }
+
     #[test]
     // figment::Jail's closures return figment::Error, which is large; that is its API.
     #[allow(clippy::result_large_err)]
     fn a_request_limit_of_zero_is_a_config_error_naming_the_key() {
-        #[derive(Debug, serde::Serialize, serde::Deserialize)]
-        struct Sample {
-            server: ServerConfig,
-        }
-        impl Default for Sample {
-            fn default() -> Self {
-                Self { server: ServerConfig::on_port(0) }
-            }
-        }
         figment::Jail::expect_with(|jail| {
             jail.set_env("SAMPLE_SERVER__MAX_CONCURRENT_REQUESTS", "0");
             let error = crate::config::load::<Sample>("SAMPLE_", None).expect_err("zero calls at once serves nobody");
@@ -440,15 +443,6 @@ mod tests {
     // figment::Jail's closures return figment::Error, which is large; that is its API.
     #[allow(clippy::result_large_err)]
     fn cors_origins_are_checked_at_load_and_a_bad_one_names_the_key() {
-        #[derive(Debug, serde::Serialize, serde::Deserialize)]
-        struct Sample {
-            server: ServerConfig,
-        }
-        impl Default for Sample {
-            fn default() -> Self {
-                Self { server: ServerConfig::on_port(0) }
-            }
-        }
         figment::Jail::expect_with(|jail| {
             jail.set_env(
                 "SAMPLE_SERVER__CORS_ALLOWED_ORIGINS",
@@ -472,15 +466,6 @@ mod tests {
     #[test]
     #[allow(clippy::result_large_err)]
     fn a_zero_limit_or_timeout_is_a_config_error_naming_its_key() {
-        #[derive(Debug, serde::Serialize, serde::Deserialize)]
-        struct Sample {
-            server: ServerConfig,
-        }
-        impl Default for Sample {
-            fn default() -> Self {
-                Self { server: ServerConfig::on_port(0) }
-            }
-        }
         for (key, zero) in [
             ("http2_max_concurrent_streams", "0"),
             ("max_connections", "0"),
