@@ -5,20 +5,15 @@
 use std::{
     path::{Path, PathBuf},
     process::Command,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
     time::Duration,
 };
 
 use api::{
-    orders::v1::{CreateOrderRequest, ListOrdersRequest, order_service_client::OrderServiceClient},
+    orders::v1::{ListOrdersRequest, order_service_client::OrderServiceClient},
     users::v1::{CreateUserRequest, user_service_client::UserServiceClient},
 };
 use serde_json::Value;
-use stack::{Service, consul::ConsulAgent, temp_dir, users_env};
-use tokio::{sync::watch, task::JoinHandle};
+use stack::{Service, consul::ConsulAgent, load::OrderLoad, temp_dir, users_env};
 
 /// Bound on any awaited state change: a guard against a hung test, not a wait.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -115,76 +110,6 @@ impl Stack {
     }
 }
 
-/// Steady CreateOrder load from `concurrency` gRPC clients, each call with a fresh
-/// idempotency key, until stopped.
-struct Load {
-    stop: Arc<AtomicBool>,
-    /// Calls that succeeded so far; watched to wait for progress.
-    succeeded: watch::Receiver<usize>,
-    failures: Arc<Mutex<Vec<String>>>,
-    tasks: Vec<JoinHandle<()>>,
-}
-
-impl Load {
-    async fn start(orders: &Service, concurrency: usize) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (count, succeeded) = watch::channel(0usize);
-        let count = Arc::new(count);
-        let failures = Arc::new(Mutex::new(Vec::new()));
-        let mut tasks = Vec::new();
-        for _ in 0..concurrency {
-            let mut client = OrderServiceClient::connect(orders.address.clone()).await.expect("connect to orders");
-            let (stop, count, failures) = (stop.clone(), count.clone(), failures.clone());
-            tasks.push(tokio::spawn(async move {
-                while !stop.load(Ordering::SeqCst) {
-                    let mut request = tonic::Request::new(CreateOrderRequest {
-                        customer_email: CUSTOMER.to_owned(),
-                        total_cents: 100,
-                        currency: "USD".to_owned(),
-                        idempotency_key: uuid::Uuid::new_v4().to_string(),
-                    });
-                    request.set_timeout(Duration::from_secs(10));
-                    match client.create_order(request).await {
-                        Ok(_) => count.send_modify(|n| *n += 1),
-                        Err(status) => {
-                            failures.lock().expect("lock").push(format!("{:?}: {}", status.code(), status.message()))
-                        }
-                    }
-                }
-            }));
-        }
-        Self { stop, succeeded, failures, tasks }
-    }
-
-    fn succeeded(&self) -> usize {
-        *self.succeeded.borrow()
-    }
-
-    /// Returns once `more` calls have succeeded since this was called (bounded by PATIENCE).
-    async fn wait_for_more(&self, more: usize) {
-        let target = self.succeeded() + more;
-        let mut succeeded = self.succeeded.clone();
-        tokio::time::timeout(PATIENCE, succeeded.wait_for(|n| *n >= target))
-            .await
-            .unwrap_or_else(|_| panic!("{more} more calls did not succeed in time; failures: {:?}", self.failures()))
-            .expect("the load runs");
-    }
-
-    fn failures(&self) -> Vec<String> {
-        self.failures.lock().expect("lock").clone()
-    }
-
-    /// Stops the clients; returns (succeeded, failures).
-    async fn stop(self) -> (usize, Vec<String>) {
-        self.stop.store(true, Ordering::SeqCst);
-        for task in self.tasks {
-            task.await.expect("a load task ends cleanly");
-        }
-        let succeeded = *self.succeeded.borrow();
-        (succeeded, self.failures.lock().expect("lock").clone())
-    }
-}
-
 /// `GET path` on the agent's HTTP API, as JSON (curl, as an operator would).
 fn consul_get(consul: &ConsulAgent, path: &str) -> Value {
     let output = Command::new("curl").args(["-sf", &format!("{}{path}", consul.address)]).output().expect("curl runs");
@@ -256,9 +181,9 @@ async fn a_new_instance_is_passing_as_soon_as_it_has_registered() {
 #[tokio::test]
 async fn steady_load_spreads_within_ten_percent_over_two_users_replicas() {
     let mut stack = Stack::start("spread").await;
-    let load = Load::start(&stack.orders, 4).await;
-    load.wait_for_more(300).await;
-    let (succeeded, failures) = load.stop().await;
+    let load = OrderLoad::start(&stack.orders, CUSTOMER, 4).await.expect("connect to orders");
+    load.wait_for_more(300, PATIENCE).await.expect("the load makes progress");
+    let (succeeded, failures) = load.stop().await.expect("the load stops");
     assert!(failures.is_empty(), "{failures:?}");
 
     // Every CreateOrder made one GetUserByEmail. Stopping a replica waits for its last
@@ -278,11 +203,11 @@ async fn steady_load_spreads_within_ten_percent_over_two_users_replicas() {
 #[tokio::test]
 async fn killing_a_users_replica_under_load_fails_no_call() {
     let mut stack = Stack::start("kill").await;
-    let load = Load::start(&stack.orders, 4).await;
-    load.wait_for_more(50).await;
+    let load = OrderLoad::start(&stack.orders, CUSTOMER, 4).await.expect("connect to orders");
+    load.wait_for_more(50, PATIENCE).await.expect("the load makes progress");
     stack.users[1].kill().await.expect("kill -9");
-    load.wait_for_more(200).await;
-    let (succeeded, failures) = load.stop().await;
+    load.wait_for_more(200, PATIENCE).await.expect("the load makes progress");
+    let (succeeded, failures) = load.stop().await.expect("the load stops");
     assert!(failures.is_empty(), "{} of {} calls failed: {failures:?}", failures.len(), succeeded + failures.len());
     assert_eq!(stack.orders_stored().await, succeeded);
 }
@@ -290,18 +215,18 @@ async fn killing_a_users_replica_under_load_fails_no_call() {
 #[tokio::test]
 async fn a_rolling_restart_of_users_fails_no_call_and_duplicates_no_order() {
     let mut stack = Stack::start("rolling").await;
-    let load = Load::start(&stack.orders, 4).await;
-    load.wait_for_more(50).await;
+    let load = OrderLoad::start(&stack.orders, CUSTOMER, 4).await.expect("connect to orders");
+    load.wait_for_more(50, PATIENCE).await.expect("the load makes progress");
     for (old, replacement) in [(0, "users-c"), (1, "users-d")] {
         let new = start_users(replacement, &stack.dir, &stack.consul).await;
         let port = new.port();
         stack.consul.wait_for("users", PATIENCE, |p| p.iter().any(|i| i.port == port)).await.expect("passes");
-        load.wait_for_more(30).await;
+        load.wait_for_more(30, PATIENCE).await.expect("the load makes progress");
         assert_eq!(stack.users[old].stop().await.expect("SIGTERM"), 0, "a drained replica exits 0");
         stack.users.push(new);
-        load.wait_for_more(30).await;
+        load.wait_for_more(30, PATIENCE).await.expect("the load makes progress");
     }
-    let (succeeded, failures) = load.stop().await;
+    let (succeeded, failures) = load.stop().await.expect("the load stops");
     assert!(failures.is_empty(), "{} of {} calls failed: {failures:?}", failures.len(), succeeded + failures.len());
     assert_eq!(stack.orders_stored().await, succeeded, "one order per successful call, no duplicates");
 }
@@ -309,8 +234,8 @@ async fn a_rolling_restart_of_users_fails_no_call_and_duplicates_no_order() {
 #[tokio::test]
 async fn a_consul_outage_under_load_fails_no_call_and_everything_registers_again() {
     let mut stack = Stack::start("outage").await;
-    let load = Load::start(&stack.orders, 2).await;
-    load.wait_for_more(50).await;
+    let load = OrderLoad::start(&stack.orders, CUSTOMER, 2).await.expect("connect to orders");
+    load.wait_for_more(50, PATIENCE).await.expect("the load makes progress");
 
     stack.consul.kill().await.expect("consul stops");
     let during = load.succeeded();
@@ -321,7 +246,7 @@ async fn a_consul_outage_under_load_fails_no_call_and_everything_registers_again
 
     stack.consul.wait_for("users", PATIENCE, |passing| passing.len() == 2).await.expect("users registered again");
     stack.consul.wait_for("orders", PATIENCE, |passing| passing.len() == 1).await.expect("orders registered again");
-    load.wait_for_more(50).await;
-    let (succeeded, failures) = load.stop().await;
+    load.wait_for_more(50, PATIENCE).await.expect("the load makes progress");
+    let (succeeded, failures) = load.stop().await.expect("the load stops");
     assert!(failures.is_empty(), "{} of {} calls failed: {failures:?}", failures.len(), succeeded + failures.len());
 }

@@ -2,20 +2,10 @@
 //! that fails a share of its calls is ejected by orders' client, and CreateOrder keeps
 //! failing no call thanks to retries.
 
-use std::{
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
-};
+use std::time::Duration;
 
-use api::{
-    orders::v1::{CreateOrderRequest, order_service_client::OrderServiceClient},
-    users::v1::{CreateUserRequest, user_service_client::UserServiceClient},
-};
-use stack::{Service, orders_env, sample, scrape, temp_dir, users_env};
-use tokio::sync::watch;
+use api::users::v1::{CreateUserRequest, user_service_client::UserServiceClient};
+use stack::{Service, load::OrderLoad, orders_env, sample, scrape, temp_dir, users_env};
 
 /// Bound on any awaited state change: a guard against a hung test, not a wait.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -55,56 +45,20 @@ async fn a_users_replica_failing_thirty_percent_of_calls_is_ejected_and_create_o
     users.create_user(request).await.expect("the customer is created");
 
     // Steady CreateOrder load from four clients until stopped.
-    let stop = Arc::new(AtomicBool::new(false));
-    let (count, mut succeeded) = watch::channel(0usize);
-    let count = Arc::new(count);
-    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
-    let mut tasks = Vec::new();
-    for _ in 0..4 {
-        let mut client = OrderServiceClient::connect(orders.address.clone()).await.expect("connect to orders");
-        let (stop, count, failures) = (stop.clone(), count.clone(), failures.clone());
-        tasks.push(tokio::spawn(async move {
-            while !stop.load(Ordering::SeqCst) {
-                let mut request = tonic::Request::new(CreateOrderRequest {
-                    customer_email: CUSTOMER.to_owned(),
-                    total_cents: 100,
-                    currency: "USD".to_owned(),
-                    idempotency_key: uuid::Uuid::new_v4().to_string(),
-                });
-                request.set_timeout(Duration::from_secs(10));
-                match client.create_order(request).await {
-                    Ok(_) => count.send_modify(|n| *n += 1),
-                    Err(status) => {
-                        failures.lock().expect("lock").push(format!("{:?}: {}", status.code(), status.message()))
-                    }
-                }
-            }
-        }));
-    }
+    let load = OrderLoad::start(&orders, CUSTOMER, 4).await.expect("connect to orders");
 
     // Look again after every 20 successful calls until orders reports the ejection.
-    let ejected = tokio::time::timeout(PATIENCE, async {
-        loop {
-            if ejections(&orders, "failure_percentage").await >= 1.0 {
-                return *succeeded.borrow();
-            }
-            let next = *succeeded.borrow() + 20;
-            succeeded.wait_for(|n| *n >= next).await.expect("the load runs");
+    tokio::time::timeout(PATIENCE, async {
+        while ejections(&orders, "failure_percentage").await < 1.0 {
+            load.wait_for_more(20, PATIENCE).await.expect("the load makes progress");
         }
     })
     .await
-    .unwrap_or_else(|_| panic!("users-b was never ejected; failures: {:?}", failures.lock().expect("lock")));
+    .unwrap_or_else(|_| panic!("users-b was never ejected; failures: {:?}", load.failures()));
     // Enough calls after the ejection that, had users-b stayed in, it would have taken ~half.
-    tokio::time::timeout(PATIENCE, succeeded.wait_for(|n| *n >= ejected + 600))
-        .await
-        .expect("600 more calls succeed in time")
-        .expect("the load runs");
-    stop.store(true, Ordering::SeqCst);
-    for task in tasks {
-        task.await.expect("a load task ends cleanly");
-    }
+    load.wait_for_more(600, PATIENCE).await.expect("600 more calls succeed in time");
+    let (_, failures) = load.stop().await.expect("the load stops");
 
-    let failures = failures.lock().expect("lock").clone();
     assert!(failures.is_empty(), "{} CreateOrder calls failed: {failures:?}", failures.len());
     assert_eq!(ejections(&orders, "consecutive_failures").await, 0.0, "never three failures in a row");
     let body = scrape(&orders).await.expect("orders' metrics");

@@ -1,0 +1,104 @@
+//! Steady CreateOrder traffic for the system tests: the calls that must all succeed
+//! while a test kills, restarts or ejects what is behind orders.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use api::orders::v1::{CreateOrderRequest, order_service_client::OrderServiceClient};
+use tokio::{sync::watch, task::JoinHandle};
+
+use crate::Service;
+
+/// The deadline of each call the load makes.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// CreateOrder calls from `concurrency` gRPC clients, one call at a time each, every
+/// call with a fresh idempotency key, until [`OrderLoad::stop`]. Failed calls are
+/// kept as `"<code>: <message>"` lines.
+pub struct OrderLoad {
+    stop: Arc<AtomicBool>,
+    /// Calls that succeeded so far; watched to wait for progress.
+    succeeded: watch::Receiver<usize>,
+    failures: Arc<Mutex<Vec<String>>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl OrderLoad {
+    /// Starts the clients against `orders`, ordering for the existing user `customer`.
+    ///
+    /// # Errors
+    /// When a client cannot connect to orders.
+    pub async fn start(orders: &Service, customer: &str, concurrency: usize) -> anyhow::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (count, succeeded) = watch::channel(0usize);
+        let count = Arc::new(count);
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for _ in 0..concurrency {
+            let mut client = OrderServiceClient::connect(orders.address.clone()).await?;
+            let (stop, count, failures, customer) =
+                (stop.clone(), count.clone(), failures.clone(), customer.to_owned());
+            tasks.push(tokio::spawn(async move {
+                while !stop.load(Ordering::SeqCst) {
+                    let mut request = tonic::Request::new(CreateOrderRequest {
+                        customer_email: customer.clone(),
+                        total_cents: 100,
+                        currency: "USD".to_owned(),
+                        idempotency_key: uuid::Uuid::new_v4().to_string(),
+                    });
+                    request.set_timeout(CALL_TIMEOUT);
+                    match client.create_order(request).await {
+                        Ok(_) => count.send_modify(|n| *n += 1),
+                        Err(status) => {
+                            let failure = format!("{:?}: {}", status.code(), status.message());
+                            failures.lock().unwrap_or_else(|e| e.into_inner()).push(failure);
+                        }
+                    }
+                }
+            }));
+        }
+        Ok(Self { stop, succeeded, failures, tasks })
+    }
+
+    /// How many calls have succeeded so far.
+    pub fn succeeded(&self) -> usize {
+        *self.succeeded.borrow()
+    }
+
+    /// Returns once `more` calls have succeeded since this was called.
+    ///
+    /// # Errors
+    /// When that takes longer than `patience` (a guard against a hung test, not a
+    /// wait), naming the failures so far.
+    pub async fn wait_for_more(&self, more: usize, patience: Duration) -> anyhow::Result<()> {
+        let target = self.succeeded() + more;
+        let mut succeeded = self.succeeded.clone();
+        match tokio::time::timeout(patience, succeeded.wait_for(|n| *n >= target)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => anyhow::bail!("the load stopped"),
+            Err(_) => anyhow::bail!("{more} more calls did not succeed in time; failures: {:?}", self.failures()),
+        }
+    }
+
+    /// The calls that failed so far.
+    pub fn failures(&self) -> Vec<String> {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Stops the clients after their current call; returns (succeeded, failures).
+    ///
+    /// # Errors
+    /// When a client task panicked.
+    pub async fn stop(mut self) -> anyhow::Result<(usize, Vec<String>)> {
+        self.stop.store(true, Ordering::SeqCst);
+        for task in std::mem::take(&mut self.tasks) {
+            task.await?;
+        }
+        Ok((self.succeeded(), self.failures()))
+    }
+}
