@@ -240,7 +240,7 @@ where
                             let answer = call_unary(inner, grpc).await?;
                             Ok(unary_response(answer, codec, method.as_ref(), accept))
                         }
-                        Err(refused) => Ok(refused),
+                        Err(refused) => Ok(*refused),
                     }
                 }
                 Kind::Stream(codec) => stream(inner, request, codec, method).await,
@@ -752,12 +752,12 @@ fn unary_response(
 }
 
 /// A unary Connect `POST` as the gRPC request to make, with the codec of its answer;
-/// or the Connect error response that refuses it.
+/// or the Connect error response that refuses it (boxed: it is large).
 async fn prepare_unary(
     request: Request<Body>,
     codec: Codec,
     method: Option<&MethodInfo>,
-) -> Result<(Codec, Request<Body>), Response<Body>> {
+) -> Result<(Codec, Request<Body>), Box<Response<Body>>> {
     let (parts, body) = request.into_parts();
     let prepared = async {
         // The body first: refused before it is read, an HTTP/1.1 client still sending
@@ -773,7 +773,7 @@ async fn prepare_unary(
         let message = codec.decode_request(method, message)?;
         Ok((codec, grpc_request(&parts, headers, &message)))
     };
-    prepared.await.map_err(|error| unary_error(&error, &HeaderMap::new()))
+    prepared.await.map_err(|error| Box::new(unary_error(&error, &HeaderMap::new())))
 }
 
 /// The query of a Connect `GET`: the message, decoded and decompressed, and its codec.
@@ -810,8 +810,12 @@ fn parse_get_query(query: &str) -> Result<(Codec, Bytes), ConnectError> {
 }
 
 /// A unary Connect `GET` (for methods without side effects only) as the gRPC request
-/// to make, with the codec of its answer; or the Connect error response that refuses it.
-fn prepare_get(request: Request<Body>, method: Option<&MethodInfo>) -> Result<(Codec, Request<Body>), Response<Body>> {
+/// to make, with the codec of its answer; or the Connect error response that refuses
+/// it (boxed: it is large).
+fn prepare_get(
+    request: Request<Body>,
+    method: Option<&MethodInfo>,
+) -> Result<(Codec, Request<Body>), Box<Response<Body>>> {
     let (parts, _) = request.into_parts();
     let prepared = (|| {
         let Some(info) = method else {
@@ -834,7 +838,7 @@ fn prepare_get(request: Request<Body>, method: Option<&MethodInfo>) -> Result<(C
         if status == StatusCode::METHOD_NOT_ALLOWED {
             response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
         }
-        response
+        Box::new(response)
     })
 }
 

@@ -3,8 +3,8 @@
 //! and gives every call a deadline that holds across hops.
 //!
 //! One step per module, composed here in [`ResilientChannel::new`]: `deadline`
-//! (`Deadline::layer`), `hedge` (`Hedge::layer`), `retry` (`Retry::layer`), `balance` (the balancer, one
-//! attempt on one endpoint); the counters they keep live in `metrics`. Most callers
+//! (`Deadline::layer`), `retry` (`Retry::layer`: retries, or hedges through `hedge`),
+//! `balance` (the balancer, one attempt on one endpoint); the counters they keep live in `metrics`. Most callers
 //! want [`channel`]: the resilient channel under the observing layer (span,
 //! `traceparent`, `grpc_client_*` metrics), its metrics registered:
 //! `UserServiceClient::new(client::channel("users", &config.users, consul, &metrics, api::FILE_DESCRIPTOR_SET)?)`.
@@ -18,7 +18,6 @@ mod retry;
 
 use std::{
     error::Error as StdError,
-    sync::Arc,
     task::{Context, Poll},
 };
 
@@ -27,7 +26,7 @@ use http::HeaderValue;
 use tonic::{Code, Status, body::Body};
 use tower::{Service, ServiceBuilder, retry::budget::TpsBudget};
 
-use self::{balance::Balancer, deadline::Deadline, hedge::Hedge, retry::Retry};
+use self::{balance::Balancer, deadline::Deadline, retry::Retry};
 pub use self::{
     balance::NoHealthyEndpointError,
     config::{
@@ -151,7 +150,7 @@ pub fn resolver(config: &ResolverConfig, consul: Option<&Consul>) -> Result<Reso
 /// clones share endpoints, budget and counters.
 #[derive(Clone)]
 pub struct ResilientChannel {
-    service: AttachToken<Deadline<Hedge<Retry<Balancer>>>>,
+    service: AttachToken<Deadline<Retry<Balancer>>>,
     target: String,
     balancer: Balancer,
     metrics: ClientMetrics,
@@ -184,11 +183,8 @@ impl ResilientChannel {
             config.outlier_detection.clone(),
             metrics.clone(),
         );
-        let budget = Arc::new(TpsBudget::new(
-            config.retry_budget.window(),
-            config.retry_budget.min_per_second,
-            config.retry_budget.ratio,
-        ));
+        let budget =
+            TpsBudget::new(config.retry_budget.window(), config.retry_budget.min_per_second, config.retry_budget.ratio);
         let service = ServiceBuilder::new()
             // This service's own identity on every call (`token`/`token_file`), set
             // once: retries resend the same headers.
@@ -196,12 +192,11 @@ impl ResilientChannel {
             // The call's deadline first, so it bounds everything below: retries,
             // backoff, waiting for a first connection.
             .layer(Deadline::layer(config))
-            // Hedging of the methods that have a policy: more attempts after a delay,
-            // each through the balancer to another endpoint; the retry budget caps them.
-            .layer(Hedge::layer(target, config, budget.clone(), methods.clone(), metrics.clone()))
-            // Retries next (of calls not hedged): each attempt goes back through the
-            // balancer, which can then pick another endpoint; the budget caps them across calls.
-            .layer(Retry::layer(target, &config.retry_policy, budget, methods, metrics.clone()))
+            // Further attempts next: hedges for the methods that have a hedging policy
+            // (more attempts after a delay, the first answer wins), retries for the
+            // others. Each attempt goes back through the balancer, which can then pick
+            // another endpoint; one budget caps them across calls.
+            .layer(Retry::layer(target, config, budget, methods, metrics.clone()))
             // One attempt on one endpoint: pick a ready, not ejected one, record the outcome.
             .service(balancer.clone());
         Self { service, target: target.to_owned(), balancer, metrics }

@@ -1,4 +1,4 @@
-//! The client's retry step: gRFC A6 retries of idempotent single-request calls, within a retry budget, each attempt back through the balancer.
+//! The client's attempts step: gRFC A6 retries (or, per method, hedging) of idempotent single-request calls, within one retry budget, each attempt back through the balancer.
 
 use std::{
     sync::Arc,
@@ -18,51 +18,54 @@ use tower::{
 };
 
 use super::{
-    BoxError, ClientMetrics,
+    BoxError, ClientConfig, ClientMetrics,
     balance::{NoHealthyEndpointError, Tried},
-    config::RetryPolicy,
     deadline::{CallDeadline, with_remaining_timeout},
-    grpc_status,
-    hedge::Hedged,
-    into_status, status_code,
+    grpc_status, hedge, into_status, status_code,
 };
 use crate::{
     backoff::{Backoff, Jitter},
     methods::Methods,
 };
 
-/// Largest request body buffered for retries (tonic's default message size limit).
+/// Largest request body buffered for retries and hedges (tonic's default message size limit).
 const MAX_RETRY_BUFFER: usize = 4 * 1024 * 1024;
 
-/// Retries failed attempts per the [`RetryPolicy`], within the [`RetryBudget`]. Only
-/// calls whose method the descriptors declare single-request and idempotent (or that
-/// carry an `idempotency-key` header) are retried.
+/// Makes each call's attempts: hedged per the method's
+/// [`HedgingPolicy`](super::config::HedgingPolicy) when it has one (see `hedge`),
+/// else retried per the [`RetryPolicy`](super::config::RetryPolicy) (gRFC A6: a method
+/// is either retried or hedged); both within one retry budget. Only calls whose method
+/// the descriptors declare single-request and idempotent (or that carry an
+/// `idempotency-key` header) get more than one attempt.
 #[derive(Clone)]
 pub(super) struct Retry<S> {
     inner: S,
     shared: Arc<Shared>,
 }
 
-struct Shared {
-    target: String,
-    policy: RetryPolicy,
-    budget: Arc<TpsBudget>,
+/// What every call through one [`Retry`] shares.
+pub(super) struct Shared {
+    /// The upstream's name, in errors and logs.
+    pub(super) target: String,
+    pub(super) config: ClientConfig,
+    pub(super) budget: Arc<TpsBudget>,
     methods: Methods,
-    metrics: ClientMetrics,
+    pub(super) metrics: ClientMetrics,
 }
 
 impl<S> Retry<S> {
-    /// The layer for calls to `target` (its name in errors and logs); one budget is
-    /// shared by every call through it (and by the hedging step); retries and
-    /// refusals count into `metrics`.
+    /// The layer for calls to `target` (its name in errors and logs), with the retry
+    /// and hedging policies of `config`; one budget is shared by every call through it;
+    /// retries, hedges and refusals count into `metrics`.
     pub(super) fn layer(
         target: &str,
-        policy: &RetryPolicy,
-        budget: Arc<TpsBudget>,
+        config: &ClientConfig,
+        budget: TpsBudget,
         methods: Methods,
         metrics: ClientMetrics,
     ) -> impl Layer<S, Service = Self> + Clone {
-        let shared = Arc::new(Shared { target: target.to_owned(), policy: policy.clone(), budget, methods, metrics });
+        let budget = Arc::new(budget);
+        let shared = Arc::new(Shared { target: target.to_owned(), config: config.clone(), budget, methods, metrics });
         layer_fn(move |inner| Self { inner, shared: shared.clone() })
     }
 }
@@ -81,20 +84,19 @@ where
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        // An attempt of a hedged call: not retried (gRFC A6), and its call already paid in.
-        let hedged = request.extensions().get::<Hedged>().is_some();
-        // Every call earns the budget its share of retries.
-        if !hedged {
-            self.shared.budget.deposit();
-        }
-        let method = self.shared.methods.get(request.uri().path());
-        let retryable = !hedged
-            && self.shared.policy.max_attempts > 1
-            && method.is_some_and(|method| {
-                method.kind.single_request() && (method.idempotent || request.headers().contains_key("idempotency-key"))
-            });
+        // Every call earns the budget its share of retries or hedges.
+        self.shared.budget.deposit();
+        let path = request.uri().path();
+        let repeatable = self.shared.methods.get(path).is_some_and(|method| {
+            method.kind.single_request() && (method.idempotent || request.headers().contains_key("idempotency-key"))
+        });
+        let method_name = path.rsplit('/').next().unwrap_or_default();
+        let hedging = self.shared.config.hedging_of(method_name).filter(|_| repeatable).cloned();
         let this = self.clone();
-        if !retryable {
+        if let Some(policy) = hedging {
+            return Box::pin(hedge::call_hedged(this.inner, this.shared, request, policy));
+        }
+        if !repeatable || this.shared.config.retry_policy.max_attempts <= 1 {
             return Box::pin(async move {
                 let request = with_remaining_timeout(request)?;
                 this.inner.oneshot(request).await.map_err(into_status).map_err(Into::into)
@@ -112,14 +114,11 @@ where
     async fn call_with_retries(self, request: http::Request<Body>) -> Result<http::Response<Body>, BoxError> {
         let shared = &self.shared;
         let (parts, body) = request.into_parts();
-        let body = Limited::new(body, MAX_RETRY_BUFFER).collect().await.map_err(|error| {
-            Status::resource_exhausted(format!("request to {} not buffered for retries: {error}", shared.target))
-        })?;
-        let body = body.to_bytes();
+        let body = buffer(body, &shared.target, "retries").await?;
         let deadline = parts.extensions.get::<CallDeadline>().map(|deadline| deadline.0);
         let tried = Tried::default();
         // gRFC A6: before retry n wait random [0, min(initial × multiplier^(n-1), max)].
-        let policy = &shared.policy;
+        let policy = &shared.config.retry_policy;
         let mut backoff =
             Backoff::exponential(policy.initial_backoff, policy.max_backoff, policy.backoff_multiplier, Jitter::Full);
         let mut attempt = 1;
@@ -185,8 +184,18 @@ fn pushback(headers: &http::HeaderMap) -> Pushback {
     }
 }
 
+/// `body`, read whole so that each attempt can resend it: RESOURCE_EXHAUSTED naming
+/// `target` and `purpose` when it is over [`MAX_RETRY_BUFFER`] (4 MiB).
+pub(super) async fn buffer(body: Body, target: &str, purpose: &str) -> Result<Bytes, Status> {
+    let body = Limited::new(body, MAX_RETRY_BUFFER).collect().await;
+    let body = body.map_err(|error| {
+        Status::resource_exhausted(format!("request to {target} not buffered for {purpose}: {error}"))
+    })?;
+    Ok(body.to_bytes())
+}
+
 /// A copy of the buffered request for one attempt.
-fn rebuild(parts: &http::request::Parts, body: Bytes) -> http::Request<Body> {
+pub(super) fn rebuild(parts: &http::request::Parts, body: Bytes) -> http::Request<Body> {
     let mut request = http::Request::new(Body::new(Full::new(body)));
     *request.method_mut() = parts.method.clone();
     *request.uri_mut() = parts.uri.clone();
