@@ -173,6 +173,30 @@ impl Service {
         Ok(text.lines().filter_map(|line| serde_json::from_str(line).ok()).collect())
     }
 
+    /// Waits until the service answers SERVING to a `grpc.health.v1` Watch of its whole
+    /// server (service `""`), as an orchestrator's readiness probe sees it. Bounded by
+    /// `patience`.
+    ///
+    /// # Errors
+    /// When `patience` runs out, or the service cannot be reached or ends the watch.
+    pub async fn wait_serving(&self, patience: Duration) -> anyhow::Result<()> {
+        use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+        let serving = async {
+            let channel = tonic::transport::Channel::from_shared(self.address.clone())?.connect().await?;
+            let request = HealthCheckRequest { service: String::new() };
+            let mut updates = HealthClient::new(channel).watch(request).await?.into_inner();
+            while let Some(update) = updates.message().await? {
+                if update.status() == ServingStatus::Serving {
+                    return Ok(());
+                }
+            }
+            bail!("{} ended its health watch", self.name)
+        };
+        tokio::time::timeout(patience, serving)
+            .await
+            .with_context(|| format!("{} was not SERVING within {patience:?}", self.name))?
+    }
+
     /// Waits until the service has logged a line whose `message` is `message`, following
     /// the log as lines arrive; returns that line. Bounded by `patience`.
     ///

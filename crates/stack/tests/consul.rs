@@ -212,6 +212,10 @@ async fn killing_a_users_replica_under_load_fails_no_call() {
     assert_eq!(stack.orders_stored().await, succeeded);
 }
 
+/// As an orchestrator rolls a Deployment: start the replacement, stop the old replica
+/// as soon as the replacement answers SERVING (not waiting for Consul), next step.
+/// What makes this safe is `server.drain_period` (1 s here) outlasting the time a
+/// replacement needs to become visible to orders.
 #[tokio::test]
 async fn a_rolling_restart_of_users_fails_no_call_and_duplicates_no_order() {
     let mut stack = Stack::start("rolling").await;
@@ -219,9 +223,7 @@ async fn a_rolling_restart_of_users_fails_no_call_and_duplicates_no_order() {
     load.wait_for_more(50, PATIENCE).await.expect("the load makes progress");
     for (old, replacement) in [(0, "users-c"), (1, "users-d")] {
         let new = start_users(replacement, &stack.dir, &stack.consul).await;
-        let port = new.port();
-        stack.consul.wait_for("users", PATIENCE, |p| p.iter().any(|i| i.port == port)).await.expect("passes");
-        load.wait_for_more(30, PATIENCE).await.expect("the load makes progress");
+        new.wait_serving(PATIENCE).await.expect("the replacement is ready");
         assert_eq!(stack.users[old].stop().await.expect("SIGTERM"), 0, "a drained replica exits 0");
         stack.users.push(new);
         load.wait_for_more(30, PATIENCE).await.expect("the load makes progress");
@@ -229,6 +231,34 @@ async fn a_rolling_restart_of_users_fails_no_call_and_duplicates_no_order() {
     let (succeeded, failures) = load.stop().await.expect("the load stops");
     assert!(failures.is_empty(), "{} of {} calls failed: {failures:?}", failures.len(), succeeded + failures.len());
     assert_eq!(stack.orders_stored().await, succeeded, "one order per successful call, no duplicates");
+}
+
+#[tokio::test]
+async fn after_a_kill_and_a_replacement_on_its_address_the_replacement_takes_its_share_at_once() {
+    let mut stack = Stack::start("replace").await;
+    let load = OrderLoad::start(&stack.orders, CUSTOMER, 4).await.expect("connect to orders");
+    load.wait_for_more(50, PATIENCE).await.expect("the load makes progress");
+    let port = stack.users[1].port();
+    stack.users[1].kill().await.expect("kill -9");
+    // Calls go on through the survivor meanwhile, and the dead endpoint may be ejected.
+    load.wait_for_more(50, PATIENCE).await.expect("the load makes progress");
+
+    let env = [("USERS_SERVER__PORT".to_owned(), port.to_string())];
+    let mut replacement = start_users_with("users-b2", &stack.dir, &stack.consul, &env).await;
+    replacement.wait_serving(PATIENCE).await.expect("the replacement is ready");
+    let survivor_before = stack.users[0].rpcs_finished("GetUserByEmail").expect("log readable");
+    // About two seconds of calls at this load on this machine; if the replacement only
+    // took calls after a second or more, its share would fall well short of half.
+    load.wait_for_more(400, PATIENCE).await.expect("the load makes progress");
+    let (_, failures) = load.stop().await.expect("the load stops");
+    assert!(failures.is_empty(), "{failures:?}");
+
+    assert_eq!(replacement.stop().await.expect("users stops"), 0);
+    assert_eq!(stack.users[0].stop().await.expect("users stops"), 0);
+    let taken = replacement.rpcs_finished("GetUserByEmail").expect("log readable");
+    let survivor = stack.users[0].rpcs_finished("GetUserByEmail").expect("log readable") - survivor_before;
+    let share = taken as f64 / (taken + survivor) as f64;
+    assert!(share >= 0.35, "the replacement took {taken} of {} calls after it was SERVING", taken + survivor);
 }
 
 #[tokio::test]
