@@ -228,7 +228,7 @@ def connect_targets(url, workdir):
     """vegeta's JSON targets: a Connect unary POST of GetUser for every seeded id, in a
     shuffled order (fixed seed) that vegeta cycles through, so the ids asked for spread
     over the table as ghz's random ones do."""
-    path = workdir / f"targets-{abs(hash(url))}.jsonl"
+    path = workdir / f"targets-{len(list(workdir.glob('targets-*')))}.jsonl"
     ids = list(range(SEEDED))
     random.Random(9).shuffle(ids)
     header = {"Content-Type": ["application/json"], "Connect-Protocol-Version": ["1"]}
@@ -528,8 +528,15 @@ def main():
     def hedges(name):
         return lambda: server(name).metric("grpc_client_hedges_total", {})
 
+    targets = {}
+
     def connect_url(name):
-        return lambda: connect_targets(f"http://{server(name).address}/users.v1.UserService/GetUser", workdir)
+        """The vegeta targets file for Connect JSON GetUser calls to `name`, written once."""
+        def path():
+            if name not in targets:
+                targets[name] = connect_targets(f"http://{server(name).address}/users.v1.UserService/GetUser", workdir)
+            return targets[name]
+        return path
 
     try:
         server("users")
