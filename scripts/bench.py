@@ -5,14 +5,16 @@ Starts the release binaries and the Go baselines (bench/go: grpc-go and connect-
 the throwaway PostgreSQL at TEST_DATABASE_URL, seeds users, measures each case in two
 load shapes (warm-up, then ROUNDS rounds, medians) with ghz (gRPC) or vegeta (Connect
 JSON over HTTP/1.1), reads the servers' CPU time and peak RSS from /proc, runs pgbench
-on the same SELECT at the pool's size as the database's ceiling, and writes
+on the same SELECT at the pool's size as the database's ceiling, runs the WatchOrder
+fan-out once (bench/go/cmd/watch-fanout against two orders replicas), and writes
 bench/results/<UTC time>[-quick].md and .json, then prints the table with the ratios.
 
-Env: GHZ, VEGETA and GO_BASELINE (the tools and the Go baseline server, as scripts/bench.sh
-builds them), STACK_BIN_DIR (release binaries), BENCH_QUICK=1 (one short round per case:
-checks the harness, numbers are indicative only), BENCH_ROUNDS, BENCH_DURATION (seconds
-per round), BENCH_WARMUP (seconds), BENCH_USERS (rows seeded), BENCH_CASES
-(case names separated by `;`; a list without `;` is split at commas; default all).
+Env: GHZ, VEGETA, GO_BASELINE and WATCH_FANOUT (the tools and the Go programs, as
+scripts/bench.sh builds them), STACK_BIN_DIR (release binaries), BENCH_QUICK=1 (one short
+round per case: checks the harness, numbers are indicative only), BENCH_ROUNDS,
+BENCH_DURATION (seconds per round), BENCH_WARMUP (seconds), BENCH_USERS (rows seeded),
+BENCH_WATCHERS (WatchOrder streams), BENCH_KEEP_LOGS=1 (keep the servers' logs),
+BENCH_CASES (case names separated by `;`; a list without `;` is split at commas; default all).
 """
 
 import base64
@@ -35,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 # A full run: 10 cases x 2 shapes x (2 s warm-up + 3 rounds x 8 s) = 520 s, plus pgbench
-# (3 x 8 s) and start-up: about 10 minutes.
+# (3 x 8 s), the WatchOrder fan-out (~30 s) and start-up: about 10 minutes.
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "1" if QUICK else "3"))
 DURATION = int(os.environ.get("BENCH_DURATION", "2" if QUICK else "8"))
 WARMUP = int(os.environ.get("BENCH_WARMUP", "1" if QUICK else "2"))
@@ -51,6 +53,14 @@ BIN = Path(os.environ.get("STACK_BIN_DIR", ROOT / "target" / "release"))
 GHZ = os.environ.get("GHZ", "ghz")
 VEGETA = os.environ.get("VEGETA", "vegeta")
 GO_BASELINE = os.environ.get("GO_BASELINE", str(ROOT / "target" / "bench" / "users-go"))
+WATCH_FANOUT = os.environ.get("WATCH_FANOUT", str(ROOT / "target" / "bench" / "watch-fanout"))
+# The WatchOrder fan-out case: this many streams over two orders replicas, on WATCHED_ORDERS
+# orders, through WATCH_CONNECTIONS HTTP/2 connections per replica.
+WATCHERS = int(os.environ.get("BENCH_WATCHERS", "1000" if QUICK else "10000"))
+WATCHED_ORDERS = 10
+WATCH_CONNECTIONS = 50
+# Streams being opened at once at the most: each first reads its order's events from a pool of 10.
+WATCH_OPENING = 100
 # The hedging case: one of two users replicas holds this share of its calls for 50 ms
 # (the test-only `testing.*` knobs); orders balances round robin over both, so that share
 # of half the calls is slow. With hedging on, GetUserByEmail gets a second attempt to the
@@ -58,6 +68,7 @@ GO_BASELINE = os.environ.get("GO_BASELINE", str(ROOT / "target" / "bench" / "use
 SLOW_SHARE = "0.2"
 SLOW_DELAY = "50ms"
 HEDGING_DELAY = "10ms"
+WATCH_CASE = "WatchOrder fan-out"
 PROTO = ROOT / "proto"
 # grpc.health.v1 (github.com/grpc/grpc-proto), the part ghz needs: it is not in proto/.
 HEALTH_PROTO = """syntax = "proto3";
@@ -129,6 +140,13 @@ class Server:
     def cpu_seconds(self):
         """utime + stime of the process (all its threads), in seconds."""
         return proc_cpu_seconds(self.process.pid)
+
+    def rss_kib(self):
+        """VmRSS: the resident memory of the process now, in KiB."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return None
 
     def peak_rss_kib(self):
         """VmHWM: the most resident memory the process has had, in KiB."""
@@ -320,6 +338,30 @@ def measure(case, shape, servers, postmaster, workdir):
     }
 
 
+def watch_fanout(replicas):
+    """The WatchOrder fan-out: WATCHERS streams over `replicas` (orders servers); event
+    delivery latency from watch-fanout, and the replicas' resident memory per watcher."""
+    before = sum(r.rss_kib() for r in replicas)
+    command = [
+        WATCH_FANOUT, "-targets", ",".join(r.address for r in replicas), "-watchers", str(WATCHERS),
+        "-connections", str(WATCH_CONNECTIONS), "-orders", str(WATCHED_ORDERS), "-opening", str(WATCH_OPENING),
+    ]
+    tool = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = tool.stderr.readline()
+    if line.strip() != "ready":
+        tool.kill()
+        raise RuntimeError(f"watch-fanout did not get ready: {line.strip()} {tool.stderr.read().strip()[:500]}")
+    holding = sum(r.rss_kib() for r in replicas)
+    out, err = tool.communicate("\n", timeout=600)
+    if tool.returncode != 0:
+        raise RuntimeError(f"watch-fanout failed: {err.strip()[:500]}")
+    result = json.loads(out)
+    result["replicas"] = len(replicas)
+    result["connections_per_replica"] = WATCH_CONNECTIONS
+    result["rss_kib_per_watcher"] = (holding - before) / WATCHERS
+    return result
+
+
 def pgbench(url, workdir):
     """The SELECT GetUser runs, by POOL clients with prepared statements: the database's ceiling."""
     script = workdir / "get_user.sql"
@@ -397,6 +439,16 @@ def markdown(run):
         "- Statuses: Unavailable up to the number in flight per round is consistent with ghz cutting "
         "calls off when a round's time is up (not checked call by call). Connect JSON statuses are HTTP codes."
     )
+    w = run.get("watch_fanout")
+    if w:
+        errors = ", ".join(f"{k} x{v}" for k, v in w["errors"].items()) or "none"
+        lines.append(
+            f"- {WATCH_CASE}: {w['watchers']:,} WatchOrder streams over {w['replicas']} orders replicas "
+            f"({w['connections_per_replica']} connections each), open in {w['setup_ms'] / 1000:.1f} s; "
+            f"{w['received']:,} of {w['events']:,} events delivered, from the Ship/DeliverOrder call to the "
+            f"watcher p50 {fmt(w['p50_ms'], 2)} ms, p99 {fmt(w['p99_ms'], 2)} ms, max {fmt(w['max_ms'], 2)} ms; "
+            f"orders' resident memory {fmt(w['rss_kib_per_watcher'], 1)} KiB per watcher; stream errors: {errors}."
+        )
     pg = run.get("pgbench")
     if pg:
         lines.append(
@@ -495,6 +547,8 @@ def main():
     go_env = {"BENCH_GO_DATABASE_URL": users_url, "BENCH_GO_MAX_CONNECTIONS": pool}
     hedging = {"ORDERS_USERS__HEDGING_POLICY__GETUSERBYEMAIL__MAXATTEMPTS": "2",
                "ORDERS_USERS__HEDGING_POLICY__GETUSERBYEMAIL__HEDGINGDELAY": HEDGING_DELAY}
+    # Room for the fan-out's streams (the defaults cap open streams at 1,024 per process).
+    streams = {"ORDERS_SERVER__MAX_OPEN_STREAMS": str(WATCHERS + 1000)}
     # How each server starts: on first use, so BENCH_CASES starts only what its cases need.
     starters = {
         "users": lambda: Server("users", "users", users_env(), workdir),
@@ -509,6 +563,8 @@ def main():
             USERS_TESTING__ENABLED="true", USERS_TESTING__DELAY_RATIO=SLOW_SHARE, USERS_TESTING__DELAY=SLOW_DELAY),
             workdir),
         "orders_unhedged": lambda: Server("orders_unhedged", "orders", orders_env("users_a", "users_slow"), workdir),
+        "orders_watch_a": lambda: Server("orders_watch_a", "orders", orders_env("users", **streams), workdir),
+        "orders_watch_b": lambda: Server("orders_watch_b", "orders", orders_env("users", **streams), workdir),
         "orders_hedged": lambda: Server("orders_hedged", "orders", orders_env("users_a", "users_slow", **hedging),
                                         workdir),
     }
@@ -571,12 +627,13 @@ def main():
             {"name": "CreateOrder, slow replica, hedging on", "servers": ["orders_hedged", *replicas],
              **create_order, "target": address("orders_hedged"), "counters": slow_counters("orders_hedged")},
         ]
+        names = [c["name"] for c in cases] + [WATCH_CASE]
         wanted = os.environ.get("BENCH_CASES")
         if wanted:
             names = [n.strip() for n in wanted.split(";" if ";" in wanted else ",")]
-            unknown = set(names) - {c["name"] for c in cases}
+            unknown = set(names) - {c["name"] for c in cases} - {WATCH_CASE}
             if unknown:
-                sys.exit(f"bench: unknown BENCH_CASES {sorted(unknown)}; cases: {[c['name'] for c in cases]}")
+                sys.exit(f"bench: unknown BENCH_CASES {sorted(unknown)}; cases: {[c['name'] for c in cases] + [WATCH_CASE]}")
             cases = [c for c in cases if c["name"] in names]
         results = []
         for case in cases:
@@ -585,6 +642,10 @@ def main():
             for shape in SHAPES:
                 log(f"{case['name']} at {shape[0]} x {shape[1]}")
                 results.append(measure(case, shape, [server(n) for n in case["servers"]], postmaster, workdir))
+        watch = None
+        if WATCH_CASE in names:
+            log(f"{WATCH_CASE}: {WATCHERS} watchers over 2 orders replicas")
+            watch = watch_fanout([server("orders_watch_a"), server("orders_watch_b")])
         log("pgbench")
         ceiling = pgbench(users_url, workdir)
         start_ms = {name: s.start_ms for name, s in servers.items()}
@@ -603,6 +664,7 @@ def main():
         "machine": info,
         "results": results,
         "pgbench": ceiling,
+        "watch_fanout": watch,
         "ratios": ratios(results),
         "start_ms": start_ms,
     }
@@ -612,7 +674,10 @@ def main():
     (out / f"{stem}.json").write_text(json.dumps(run, indent=2) + "\n")
     table = markdown(run)
     (out / f"{stem}.md").write_text(table)
-    shutil.rmtree(workdir, ignore_errors=True)
+    if os.environ.get("BENCH_KEEP_LOGS") == "1":
+        log(f"server logs kept in {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
     print(table)
     log(f"wrote bench/results/{stem}.md and .json")
 

@@ -4,7 +4,8 @@
 # Installs its extra tools itself, pinned and cached under .tools/TOOL-VERSION, built from
 # the Go module proxy: ghz (gRPC load), vegeta (HTTP load for Connect JSON), and the protoc
 # plugins for the Go baselines. Generates their Go code from proto/ into bench/go/gen (not
-# committed) and builds the Go baseline server (bench/go) into target/bench/users-go.
+# committed) and builds the Go programs of bench/go into target/bench: users-go (the
+# grpc-go and connect-go baselines) and watch-fanout (the WatchOrder fan-out client).
 # BENCH_QUICK=1 runs one short round (a harness check).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,14 +37,14 @@ plugins+=:$(go_tool protoc-gen-connect-go connectrpc.com/connect/cmd/protoc-gen-
 # The Go baselines: code generated from proto/ each run (cheap), then the server.
 rm -rf bench/go/gen
 PATH=$plugins:$PATH .tools/bin/buf generate --template bench/go/buf.gen.yaml
-echo "bench: building the Go baseline (bench/go)" >&2
+echo "bench: building bench/go" >&2
 mkdir -p target/bench
-(cd bench/go && go build -trimpath -o ../../target/bench/users-go .)
+(cd bench/go && go build -trimpath -o ../../target/bench/ ./cmd/...)
 command -v pgbench >/dev/null && command -v psql >/dev/null || {
   echo "bench: pgbench and psql are missing: run scripts/install-tools.sh" >&2
   exit 1
 }
 
-export GHZ=$ghz VEGETA=$vegeta GO_BASELINE=$PWD/target/bench/users-go
+export GHZ=$ghz VEGETA=$vegeta GO_BASELINE=$PWD/target/bench/users-go WATCH_FANOUT=$PWD/target/bench/watch-fanout
 export STACK_BIN_DIR=${STACK_BIN_DIR:-$PWD/target/release}
 exec scripts/with-postgres.sh python3 scripts/bench.py
