@@ -23,6 +23,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -145,11 +146,12 @@ func run(targets []string, watchers, connections, orders, opening int, email str
 			w.ended = true
 			w.mu.Unlock()
 			w.notified <- struct{}{}
-			if err != nil && !errors.Is(err, io.EOF) && ctx.Err() == nil {
-				errorsMu.Lock()
+			errorsMu.Lock()
+			// After the measurement, the streams end because this program cancels them.
+			if !errors.Is(err, io.EOF) && ctx.Err() == nil {
 				failures[err.Error()]++
-				errorsMu.Unlock()
 			}
+			errorsMu.Unlock()
 		}()
 	}
 	ready.Wait()
@@ -190,6 +192,10 @@ func run(targets []string, watchers, connections, orders, opening int, email str
 		}
 	}
 	slices.Sort(latencies)
+	errorsMu.Lock()
+	cancel()
+	failed := maps.Clone(failures)
+	errorsMu.Unlock()
 	return &report{
 		Watchers: watchers,
 		Events:   events,
@@ -198,7 +204,7 @@ func run(targets []string, watchers, connections, orders, opening int, email str
 		P50Ms:    percentile(latencies, 0.50),
 		P99Ms:    percentile(latencies, 0.99),
 		MaxMs:    percentile(latencies, 1),
-		Errors:   failures,
+		Errors:   failed,
 	}, nil
 }
 
