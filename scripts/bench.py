@@ -505,9 +505,9 @@ def ratios(results):
         if off and on and on["p99_ms"]:
             extra = lambda r: (r["counters_per_call"].get("users_calls") or 1) - 1
             notes.append(
-                f"Hedging at {on['shape']} (one of two users replicas holds {float(SLOW_SHARE):.0%} of its calls "
+                f"Hedging at {on['shape']} (one of two users replicas holds {float(SLOW_SHARE):.0%} of its calls for "
                 f"{SLOW_DELAY}; hedging delay {HEDGING_DELAY}): CreateOrder p99 {fmt(off['p99_ms'], 1)} ms off, "
-                f"{fmt(on['p99_ms'], 1)} ms on ({off['p99_ms'] / on['p99_ms']:.2f}x lower); hedges sent "
+                f"{fmt(on['p99_ms'], 1)} ms on (off / on {off['p99_ms'] / on['p99_ms']:.2f}x); hedges sent "
                 f"{fmt(100 * (on['counters_per_call'].get('hedges') or 0), 1)}% of calls; GetUserByEmail calls the "
                 f"replicas started per CreateOrder: {fmt(1 + extra(off), 3)} off, {fmt(1 + extra(on), 3)} on "
                 f"({fmt(100 * (extra(on) - extra(off)), 1)}% extra); throughput {fmt(ratio(on['rps'], off['rps']), 2)}x."
