@@ -14,7 +14,8 @@ scripts/bench.sh builds them), STACK_BIN_DIR (release binaries), BENCH_QUICK=1 (
 round per case: checks the harness, numbers are indicative only), BENCH_ROUNDS,
 BENCH_DURATION (seconds per round), BENCH_WARMUP (seconds), BENCH_USERS (rows seeded),
 BENCH_WATCHERS (WatchOrder streams), BENCH_KEEP_LOGS=1 (keep the servers' logs),
-BENCH_CASES (case names separated by `;`; a list without `;` is split at commas; default all).
+BENCH_CASES (one case name, or names separated by `;`; a list without `;` is split at
+commas; default all).
 """
 
 import base64
@@ -630,8 +631,9 @@ def main():
         names = [c["name"] for c in cases] + [WATCH_CASE]
         wanted = os.environ.get("BENCH_CASES")
         if wanted:
-            names = [n.strip() for n in wanted.split(";" if ";" in wanted else ",")]
-            unknown = set(names) - {c["name"] for c in cases} - {WATCH_CASE}
+            known = {c["name"] for c in cases} | {WATCH_CASE}
+            names = [wanted] if wanted in known else [n.strip() for n in wanted.split(";" if ";" in wanted else ",")]
+            unknown = set(names) - known
             if unknown:
                 sys.exit(f"bench: unknown BENCH_CASES {sorted(unknown)}; cases: {[c['name'] for c in cases] + [WATCH_CASE]}")
             cases = [c for c in cases if c["name"] in names]
