@@ -24,7 +24,8 @@ demo: release
 test: tools lint release
 	scripts/with-postgres.sh cargo test --workspace
 
-## bench: ghz against the release binaries on a throwaway PostgreSQL; writes bench/results/ (BENCH_QUICK=1: one short round).
+## bench: ghz and vegeta against the release binaries and the Go baselines (bench/go) on a throwaway PostgreSQL;
+## writes bench/results/ (BENCH_QUICK=1: one short round; about 10 minutes in full).
 bench: release
 	scripts/bench.sh
 

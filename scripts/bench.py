@@ -1,43 +1,75 @@
 #!/usr/bin/env python3
 """`make bench` driver (run by scripts/bench.sh inside scripts/with-postgres.sh).
 
-Starts the release binaries on the throwaway PostgreSQL at TEST_DATABASE_URL, seeds
-users, measures each case with ghz in two load shapes (warm-up, then ROUNDS rounds,
-medians), reads the servers' CPU time and peak RSS from /proc, runs pgbench on the
-same SELECT at the pool's size as the database's ceiling, and writes
-bench/results/<UTC time>[-quick].md and .json, then prints the table.
+Starts the release binaries and the Go baselines (bench/go: grpc-go and connect-go) on
+the throwaway PostgreSQL at TEST_DATABASE_URL, seeds users, measures each case in two
+load shapes (warm-up, then ROUNDS rounds, medians) with ghz (gRPC) or vegeta (Connect
+JSON over HTTP/1.1), reads the servers' CPU time and peak RSS from /proc, runs pgbench
+on the same SELECT at the pool's size as the database's ceiling, runs the WatchOrder
+fan-out once (bench/go/cmd/watch-fanout against two orders replicas), and writes
+bench/results/<UTC time>[-quick].md and .json, then prints the table with the ratios.
 
-Env: GHZ (the ghz binary), STACK_BIN_DIR (release binaries), BENCH_QUICK=1 (one short
+Env: GHZ, VEGETA, GO_BASELINE and WATCH_FANOUT (the tools and the Go programs, as
+scripts/bench.sh builds them), STACK_BIN_DIR (release binaries), BENCH_QUICK=1 (one short
 round per case: checks the harness, numbers are indicative only), BENCH_ROUNDS,
 BENCH_DURATION (seconds per round), BENCH_WARMUP (seconds), BENCH_USERS (rows seeded),
-BENCH_CASES (comma-separated case names, default all).
+BENCH_WATCHERS (WatchOrder streams), BENCH_KEEP_LOGS=1 (keep the servers' logs),
+BENCH_CASES (one case name, or names separated by `;`; a list without `;` is split at
+commas; default all).
 """
 
+import base64
+import csv
 import datetime
 import json
 import os
 import platform
+import random
+import re
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICK = os.environ.get("BENCH_QUICK") == "1"
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "1" if QUICK else "5"))
-DURATION = int(os.environ.get("BENCH_DURATION", "2" if QUICK else "10"))
-WARMUP = int(os.environ.get("BENCH_WARMUP", "1" if QUICK else "3"))
+# A full run: 10 cases x 2 shapes x (2 s warm-up + 3 rounds x 8 s) = 520 s, plus pgbench
+# (3 x 8 s), the WatchOrder fan-out (~30 s) and start-up: about 10 minutes.
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "1" if QUICK else "3"))
+DURATION = int(os.environ.get("BENCH_DURATION", "2" if QUICK else "8"))
+WARMUP = int(os.environ.get("BENCH_WARMUP", "1" if QUICK else "2"))
 SEEDED = int(os.environ.get("BENCH_USERS", "10000"))
 # The pool size of every server under test (the services' default, database.max_connections).
 POOL = 10
-# (connections, requests in flight): one client multiplexing, and many clients.
+# (connections, requests in flight): one client multiplexing, and many clients. HTTP/1.1
+# carries one call at a time per connection, so the Connect JSON cases open as many
+# connections as calls in flight (8 x 8, 200 x 200).
 SHAPES = [(1, 8), (50, 200)]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BIN = Path(os.environ.get("STACK_BIN_DIR", ROOT / "target" / "release"))
 GHZ = os.environ.get("GHZ", "ghz")
+VEGETA = os.environ.get("VEGETA", "vegeta")
+GO_BASELINE = os.environ.get("GO_BASELINE", str(ROOT / "target" / "bench" / "users-go"))
+WATCH_FANOUT = os.environ.get("WATCH_FANOUT", str(ROOT / "target" / "bench" / "watch-fanout"))
+# The WatchOrder fan-out case: this many streams over two orders replicas, on WATCHED_ORDERS
+# orders, through WATCH_CONNECTIONS HTTP/2 connections per replica.
+WATCHERS = int(os.environ.get("BENCH_WATCHERS", "1000" if QUICK else "10000"))
+WATCHED_ORDERS = 10
+WATCH_CONNECTIONS = 50
+# Streams being opened at once at the most: each first reads its order's events from a pool of 10.
+WATCH_OPENING = 100
+# The hedging case: one of two users replicas holds this share of its calls for 50 ms
+# (the test-only `testing.*` knobs); orders balances round robin over both, so that share
+# of half the calls is slow. With hedging on, GetUserByEmail gets a second attempt to the
+# other replica after HEDGING_DELAY.
+SLOW_SHARE = "0.2"
+SLOW_DELAY = "50ms"
+HEDGING_DELAY = "10ms"
+WATCH_CASE = "WatchOrder fan-out"
 PROTO = ROOT / "proto"
 # grpc.health.v1 (github.com/grpc/grpc-proto), the part ghz needs: it is not in proto/.
 HEALTH_PROTO = """syntax = "proto3";
@@ -73,18 +105,21 @@ def log(message):
 class Server:
     """A started binary: its pid, gRPC address and log file."""
 
-    def __init__(self, name, binary, env, workdir):
+    def __init__(self, name, command, env, workdir):
+        """`command`: a release binary's name (in STACK_BIN_DIR) or a full argument list."""
         self.name = name
         self.log_path = workdir / f"{name}.log"
         self.log_file = open(self.log_path, "w")
-        path = BIN / binary
-        if not path.is_file():
-            sys.exit(f"bench: {path} not found: build the release binaries (`make release`)")
+        if isinstance(command, str):
+            command = [str(BIN / command)]
+        if not Path(command[0]).is_file():
+            sys.exit(f"bench: {command[0]} not found: build the release binaries (`make release`) "
+                     "and run through scripts/bench.sh")
         self.process = subprocess.Popen(
-            [str(path)], env={**os.environ, **BENCH_ENV, **env}, stdout=self.log_file, stderr=subprocess.STDOUT
+            command, env={**os.environ, **BENCH_ENV, **env}, stdout=self.log_file, stderr=subprocess.STDOUT
         )
         self.started = time.monotonic()
-        self.address = self._wait_for_address()
+        self.address, self.admin_address = self._wait_for_address()
         self.start_ms = (time.monotonic() - self.started) * 1000
 
     def _wait_for_address(self):
@@ -97,9 +132,9 @@ class Server:
                     record = json.loads(line)
                 except ValueError:
                     continue
-                address = record.get("address") or record.get("fields", {}).get("address")
-                if address:
-                    return address
+                fields = {**record, **record.get("fields", {})}
+                if fields.get("address"):
+                    return fields["address"], fields.get("admin_address")
             time.sleep(0.02)
         sys.exit(f"bench: {self.name} did not listen within 60 s; see {self.log_path}")
 
@@ -107,12 +142,32 @@ class Server:
         """utime + stime of the process (all its threads), in seconds."""
         return proc_cpu_seconds(self.process.pid)
 
+    def rss_kib(self):
+        """VmRSS: the resident memory of the process now, in KiB."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return None
+
     def peak_rss_kib(self):
         """VmHWM: the most resident memory the process has had, in KiB."""
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
                 return int(line.split()[1])
         return None
+
+    def metric(self, name, labels):
+        """The sum of the samples of `name` on the admin port's /metrics whose labels
+        include every `key="value"` of `labels` (0 when there are none)."""
+        with urllib.request.urlopen(f"http://{self.admin_address}/metrics", timeout=10) as answer:
+            text = answer.read().decode()
+        wanted = [f'{key}="{value}"' for key, value in labels.items()]
+        total = 0.0
+        for line in text.splitlines():
+            match = re.match(r"^(\w+)(\{[^}]*\})?\s+(\S+)$", line)
+            if match and match[1] == name and all(w in (match[2] or "") for w in wanted):
+                total += float(match[3])
+        return total
 
     def stop(self):
         self.process.terminate()
@@ -188,19 +243,75 @@ def ghz(case, shape, seconds, workdir):
     }
 
 
+def connect_targets(url, workdir):
+    """vegeta's JSON targets: a Connect unary POST of GetUser for every seeded id, in a
+    shuffled order (fixed seed) that vegeta cycles through, so the ids asked for spread
+    over the table as ghz's random ones do."""
+    path = workdir / f"targets-{len(list(workdir.glob('targets-*')))}.jsonl"
+    ids = list(range(SEEDED))
+    random.Random(9).shuffle(ids)
+    header = {"Content-Type": ["application/json"], "Connect-Protocol-Version": ["1"]}
+    with open(path, "w") as out:
+        for n in ids:
+            body = json.dumps({"id": f"{ID_PREFIX}{n:012d}"}).encode()
+            out.write(json.dumps({"method": "POST", "url": url, "header": header,
+                                  "body": base64.b64encode(body).decode()}) + "\n")
+    return path
+
+
+def vegeta(case, shape, seconds, workdir):
+    """One closed-loop vegeta run over HTTP/1.1 with as many connections as calls in
+    flight; returns the same figures as `ghz`, statuses by HTTP code."""
+    in_flight = shape[1]
+    results = workdir / "vegeta.bin"
+    command = [
+        VEGETA, "attack", "-format=json", f"-targets={case['targets']()}", "-rate=0",
+        f"-workers={in_flight}", f"-max-workers={in_flight}", f"-max-connections={in_flight}",
+        f"-connections={in_flight}", "-http2=false", f"-duration={seconds}s", "-timeout=10s",
+        f"-output={results}",
+    ]
+    ran = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if ran.returncode != 0:
+        raise RuntimeError(f"vegeta failed on {case['name']}: {ran.stderr.strip()[:500]}")
+    encoded = subprocess.run([VEGETA, "encode", "--to=csv", str(results)], check=True,
+                             capture_output=True, text=True).stdout
+    # Columns: timestamp (Unix ns), HTTP code (0: no answer), latency (ns), bytes out, bytes in, error, ...
+    rows = list(csv.reader(encoded.splitlines()))
+    latencies = sorted(int(r[2]) / 1e6 for r in rows if r[1] == "200")
+    statuses = {}
+    for r in rows:
+        code = f"HTTP {r[1]}" if r[1] != "0" else "no answer"
+        statuses[code] = statuses.get(code, 0) + 1
+    span = (max(int(r[0]) + int(r[2]) for r in rows) - min(int(r[0]) for r in rows)) / 1e9 if rows else 0
+    return {
+        "count": len(rows),
+        "rps": len(rows) / span if span else 0,
+        "p50_ms": percentile(latencies, 0.50),
+        "p99_ms": percentile(latencies, 0.99),
+        "p999_ms": percentile(latencies, 0.999),
+        "statuses": statuses,
+    }
+
+
 def measure(case, shape, servers, postmaster, workdir):
-    """Warm-up, then ROUNDS measured rounds; each round also reads server and database CPU."""
-    ghz(case, shape, WARMUP, workdir)
+    """Warm-up, then ROUNDS measured rounds; each round also reads server and database CPU,
+    and the case's counters (`case["counters"]`: name -> function reading it) before and after."""
+    run = vegeta if case.get("tool") == "vegeta" else ghz
+    run(case, shape, WARMUP, workdir)
+    counters = case.get("counters", {})
     rounds = []
     for _ in range(ROUNDS):
         before = [s.cpu_seconds() for s in servers]
         db_before = postgres_cpu_seconds(postmaster)
-        result = ghz(case, shape, DURATION, workdir)
+        counted_before = {name: read() for name, read in counters.items()}
+        result = run(case, shape, DURATION, workdir)
         after = [s.cpu_seconds() for s in servers]
         db_after = postgres_cpu_seconds(postmaster)
         calls = max(result["count"], 1)
         result["server_cpu_us_per_call"] = (sum(after) - sum(before)) * 1e6 / calls
         result["db_cpu_us_per_call"] = (db_after - db_before) * 1e6 / calls
+        for name, read in counters.items():
+            result[f"{name}_per_call"] = (read() - counted_before[name]) / calls
         rounds.append(result)
     median = lambda key: statistics.median(r[key] for r in rounds if r[key] is not None) if any(
         r[key] is not None for r in rounds) else None
@@ -208,9 +319,13 @@ def measure(case, shape, servers, postmaster, workdir):
     for r in rounds:
         for code, n in r["statuses"].items():
             statuses[code] = statuses.get(code, 0) + n
+    per_call = {name: median(f"{name}_per_call") for name in counters}
+    connections = shape[1] if case.get("tool") == "vegeta" else shape[0]
     return {
         "case": case["name"],
-        "shape": f"{shape[0]} x {shape[1]}",
+        "shape": f"{connections} x {shape[1]}",
+        "protocol": case.get("protocol", "gRPC"),
+        "counters_per_call": per_call,
         "rounds": len(rounds),
         "rps": median("rps"),
         "p50_ms": median("p50_ms"),
@@ -222,6 +337,30 @@ def measure(case, shape, servers, postmaster, workdir):
         "peak_rss_mib": {s.name: round(s.peak_rss_kib() / 1024, 1) for s in servers},
         "all_rounds": rounds,
     }
+
+
+def watch_fanout(replicas):
+    """The WatchOrder fan-out: WATCHERS streams over `replicas` (orders servers); event
+    delivery latency from watch-fanout, and the replicas' resident memory per watcher."""
+    before = sum(r.rss_kib() for r in replicas)
+    command = [
+        WATCH_FANOUT, "-targets", ",".join(r.address for r in replicas), "-watchers", str(WATCHERS),
+        "-connections", str(WATCH_CONNECTIONS), "-orders", str(WATCHED_ORDERS), "-opening", str(WATCH_OPENING),
+    ]
+    tool = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = tool.stderr.readline()
+    if line.strip() != "ready":
+        tool.kill()
+        raise RuntimeError(f"watch-fanout did not get ready: {line.strip()} {tool.stderr.read().strip()[:500]}")
+    holding = sum(r.rss_kib() for r in replicas)
+    out, err = tool.communicate("\n", timeout=600)
+    if tool.returncode != 0:
+        raise RuntimeError(f"watch-fanout failed: {err.strip()[:500]}")
+    result = json.loads(out)
+    result["replicas"] = len(replicas)
+    result["connections_per_replica"] = WATCH_CONNECTIONS
+    result["rss_kib_per_watcher"] = (holding - before) / WATCHERS
+    return result
 
 
 def pgbench(url, workdir):
@@ -273,9 +412,11 @@ def markdown(run):
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux {m['kernel']}, "
         f"load average {m['load_average_at_start']:.1f} at start; {m['postgres']}; commit {m['commit']}.",
-        f"ghz and the servers share the machine. {run['rounds']} round(s) of {run['duration_s']} s after a "
+        f"The load generators (ghz for gRPC, vegeta for Connect JSON over HTTP/1.1) and the servers share the "
+        f"machine. {run['rounds']} round(s) of {run['duration_s']} s after a "
         f"{run['warmup_s']} s warm-up, medians; latency in ms; CPU in microseconds per call "
-        "(utime+stime from /proc of the server processes / of PostgreSQL).",
+        "(utime+stime from /proc of the server processes / of PostgreSQL). grpc-go and connect-go serve the same "
+        "GetUser from the same table with pgx at the same pool size (bench/go).",
         "",
         "| case | conns x in flight | req/s | p50 | p99 | p99.9 | server CPU us/call | db CPU us/call | statuses | peak RSS MiB |",
         "|---|---|---:|---:|---:|---:|---:|---:|---|---|",
@@ -289,12 +430,26 @@ def markdown(run):
             f"{statuses} | {rss} |"
         )
     lines.append("")
-    for ratio in run["ratios"]:
-        lines.append(f"- {ratio}")
+    for note in run["ratios"]:
+        lines.append(f"- {note}")
+    lines.append(
+        "- Ratios read A / B: a throughput above 1, a p99 or CPU per call below 1, favour A. Hedging's extra "
+        "calls are the replicas' `grpc_server_started_total` for GetUserByEmail per CreateOrder, less one."
+    )
     lines.append(
         "- Statuses: Unavailable up to the number in flight per round is consistent with ghz cutting "
-        "calls off when a round's time is up (not checked call by call)."
+        "calls off when a round's time is up (not checked call by call). Connect JSON statuses are HTTP codes."
     )
+    w = run.get("watch_fanout")
+    if w:
+        errors = ", ".join(f"{k} x{v}" for k, v in w["errors"].items()) or "none"
+        lines.append(
+            f"- {WATCH_CASE}: {w['watchers']:,} WatchOrder streams over {w['replicas']} orders replicas "
+            f"({w['connections_per_replica']} connections each), open in {w['setup_ms'] / 1000:.1f} s; "
+            f"{w['received']:,} of {w['events']:,} events delivered, from the Ship/DeliverOrder call to the "
+            f"watcher p50 {fmt(w['p50_ms'], 2)} ms, p99 {fmt(w['p99_ms'], 2)} ms, max {fmt(w['max_ms'], 2)} ms; "
+            f"orders' resident memory {fmt(w['rss_kib_per_watcher'], 1)} KiB per watcher; stream errors: {errors}."
+        )
     pg = run.get("pgbench")
     if pg:
         lines.append(
@@ -306,23 +461,59 @@ def markdown(run):
     return "\n".join(lines) + "\n"
 
 
+def ratio(a, b):
+    return None if a is None or not b else a / b
+
+
+def compare(ours, theirs, label):
+    """One summary line: `ours` against `theirs` (results at the same shape) by throughput,
+    p99 and server CPU per call; None when either is missing."""
+    if not ours or not theirs:
+        return None
+    parts = [("throughput", "rps"), ("p99", "p99_ms"), ("CPU/call", "server_cpu_us_per_call")]
+    figures = ", ".join(f"{name} {fmt(ratio(ours[key], theirs[key]), 2)}x" for name, key in parts)
+    shape = ours["shape"] if ours["shape"] == theirs["shape"] else f"{ours['shape']} vs {theirs['shape']}"
+    return f"{label} at {shape}: {figures}."
+
+
 def ratios(results):
-    by = {(r["case"], r["shape"]): r for r in results}
+    """The summary lines, per number of calls in flight (the Connect JSON cases open one
+    connection per call in flight, the gRPC ones share fewer)."""
+    in_flight = lambda r: r["shape"].split(" x ")[1]
+    by = {(r["case"], in_flight(r)): r for r in results}
     notes = []
-    for shape in {r["shape"] for r in results}:
-        full, bare = by.get(("GetUser", shape)), by.get(("GetUser, bare tonic", shape))
+    for flight in {in_flight(r) for r in results}:
+        get = lambda case: by.get((case, flight))
+        full, bare = get("GetUser"), get("GetUser, bare tonic")
         if full and bare and bare["server_cpu_us_per_call"] and bare["rps"]:
+            shape = full["shape"]
             notes.append(
                 f"Middleware stack at {shape}: GetUser costs {full['server_cpu_us_per_call'] / bare['server_cpu_us_per_call']:.2f}x "
                 f"the bare-tonic CPU per call, at {full['rps'] / bare['rps']:.2f}x its throughput."
             )
-        health = by.get(("Health Check", shape))
+        health = get("Health Check")
         if full and health and full["server_cpu_us_per_call"] is not None:
             notes.append(
-                f"Database part of GetUser at {shape}: {full['server_cpu_us_per_call'] - health['server_cpu_us_per_call']:.0f} us "
+                f"Database part of GetUser at {full['shape']}: {full['server_cpu_us_per_call'] - health['server_cpu_us_per_call']:.0f} us "
                 "of server CPU per call (GetUser minus Health Check)."
             )
-    return sorted(notes)
+        notes.append(compare(full, get("GetUser, grpc-go"), "GetUser, ours / grpc-go"))
+        notes.append(compare(full, get("GetUser, connect-go (gRPC)"), "GetUser over gRPC, ours / connect-go"))
+        notes.append(compare(get("GetUser, Connect JSON"), get("GetUser, Connect JSON, connect-go"),
+                             "GetUser over Connect JSON, ours / connect-go"))
+        notes.append(compare(get("GetUser, Connect JSON"), full, "GetUser, ours: Connect JSON / gRPC"))
+        off, on = get("CreateOrder, slow replica, hedging off"), get("CreateOrder, slow replica, hedging on")
+        if off and on and on["p99_ms"]:
+            extra = lambda r: (r["counters_per_call"].get("users_calls") or 1) - 1
+            notes.append(
+                f"Hedging at {on['shape']} (one of two users replicas holds {float(SLOW_SHARE):.0%} of its calls for "
+                f"{SLOW_DELAY}; hedging delay {HEDGING_DELAY}): CreateOrder p99 {fmt(off['p99_ms'], 1)} ms off, "
+                f"{fmt(on['p99_ms'], 1)} ms on (off / on {off['p99_ms'] / on['p99_ms']:.2f}x); hedges sent "
+                f"{fmt(100 * (on['counters_per_call'].get('hedges') or 0), 1)}% of calls; GetUserByEmail calls the "
+                f"replicas started per CreateOrder: {fmt(1 + extra(off), 3)} off, {fmt(1 + extra(on), 3)} on "
+                f"({fmt(100 * (extra(on) - extra(off)), 1)}% extra); throughput {fmt(ratio(on['rps'], off['rps']), 2)}x."
+            )
+    return sorted(note for note in notes if note)
 
 
 def main():
@@ -343,45 +534,120 @@ def main():
     postmaster = int(Path(f"/proc/{postmaster}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
     servers = {}
+    pool = str(POOL)
+
+    def users_env(**extra):
+        return {"USERS_SERVER__PORT": "0", "USERS_ADMIN__PORT": "0", "USERS_DATABASE__URL": users_url,
+                "USERS_DATABASE__MAX_CONNECTIONS": pool, **extra}
+
+    def orders_env(*upstreams, **extra):
+        endpoints = ",".join(f"http://{server(name).address}" for name in upstreams)
+        return {"ORDERS_SERVER__PORT": "0", "ORDERS_ADMIN__PORT": "0", "ORDERS_DATABASE__URL": orders_url,
+                "ORDERS_DATABASE__MAX_CONNECTIONS": pool, "ORDERS_USERS__ENDPOINTS": f"[{endpoints}]", **extra}
+
+    go_env = {"BENCH_GO_DATABASE_URL": users_url, "BENCH_GO_MAX_CONNECTIONS": pool}
+    hedging = {"ORDERS_USERS__HEDGING_POLICY__GETUSERBYEMAIL__MAXATTEMPTS": "2",
+               "ORDERS_USERS__HEDGING_POLICY__GETUSERBYEMAIL__HEDGINGDELAY": HEDGING_DELAY}
+    # Room for the fan-out's streams (the defaults cap open streams at 1,024 per process).
+    streams = {"ORDERS_SERVER__MAX_OPEN_STREAMS": str(WATCHERS + 1000)}
+    # How each server starts: on first use, so BENCH_CASES starts only what its cases need.
+    starters = {
+        "users": lambda: Server("users", "users", users_env(), workdir),
+        "bare_users": lambda: Server("bare_users", "bare_users", {
+            "BARE_USERS_DATABASE_URL": users_url, "BARE_USERS_MAX_CONNECTIONS": pool}, workdir),
+        "orders": lambda: Server("orders", "orders", orders_env("users"), workdir),
+        "grpc_go": lambda: Server("grpc_go", [GO_BASELINE, "-protocol", "grpc"], go_env, workdir),
+        "connect_go": lambda: Server("connect_go", [GO_BASELINE, "-protocol", "connect"], go_env, workdir),
+        # The hedging case's own replicas and orders, so the other cases' servers stay unloaded.
+        "users_a": lambda: Server("users_a", "users", users_env(), workdir),
+        "users_slow": lambda: Server("users_slow", "users", users_env(
+            USERS_TESTING__ENABLED="true", USERS_TESTING__DELAY_RATIO=SLOW_SHARE, USERS_TESTING__DELAY=SLOW_DELAY),
+            workdir),
+        "orders_unhedged": lambda: Server("orders_unhedged", "orders", orders_env("users_a", "users_slow"), workdir),
+        "orders_watch_a": lambda: Server("orders_watch_a", "orders", orders_env("users", **streams), workdir),
+        "orders_watch_b": lambda: Server("orders_watch_b", "orders", orders_env("users", **streams), workdir),
+        "orders_hedged": lambda: Server("orders_hedged", "orders", orders_env("users_a", "users_slow", **hedging),
+                                        workdir),
+    }
+
+    def server(name):
+        if name not in servers:
+            servers[name] = starters[name]()
+        return servers[name]
+
+    def address(name):
+        return lambda: server(name).address
+
+    def by_email_calls(name):
+        """GetUserByEmail calls the users replica `name` started (hedges and cancelled ones included)."""
+        return server(name).metric("grpc_server_started_total", {"grpc_method": "GetUserByEmail"})
+
+    def hedges(name):
+        return lambda: server(name).metric("grpc_client_hedges_total", {})
+
+    targets = {}
+
+    def connect_url(name):
+        """The vegeta targets file for Connect JSON GetUser calls to `name`, written once."""
+        def path():
+            if name not in targets:
+                targets[name] = connect_targets(f"http://{server(name).address}/users.v1.UserService/GetUser", workdir)
+            return targets[name]
+        return path
+
     try:
-        pool = str(POOL)
-        servers["users"] = Server("users", "users", {
-            "USERS_SERVER__PORT": "0", "USERS_ADMIN__PORT": "0",
-            "USERS_DATABASE__URL": users_url, "USERS_DATABASE__MAX_CONNECTIONS": pool,
-        }, workdir)
+        server("users")
         log(f"seeding {SEEDED} users")
         psql(users_url,
              f"INSERT INTO users (id, email, name, created_at) SELECT '{ID_PREFIX}' || lpad(i::text, 12, '0'), "
              f"'user' || i || '@bench.example', 'User ' || i, 0 FROM generate_series(0, {SEEDED - 1}) AS i; ANALYZE users")
-        servers["bare_users"] = Server("bare_users", "bare_users", {
-            "BARE_USERS_DATABASE_URL": users_url, "BARE_USERS_MAX_CONNECTIONS": pool,
-        }, workdir)
-        servers["orders"] = Server("orders", "orders", {
-            "ORDERS_SERVER__PORT": "0", "ORDERS_ADMIN__PORT": "0",
-            "ORDERS_DATABASE__URL": orders_url, "ORDERS_DATABASE__MAX_CONNECTIONS": pool,
-            "ORDERS_USERS__ENDPOINTS": f"[http://{servers['users'].address}]",
-        }, workdir)
         health = workdir / "health.proto"
         health.write_text(HEALTH_PROTO)
+        users_proto, orders_proto = PROTO / "users/v1/users.proto", PROTO / "orders/v1/orders.proto"
+        get_user = {"call": "users.v1.UserService/GetUser", "data": GET_USER_DATA, "proto": users_proto}
+        create_order = {"call": "orders.v1.OrderService/CreateOrder", "data": CREATE_ORDER_DATA, "proto": orders_proto}
+        replicas = ["users_a", "users_slow"]
+        slow_counters = lambda orders: {"users_calls": lambda: sum(by_email_calls(n) for n in replicas),
+                                        "hedges": hedges(orders)}
         cases = [
             {"name": "Health Check", "servers": ["users"], "call": "grpc.health.v1.Health/Check",
-             "data": '{"service": ""}', "proto": health, "target": lambda: servers["users"].address},
-            {"name": "GetUser", "servers": ["users"], "call": "users.v1.UserService/GetUser",
-             "data": GET_USER_DATA, "proto": PROTO / "users/v1/users.proto", "target": lambda: servers["users"].address},
-            {"name": "GetUser, bare tonic", "servers": ["bare_users"], "call": "users.v1.UserService/GetUser",
-             "data": GET_USER_DATA, "proto": PROTO / "users/v1/users.proto", "target": lambda: servers["bare_users"].address},
-            {"name": "CreateOrder (orders -> users)", "servers": ["orders", "users"],
-             "call": "orders.v1.OrderService/CreateOrder", "data": CREATE_ORDER_DATA,
-             "proto": PROTO / "orders/v1/orders.proto", "target": lambda: servers["orders"].address},
+             "data": '{"service": ""}', "proto": health, "target": address("users")},
+            {"name": "GetUser", "servers": ["users"], **get_user, "target": address("users")},
+            {"name": "GetUser, bare tonic", "servers": ["bare_users"], **get_user, "target": address("bare_users")},
+            {"name": "GetUser, grpc-go", "servers": ["grpc_go"], **get_user, "target": address("grpc_go")},
+            {"name": "GetUser, connect-go (gRPC)", "servers": ["connect_go"], **get_user,
+             "target": address("connect_go")},
+            {"name": "GetUser, Connect JSON", "servers": ["users"], "tool": "vegeta", "protocol": "Connect JSON",
+             "targets": connect_url("users")},
+            {"name": "GetUser, Connect JSON, connect-go", "servers": ["connect_go"], "tool": "vegeta",
+             "protocol": "Connect JSON", "targets": connect_url("connect_go")},
+            {"name": "CreateOrder (orders -> users)", "servers": ["orders", "users"], **create_order,
+             "target": address("orders")},
+            {"name": "CreateOrder, slow replica, hedging off", "servers": ["orders_unhedged", *replicas],
+             **create_order, "target": address("orders_unhedged"), "counters": slow_counters("orders_unhedged")},
+            {"name": "CreateOrder, slow replica, hedging on", "servers": ["orders_hedged", *replicas],
+             **create_order, "target": address("orders_hedged"), "counters": slow_counters("orders_hedged")},
         ]
+        names = [c["name"] for c in cases] + [WATCH_CASE]
         wanted = os.environ.get("BENCH_CASES")
         if wanted:
-            cases = [c for c in cases if c["name"] in wanted.split(",")]
+            known = {c["name"] for c in cases} | {WATCH_CASE}
+            names = [wanted] if wanted in known else [n.strip() for n in wanted.split(";" if ";" in wanted else ",")]
+            unknown = set(names) - known
+            if unknown:
+                sys.exit(f"bench: unknown BENCH_CASES {sorted(unknown)}; cases: {[c['name'] for c in cases] + [WATCH_CASE]}")
+            cases = [c for c in cases if c["name"] in names]
         results = []
         for case in cases:
+            for name in case["servers"]:
+                server(name)
             for shape in SHAPES:
                 log(f"{case['name']} at {shape[0]} x {shape[1]}")
-                results.append(measure(case, shape, [servers[n] for n in case["servers"]], postmaster, workdir))
+                results.append(measure(case, shape, [server(n) for n in case["servers"]], postmaster, workdir))
+        watch = None
+        if WATCH_CASE in names:
+            log(f"{WATCH_CASE}: {WATCHERS} watchers over 2 orders replicas")
+            watch = watch_fanout([server("orders_watch_a"), server("orders_watch_b")])
         log("pgbench")
         ceiling = pgbench(users_url, workdir)
         start_ms = {name: s.start_ms for name, s in servers.items()}
@@ -400,6 +666,7 @@ def main():
         "machine": info,
         "results": results,
         "pgbench": ceiling,
+        "watch_fanout": watch,
         "ratios": ratios(results),
         "start_ms": start_ms,
     }
@@ -409,7 +676,10 @@ def main():
     (out / f"{stem}.json").write_text(json.dumps(run, indent=2) + "\n")
     table = markdown(run)
     (out / f"{stem}.md").write_text(table)
-    shutil.rmtree(workdir, ignore_errors=True)
+    if os.environ.get("BENCH_KEEP_LOGS") == "1":
+        log(f"server logs kept in {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
     print(table)
     log(f"wrote bench/results/{stem}.md and .json")
 

@@ -1,22 +1,50 @@
 #!/usr/bin/env bash
 # `make bench`: measures the release binaries with ghz against a throwaway PostgreSQL
 # (scripts/bench.py does the measuring; see docs/perf.md). Never part of `make test`.
-# Installs its one extra tool itself, pinned and cached: ghz, built from the Go module
-# proxy under .tools/ghz-VERSION. BENCH_QUICK=1 runs one short round (a harness check).
+# Installs its extra tools itself, pinned and cached under .tools/TOOL-VERSION, built from
+# the Go module proxy: ghz (gRPC load), vegeta (HTTP load for Connect JSON), and the protoc
+# plugins for the Go baselines. Generates their Go code from proto/ into bench/go/gen (not
+# committed) and builds the Go programs of bench/go into target/bench: users-go (the
+# grpc-go and connect-go baselines) and watch-fanout (the WatchOrder fan-out client).
+# BENCH_QUICK=1 runs one short round (a harness check).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 GHZ_VERSION=v0.121.0
-ghz=$PWD/.tools/ghz-$GHZ_VERSION/ghz
-if [ ! -x "$ghz" ]; then
-  echo "bench: ghz $GHZ_VERSION (go install)" >&2
-  GOBIN=$PWD/.tools/ghz-$GHZ_VERSION GOFLAGS=-mod=mod go install "github.com/bojand/ghz/cmd/ghz@$GHZ_VERSION"
-fi
+VEGETA_VERSION=v12.13.0
+# The plugins' versions are those of the runtime libraries in bench/go/go.mod.
+PROTOC_GEN_GO_VERSION=v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION=v1.6.2
+PROTOC_GEN_CONNECT_GO_VERSION=v1.21.1
+
+# go_tool NAME PACKAGE VERSION: `go install PACKAGE@VERSION` into .tools/NAME-VERSION once;
+# prints the directory.
+go_tool() {
+  local dir=$PWD/.tools/$1-$3
+  if [ ! -x "$dir/$1" ]; then
+    echo "bench: $1 $3 (go install)" >&2
+    GOBIN=$dir GOFLAGS=-mod=mod go install "$2@$3" >&2
+  fi
+  echo "$dir"
+}
+ghz=$(go_tool ghz github.com/bojand/ghz/cmd/ghz "$GHZ_VERSION")/ghz
+vegeta=$(go_tool vegeta github.com/tsenart/vegeta/v12 "$VEGETA_VERSION")/vegeta
+plugins=$(go_tool protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go "$PROTOC_GEN_GO_VERSION")
+plugins+=:$(go_tool protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc "$PROTOC_GEN_GO_GRPC_VERSION")
+plugins+=:$(go_tool protoc-gen-connect-go connectrpc.com/connect/cmd/protoc-gen-connect-go "$PROTOC_GEN_CONNECT_GO_VERSION")
+[ -x .tools/bin/buf ] || { echo "bench: buf is missing: run scripts/install-tools.sh" >&2; exit 1; }
+
+# The Go baselines: code generated from proto/ each run (cheap), then the server.
+rm -rf bench/go/gen
+PATH=$plugins:$PATH .tools/bin/buf generate --template bench/go/buf.gen.yaml
+echo "bench: building bench/go" >&2
+mkdir -p target/bench
+(cd bench/go && go build -trimpath -o ../../target/bench/ ./cmd/...)
 command -v pgbench >/dev/null && command -v psql >/dev/null || {
   echo "bench: pgbench and psql are missing: run scripts/install-tools.sh" >&2
   exit 1
 }
 
-export GHZ=$ghz
+export GHZ=$ghz VEGETA=$vegeta GO_BASELINE=$PWD/target/bench/users-go WATCH_FANOUT=$PWD/target/bench/watch-fanout
 export STACK_BIN_DIR=${STACK_BIN_DIR:-$PWD/target/release}
 exec scripts/with-postgres.sh python3 scripts/bench.py
