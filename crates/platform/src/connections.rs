@@ -422,11 +422,23 @@ where
         Box::pin(async move {
             let response = answer.await?;
             Ok(match permit {
+                // A trailers-only answer (a refusal: shed, unauthenticated, …) has no
+                // stream to pump, and must stay trailers-only: hyper sends the status in
+                // one HEADERS frame with END_STREAM only while the body says it is
+                // empty, and clients read a status in headers without END_STREAM as
+                // the start of a response that never got its trailers (INTERNAL).
+                Some(_) if is_trailers_only(&response) => response,
                 Some(permit) => pump(response, permit, stall_timeout),
                 None => response,
             })
         })
     }
+}
+
+/// Whether `response` is a gRPC trailers-only answer: its status already in the headers
+/// ("Trailers-Only", gRPC over HTTP/2, PROTOCOL-HTTP2.md) and nothing to follow.
+fn is_trailers_only(response: &Response<Body>) -> bool {
+    response.headers().contains_key("grpc-status") && http_body::Body::is_end_stream(response.body())
 }
 
 /// `response` with its body moved by a task of its own through a one-message channel,
@@ -606,6 +618,27 @@ mod tests {
         incoming.next().await.expect("the stream goes on").expect("a connection after the failures");
         // 5, 10, ... 640 ms (8 waits, 1275 ms), then 4 waits of 1 s.
         assert_eq!(started.elapsed(), Duration::from_millis(1275 + 4000));
+    }
+
+    #[tokio::test]
+    async fn a_streaming_call_refused_trailers_only_stays_trailers_only_and_frees_its_place() {
+        use tower::ServiceExt;
+        let methods = Methods::from_descriptor_sets(&[tonic_health::pb::FILE_DESCRIPTOR_SET]).expect("decodes");
+        // What the load shedder, authentication or a rate limit answer below this layer.
+        let refusing = tower::service_fn(|_: Request<Body>| async {
+            Ok::<_, std::convert::Infallible>(Status::unavailable("shed").into_http::<Body>())
+        });
+        let mut service = StreamLimitLayer::new(methods, 1, Duration::from_secs(5)).layer(refusing);
+        for attempt in 0..2 {
+            let watch = Request::builder().uri("/grpc.health.v1.Health/Watch").body(Body::empty()).expect("a request");
+            let response = service.ready().await.expect("ready").call(watch).await.expect("infallible");
+            let status = Status::from_header_map(response.headers()).expect("the status in the headers");
+            assert_eq!(status.code(), tonic::Code::Unavailable, "attempt {attempt}: the refusal itself");
+            assert!(
+                http_body::Body::is_end_stream(response.body()),
+                "attempt {attempt}: the body must say it is empty, or hyper sends the status without END_STREAM"
+            );
+        }
     }
 
     #[tokio::test]
