@@ -224,10 +224,21 @@ impl Service {
     /// # Errors
     /// When the log file cannot be read.
     pub fn rpcs_finished(&self, method: &str) -> anyhow::Result<usize> {
+        self.rpcs_finished_since(method, std::time::UNIX_EPOCH)
+    }
+
+    /// How many RPCs of `method` this service has finished at or after `since`, by the
+    /// `timestamp` (RFC 3339, UTC) of their log lines.
+    ///
+    /// # Errors
+    /// When the log file cannot be read.
+    pub fn rpcs_finished_since(&self, method: &str, since: std::time::SystemTime) -> anyhow::Result<usize> {
+        let at = |line: &Value| line["timestamp"].as_str().and_then(|t| humantime::parse_rfc3339(t).ok());
         Ok(self
             .log_lines()?
             .iter()
             .filter(|line| line["message"] == "rpc finished" && line["rpc.method"] == method)
+            .filter(|line| at(line).is_some_and(|at| at >= since))
             .count())
     }
 }
