@@ -183,6 +183,7 @@ impl ResilientChannel {
             config.balancer,
             config.outlier_detection.clone(),
             metrics.clone(),
+            config.tls.clone(),
         );
         let budget = Arc::new(TpsBudget::new(
             config.retry_budget.window(),
