@@ -506,6 +506,15 @@ impl ClientTls {
         TlsConnector { tls: self.clone() }
     }
 
+    /// A plain tonic channel to the one endpoint `uri` over this TLS, for drivers and
+    /// tests that call a service directly (services use [`crate::client::channel`]).
+    ///
+    /// # Errors
+    /// When `uri` is not a valid endpoint or the first connection fails.
+    pub async fn channel(&self, uri: &str) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+        tonic::transport::Endpoint::from_shared(uri.to_owned())?.connect_with_connector(self.connector()).await
+    }
+
     /// Connects to `uri`'s host and port and completes the handshake, offering ALPN `h2`.
     ///
     /// # Errors

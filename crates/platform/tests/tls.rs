@@ -180,6 +180,16 @@ async fn a_server_that_does_not_trust_the_clients_ca_is_refused_by_the_client() 
     assert!(error.to_string().contains("UnknownIssuer"), "{error}");
 }
 
+#[tokio::test]
+async fn endpoints_a_resolver_publishes_as_http_addresses_are_dialled_with_tls_and_the_configured_name() {
+    let certs = Certs::new();
+    let (address, _stop) = serve(certs.server_tls()).await;
+    // What the Consul and DNS resolvers publish: `http://ip:port`.
+    let discovered = address.replace("https://", "http://");
+    let tls = certs.client_tls().server_name("users").expect("a DNS name");
+    assert_eq!(health_check(tls, &discovered).await.expect("a call over mTLS"), ServingStatus::Serving);
+}
+
 /// The certificate the server presents to a new connection, DER.
 async fn presented(tls: &ClientTls, address: &str) -> Vec<u8> {
     let stream = tls.connect(&address.parse().expect("a URI")).await.expect("handshake");

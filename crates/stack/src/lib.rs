@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod consul;
+pub mod tls;
 
 use std::{
     path::{Path, PathBuf},
