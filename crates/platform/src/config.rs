@@ -18,6 +18,8 @@ use figment::{
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de::DeserializeOwned};
 
+use crate::tls::ServerTls;
+
 /// Loads a service's configuration `T` from three layers, later ones winning:
 /// `T::default()`, then the TOML file at `file` (if given), then environment
 /// variables named `{prefix}{SECTION}__{KEY}` (for example `ORDERS_SERVER__PORT=6000`;
@@ -465,6 +467,12 @@ pub struct ServerConfig {
     /// sends no CORS headers, so browsers on other origins are refused.
     #[serde(default, with = "origins")]
     pub cors_allowed_origins: Vec<http::HeaderValue>,
+    /// TLS on this port, with client certificates (mTLS): `server.tls.cert_file`,
+    /// `server.tls.key_file`, `server.tls.client_ca_file`, `server.tls.require_client_cert`
+    /// (see [`ServerTls`]); unset (the default): plaintext. The files are read at load
+    /// and again when they change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ServerTls>,
 }
 
 /// `server.cors_allowed_origins`: origins checked at load (`http://` or `https://`,
@@ -515,6 +523,7 @@ impl ServerConfig {
             idle_timeout: Duration::from_secs(5 * 60),
             stream_stall_timeout: Duration::from_secs(30),
             cors_allowed_origins: Vec::new(),
+            tls: None,
         }
     }
 

@@ -208,6 +208,13 @@ pub struct ConnectionInfo {
     activity: Arc<Activity>,
 }
 
+impl ConnectionInfo {
+    /// The peer's address.
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        self.tcp.remote_addr
+    }
+}
+
 /// An accepted connection: holds its place under `server.max_connections` and ends
 /// (reads as closed by the peer) after `server.idle_timeout` without an open call.
 pub struct Connection<Io> {

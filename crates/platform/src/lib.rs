@@ -39,3 +39,4 @@ pub mod status;
 pub mod telemetry;
 #[cfg(feature = "test-support")]
 pub mod test_support;
+pub mod tls;

@@ -22,6 +22,7 @@ use crate::{
     rate_limit::{RateLimitConfig, RateLimitLayer},
     recover,
     registration::{Registered, RegistrationConfig},
+    tls,
 };
 
 /// A bound, not yet serving, gRPC server. When it serves, it also answers
@@ -198,7 +199,8 @@ impl GrpcServer {
 
 /// The whole server stack, serving `listener` until `signal` resolves: every layer,
 /// the application `services`, health and reflection. A request meets them in this
-/// order: the accepted socket (connection limit, idle timeout, TCP_NODELAY), HTTP/2
+/// order: the accepted socket (connection limit, idle timeout, TCP_NODELAY), TLS when
+/// `server.tls` is set (client certificates checked in the handshake), HTTP/2
 /// (keepalive PINGs, streams per connection) or HTTP/1.1, open-call tracking, CORS (when
 /// origins are configured), Connect translation, gRPC-Web translation, observe (span,
 /// metrics, log line), deadline, gRPC only (415), request decoding codes, authentication,
@@ -225,6 +227,7 @@ fn stack(
         [descriptor_set, tonic_health::pb::FILE_DESCRIPTOR_SET, tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET];
     let limit = usize::try_from(config.max_concurrent_requests.get()).unwrap_or(usize::MAX);
     let max_open_streams = usize::try_from(config.max_open_streams.get()).unwrap_or(usize::MAX);
+    let max_connections = usize::try_from(config.max_connections.get()).unwrap_or(usize::MAX);
     let methods = Methods::from_descriptor_sets(&descriptor_sets).unwrap_or_default();
     // Inside the router, around the application services only: health checks and
     // reflection take no slot and are never shed, so a replica at capacity still
@@ -316,7 +319,12 @@ fn stack(
                 .layer(recover::layer()),
         )
         .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming(listener, config), signal)
+        // TLS (`server.tls`) after the connection limit, so a handshake holds a place
+        // like any connection; every protocol above runs over it.
+        .serve_with_incoming_shutdown(
+            tls::accept(incoming(listener, config), config.tls.clone(), max_connections),
+            signal,
+        )
 }
 
 /// The per-caller layers of [`stack`]: authentication and rate limits.

@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod consul;
 pub mod load;
+pub mod tls;
 
 use std::{
     path::{Path, PathBuf},

@@ -6,7 +6,7 @@ use std::{path::PathBuf, process::Command};
 use api::orders::v1::{CreateOrderRequest, order_service_client::OrderServiceClient};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
-use stack::{Service, auth::DevAuth, orders_env, temp_dir, users_env};
+use stack::{Service, auth::DevAuth, orders_env, temp_dir, tls::DevTls, users_env};
 use tonic::{Code, transport::Channel};
 
 /// grpcurl: `$GRPCURL`, else the one `make tools` builds, else `grpcurl` on PATH.
@@ -20,14 +20,34 @@ fn grpcurl() -> PathBuf {
 
 /// Runs grpcurl against `service` (plaintext) and returns its stdout, or panics with its stderr.
 fn call(service: &Service, args: &[&str]) -> String {
+    call_over(service, &["-plaintext"], args)
+}
+
+/// grpcurl's flags for mTLS with the run's CA and `client` certificate (`orders`), or none.
+fn tls_flags(tls: &DevTls, client: Option<&str>) -> Vec<String> {
+    let mut flags = vec!["-cacert".to_owned(), tls.path("ca.pem").display().to_string()];
+    if let Some(client) = client {
+        flags.extend(["-cert".to_owned(), tls.path(&format!("{client}.pem")).display().to_string()]);
+        flags.extend(["-key".to_owned(), tls.path(&format!("{client}-key.pem")).display().to_string()]);
+    }
+    flags
+}
+
+/// Runs grpcurl with `flags` (e.g. `-plaintext`, or TLS files) before `args`.
+fn grpcurl_output(service: &Service, flags: &[&str], args: &[&str]) -> std::process::Output {
     let authority = service.address.trim_start_matches("http://");
-    let output = Command::new(grpcurl())
-        .arg("-plaintext")
+    Command::new(grpcurl())
+        .args(flags)
         .args(args.iter().take(args.len().saturating_sub(1)))
         .arg(authority)
         .args(args.last())
         .output()
-        .expect("grpcurl runs (make tools builds it)");
+        .expect("grpcurl runs (make tools builds it)")
+}
+
+/// As [`call`], with `flags` instead of `-plaintext`.
+fn call_over(service: &Service, flags: &[&str], args: &[&str]) -> String {
+    let output = grpcurl_output(service, flags, args);
     assert!(output.status.success(), "grpcurl {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8(output.stdout).expect("utf-8")
 }
@@ -71,19 +91,29 @@ async fn grpcurl_lists_and_calls_both_services_through_reflection() {
 }
 
 #[tokio::test]
-async fn create_order_calls_reach_both_users_replicas_in_turn_with_auth_on_and_orders_named_as_the_caller() {
+async fn create_order_calls_reach_both_users_replicas_in_turn_over_mtls_with_auth_on_and_orders_named_as_the_caller() {
     let dir = temp_dir("round-robin");
     let users_db = dir.join("users.db");
     let auth = DevAuth::new(&dir).expect("a throwaway key");
-    let users_env = [users_env(&users_db), auth.users_env()].concat();
+    let tls = DevTls::new(&dir).expect("a throwaway CA");
+    let users_env = [users_env(&users_db), auth.users_env(), tls.users_env()].concat();
     let mut users_a = Service::start("users", "users-a", &users_env, &dir).await.expect("users-a");
     let mut users_b = Service::start("users", "users-b", &users_env, &dir).await.expect("users-b");
-    let orders_env = [orders_env(&dir.join("orders.db"), &[&users_a, &users_b]), auth.orders_env()].concat();
+    let users = [&users_a, &users_b];
+    let orders_env = [orders_env(&dir.join("orders.db"), &users), auth.orders_env(), tls.orders_env(&users)].concat();
     let mut orders = Service::start("orders", "orders", &orders_env, &dir).await.expect("orders");
     let token = auth.token("system-test", "users", &[]);
     let bearer = format!("authorization: Bearer {}", token.expose_secret());
     let create = json!({"email": "rr@example.com", "name": "RR"}).to_string();
-    call(&users_a, &["-H", &bearer, "-d", &create, "users.v1.UserService/CreateUser"]);
+    let with_cert = tls_flags(&tls, Some("orders"));
+    let with_cert: Vec<&str> = with_cert.iter().map(String::as_str).collect();
+    call_over(&users_a, &with_cert, &["-H", &bearer, "-d", &create, "users.v1.UserService/CreateUser"]);
+    // Users speaks only TLS, and only to clients with a certificate from the CA.
+    for flags in [vec!["-plaintext".to_owned()], tls_flags(&tls, None)] {
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let refused = grpcurl_output(&users_a, &flags, &["list"]);
+        assert!(!refused.status.success(), "users answered grpcurl {flags:?}");
+    }
 
     let channel = Channel::from_shared(orders.address.clone()).expect("an address").connect().await.expect("connect");
     let refused = OrderServiceClient::new(channel.clone())

@@ -103,3 +103,9 @@ async fn migrate_creates_the_schema_and_exits_0() {
         sqlx::query_scalar("SELECT count(*) FROM orders").fetch_one(&mut connection).await.expect("the orders table");
     assert_eq!(orders, 0);
 }
+
+#[tokio::test]
+async fn an_https_users_endpoint_without_a_tls_section_exits_78_naming_the_key() {
+    let stderr = BINARY.assert_refused("https", "ORDERS_USERS__ENDPOINTS", "[\"https://users:50051\"]", "users").await;
+    assert!(stderr.contains("tls"), "{stderr}");
+}

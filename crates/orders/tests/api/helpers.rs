@@ -6,7 +6,13 @@ use api::{
     orders::v1::{CreateOrderRequest, Order, order_service_client::OrderServiceClient},
     users::v1::{CreateUserRequest, user_service_client::UserServiceClient},
 };
-use platform::{auth::AuthConfig, client::ClientConfig, config::DatabaseConfig, test_support};
+use platform::{
+    auth::AuthConfig,
+    client::ClientConfig,
+    config::DatabaseConfig,
+    test_support,
+    tls::{ClientTls, ServerTls},
+};
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 
@@ -61,6 +67,25 @@ pub async fn spawn_stack() -> TestStack {
     spawn(None, None).await
 }
 
+/// One users service requiring client certificates (`server`) and one orders service
+/// calling it over mTLS as `client` says; the test's own users client as `test_client` says.
+pub async fn spawn_stack_over_mtls(server: ServerTls, client: ClientTls, test_client: ClientTls) -> TestStack {
+    platform::telemetry::init_for_tests();
+    let (users_address, users_stop) = start_users_with(Some(server)).await;
+    let users_address = users_address.replace("http://", "https://");
+    let orders_database_url = test_support::fresh_postgres_database("orders_test").await;
+    let (orders_address, orders_stop) =
+        start_orders_with(&orders_database_url, vec![users_address.clone()], None, Some(client)).await;
+    TestStack {
+        orders: OrderServiceClient::connect(orders_address.clone()).await.expect("connect to orders"),
+        users: UserServiceClient::new(test_client.channel(&users_address).await.expect("connect to users over mTLS")),
+        users_address,
+        orders_address,
+        orders_database_url,
+        _stops: vec![users_stop, orders_stop],
+    }
+}
+
 /// An orders service whose users endpoint is `users_endpoint`, with deadline `timeout`.
 pub async fn spawn_orders_with_users_at(users_endpoint: String, timeout: Duration) -> TestStack {
     spawn(Some(users_endpoint), Some(timeout)).await
@@ -84,7 +109,12 @@ async fn spawn(users_endpoint: Option<String>, timeout: Option<Duration>) -> Tes
 }
 
 async fn start_users() -> (String, oneshot::Sender<()>) {
+    start_users_with(None).await
+}
+
+async fn start_users_with(tls: Option<ServerTls>) -> (String, oneshot::Sender<()>) {
     let mut config = users::Config::default();
+    config.server.tls = tls;
     config.server.port = 0;
     config.admin.port = 0;
     let database_url = test_support::fresh_postgres_database("users_test").await;
@@ -101,6 +131,15 @@ async fn start_orders(
     users_endpoints: Vec<String>,
     timeout: Option<Duration>,
 ) -> (String, oneshot::Sender<()>) {
+    start_orders_with(database_url, users_endpoints, timeout, None).await
+}
+
+async fn start_orders_with(
+    database_url: &str,
+    users_endpoints: Vec<String>,
+    timeout: Option<Duration>,
+    tls: Option<ClientTls>,
+) -> (String, oneshot::Sender<()>) {
     let mut config = orders::Config::default();
     config.server.port = 0;
     config.admin.port = 0;
@@ -109,6 +148,7 @@ async fn start_orders(
         users_endpoints.iter().map(|endpoint| endpoint.parse().expect("an http://host:port endpoint")).collect(),
     );
     config.users.timeout = timeout.unwrap_or(Duration::from_secs(5));
+    config.users.tls = tls;
     config.paging.token_secret = Some("test-secret".into());
     config.server.drain_period = Duration::ZERO;
     // Open, so each test calls without a token.

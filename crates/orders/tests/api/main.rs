@@ -10,3 +10,4 @@ mod errors;
 mod helpers;
 mod lifecycle;
 mod list;
+mod tls;

@@ -43,7 +43,7 @@ use super::{
     config::{BalancerKind, OutlierDetection},
     metrics::EjectionReason,
 };
-use crate::{backoff::Backoff, discovery::Resolver, redact};
+use crate::{backoff::Backoff, discovery::Resolver, redact, tls::ClientTls};
 
 /// The endpoints the attempts of one call went to, shared by its attempts (the retry
 /// layer puts one in each attempt's extensions); later attempts prefer other endpoints.
@@ -84,6 +84,8 @@ pub(super) struct Balancer {
 
 struct Shared {
     target: String,
+    /// `<upstream>.tls`: every endpoint is dialled with TLS when set.
+    tls: Option<ClientTls>,
     kind: BalancerKind,
     outlier: OutlierDetection,
     metrics: ClientMetrics,
@@ -162,10 +164,12 @@ impl Balancer {
         kind: BalancerKind,
         outlier: OutlierDetection,
         metrics: ClientMetrics,
+        tls: Option<ClientTls>,
     ) -> Self {
         let (stop, stopped) = oneshot::channel();
         let shared = Arc::new(Shared {
             target: target.to_owned(),
+            tls,
             kind,
             outlier,
             metrics,
@@ -538,7 +542,13 @@ async fn connect(shared: Weak<Shared>, uri: Uri, connect_timeout: Duration, firs
         // TCP_NODELAY explicitly: without it small HTTP/2 frames wait for Nagle's
         // algorithm and the peer's delayed ACK (~40 ms per call).
         let endpoint = Endpoint::from(uri.clone()).connect_timeout(connect_timeout).tcp_nodelay(true);
-        let result = endpoint.connect().await;
+        let tls = shared.upgrade().and_then(|shared| shared.tls.clone());
+        let result = match tls {
+            // TLS with the certificates the files hold at each (re)connect; the channel
+            // reconnects through the same connector, so rotated files are picked up.
+            Some(tls) => endpoint.connect_with_connector(tls.connector()).await,
+            None => endpoint.connect().await,
+        };
         let Some(shared) = shared.upgrade() else { return };
         match result {
             Ok(channel) => {
@@ -591,6 +601,7 @@ mod tests {
             .collect();
         Arc::new(Shared {
             target: "users".to_owned(),
+            tls: None,
             kind: BalancerKind::RoundRobin,
             outlier,
             metrics: ClientMetrics::new("users"),

@@ -9,7 +9,7 @@ use http::Uri;
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error as _};
 use tonic::Code;
 
-use crate::{auth::CallerToken, redact};
+use crate::{auth::CallerToken, redact, tls::ClientTls};
 
 /// How a service reaches one of its upstreams. TOML keys are the field names of
 /// the flat section (`resolver`, `endpoints`, `consul_service`, `consul_wait`,
@@ -45,6 +45,10 @@ pub struct ClientConfig {
     /// to the upstream: `token` (a secret, never logged) or `token_file` (re-read when
     /// it changes, e.g. a projected service-account token); at most one of them.
     pub token: Option<CallerToken>,
+    /// TLS to every endpoint, with this service's client certificate (mTLS):
+    /// `tls.ca_file`, `tls.cert_file`, `tls.key_file`, `tls.server_name` (see
+    /// [`ClientTls`]); unset (the default): plaintext, and `https://` endpoints are refused.
+    pub tls: Option<ClientTls>,
     /// The values of the resolver keys the chosen resolver does not use, so the config
     /// serialises back to every key it was read from: figment layers file and env
     /// over the serialised defaults, and `ORDERS_USERS__RESOLVER=consul` alone must
@@ -109,6 +113,7 @@ impl ClientConfig {
             retry_budget: RetryBudget::default(),
             outlier_detection: OutlierDetection::default(),
             token: None,
+            tls: None,
             unused: ResolverKeys {
                 endpoints: Vec::new(),
                 consul_service: upstream.to_owned(),
@@ -165,6 +170,8 @@ struct RawClientConfig {
     token: Option<secrecy::SecretString>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     token_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tls: Option<ClientTls>,
 }
 
 /// The `resolver` key.
@@ -182,7 +189,10 @@ impl TryFrom<RawClientConfig> for ClientConfig {
     fn try_from(raw: RawClientConfig) -> Result<Self, Self::Error> {
         let mut endpoints: Vec<Uri> = raw.endpoints.into_iter().map(|endpoint| endpoint.0).collect();
         let resolver = match raw.resolver {
-            ResolverKind::Static => ResolverConfig::Static { endpoints: std::mem::take(&mut endpoints) },
+            ResolverKind::Static => {
+                check_schemes(&endpoints, raw.tls.is_some())?;
+                ResolverConfig::Static { endpoints: std::mem::take(&mut endpoints) }
+            }
             ResolverKind::Consul if raw.consul_service.trim().is_empty() => {
                 return Err("`consul_service` must name a service when `resolver = \"consul\"`".to_owned());
             }
@@ -220,6 +230,7 @@ impl TryFrom<RawClientConfig> for ClientConfig {
             retry_budget: raw.retry_budget,
             outlier_detection: raw.outlier_detection,
             token,
+            tls: raw.tls,
             unused: ResolverKeys {
                 endpoints,
                 consul_service: raw.consul_service,
@@ -270,7 +281,26 @@ impl From<ClientConfig> for RawClientConfig {
                 .filter(|token| token.path().is_none())
                 .map(|_| secrecy::SecretString::from("[redacted]")),
             token_file: config.token.as_ref().and_then(|token| token.path().map(PathBuf::from)),
+            tls: config.tls,
         }
+    }
+}
+
+/// Static endpoints are all `https://` with a `tls` section and all `http://` without:
+/// issue 11, defect 3 (tonic would dial `https://` in plaintext), and an `http://`
+/// endpoint beside `tls` would read as plaintext while it is dialled with TLS.
+fn check_schemes(endpoints: &[Uri], tls: bool) -> Result<(), String> {
+    let wanted = if tls { "https" } else { "http" };
+    match endpoints.iter().find(|endpoint| endpoint.scheme_str() != Some(wanted)) {
+        None => Ok(()),
+        Some(endpoint) if tls => Err(format!(
+            "`endpoints`: {:?} is plaintext but `tls` is set; write https://",
+            quote(&redact::uri(endpoint).to_string())
+        )),
+        Some(endpoint) => Err(format!(
+            "`endpoints`: {:?} needs the `tls` section (tls.ca_file, tls.cert_file, tls.key_file) to speak TLS",
+            quote(&redact::uri(endpoint).to_string())
+        )),
     }
 }
 
@@ -279,7 +309,7 @@ fn quote(value: &str) -> String {
     value.chars().take(64).collect()
 }
 
-/// One `endpoints` entry: an absolute `http://host:port` URI.
+/// One `endpoints` entry: an absolute `http://host:port` or `https://host:port` URI.
 struct HttpEndpoint(Uri);
 
 impl Serialize for HttpEndpoint {
@@ -299,13 +329,8 @@ impl<'de> Deserialize<'de> for HttpEndpoint {
 fn parse_endpoint(text: &str) -> Result<Uri, String> {
     let shown = || quote(&redact::address(text).to_string());
     let uri: Uri = text.parse().map_err(|_| format!("{:?} is not an http://host:port address", shown()))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        // Issue 11, defect 3: tonic would dial an https:// endpoint in plaintext.
-        Some("https") => {
-            return Err(format!("{:?}: TLS to upstreams is not supported yet, use http://", shown()));
-        }
-        _ => return Err(format!("{:?} is not an http://host:port address", shown())),
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err(format!("{:?} is not an http://host:port address", shown()));
     }
     match uri.authority() {
         Some(authority) if !authority.host().is_empty() && authority.port_u16().is_some_and(|port| port > 0) => {}
@@ -765,10 +790,10 @@ mod tests {
     }
 
     #[test]
-    fn an_https_endpoint_is_refused_at_load_instead_of_dialled_in_plaintext() {
+    fn an_https_endpoint_without_a_tls_section_is_refused_at_load_instead_of_dialled_in_plaintext() {
         let error = users_from(serde_json::json!({"endpoints": ["https://users.internal:50051"]})).expect_err("https");
-        assert!(error.contains("users.endpoints"), "{error}");
-        assert!(error.contains("TLS") && error.contains("use http://"), "{error}");
+        assert!(error.contains("users") && error.contains("endpoints"), "{error}");
+        assert!(error.contains("needs the `tls` section"), "{error}");
     }
 
     #[test]

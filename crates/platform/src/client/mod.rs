@@ -182,6 +182,7 @@ impl ResilientChannel {
             config.balancer,
             config.outlier_detection.clone(),
             metrics.clone(),
+            config.tls.clone(),
         );
         let budget =
             TpsBudget::new(config.retry_budget.window(), config.retry_budget.min_per_second, config.retry_budget.ratio);

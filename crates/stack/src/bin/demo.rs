@@ -1,7 +1,7 @@
 //! `make demo`: the embedded default (SQLite, static endpoints) with two users replicas
 //! and one orders replica, driven by real traffic, then a summary. Authentication is on:
 //! a throwaway Ed25519 key made at start signs short-lived tokens for the demo's calls
-//! and for orders' calls to users.
+//! and for orders' calls to users; orders calls users over mTLS with a throwaway CA.
 
 use std::{
     collections::BTreeMap,
@@ -18,7 +18,7 @@ use api::{
     users::v1::{CreateUserRequest, user_service_client::UserServiceClient},
 };
 use clap::Parser;
-use stack::{Service, auth::DevAuth, new_traceparent, orders_env, traced_request, users_env};
+use stack::{Service, auth::DevAuth, new_traceparent, orders_env, tls::DevTls, traced_request, users_env};
 use tonic::{Code, Status, transport::Channel};
 
 /// Command line of the demo.
@@ -70,18 +70,22 @@ async fn main() -> anyhow::Result<()> {
     let dir = std::fs::canonicalize(&args.dir)?;
     let users_db = dir.join("users.db");
     let auth = DevAuth::new(&dir)?;
-    let users_env = [users_env(&users_db), auth.users_env()].concat();
+    // mTLS between orders and users: a throwaway CA made now, like the signing key.
+    let tls = DevTls::new(&dir)?;
+    let users_env = [users_env(&users_db), auth.users_env(), tls.users_env()].concat();
 
     println!("starting users-a, users-b (sharing {}) and orders ...", users_db.display());
     // Replicas start one after the other: the first one creates the schema.
     let mut users_a = Service::start("users", "users-a", &users_env, &dir).await?;
     let mut users_b = Service::start("users", "users-b", &users_env, &dir).await?;
-    let orders_env = [orders_env(&dir.join("orders.db"), &[&users_a, &users_b]), auth.orders_env()].concat();
+    let users = [&users_a, &users_b];
+    let orders_env = [orders_env(&dir.join("orders.db"), &users), auth.orders_env(), tls.orders_env(&users)].concat();
     let mut orders = Service::start("orders", "orders", &orders_env, &dir).await?;
     println!("  users-a {}  users-b {}  orders {}", users_a.address, users_b.address, orders.address);
 
     let mut recorder = Recorder::default();
-    let outcome = drive(&mut recorder, &auth, &users_a.address, &orders.address, args.orders).await;
+    let users_channel = tls.channel(&users_a).await?;
+    let outcome = drive(&mut recorder, &auth, users_channel, &orders.address, args.orders).await;
 
     let mut exits = Vec::new();
     for service in [&mut orders, &mut users_a, &mut users_b] {
@@ -132,6 +136,10 @@ async fn main() -> anyhow::Result<()> {
         dir.join("jwks.json").display(),
         stack::auth::LIFETIME.as_secs() / 60
     );
+    println!(
+        "mtls: orders -> users (throwaway CA {}; users require a client certificate)",
+        tls.path("ca.pem").display()
+    );
     println!("logs: {}", dir.display());
     ensure!(traced_lines >= 2, "the orders and users log lines of the traced call should carry its trace id");
     ensure!(spread.iter().all(|(_, n)| *n > 0), "every users replica should have served GetUserByEmail");
@@ -148,11 +156,10 @@ async fn main() -> anyhow::Result<()> {
 async fn drive(
     recorder: &mut Recorder,
     auth: &DevAuth,
-    users: &str,
+    users_channel: Channel,
     orders: &str,
     order_count: usize,
 ) -> anyhow::Result<(Vec<String>, String)> {
-    let users_channel = Channel::from_shared(users.to_owned())?.connect().await?;
     let orders_channel = Channel::from_shared(orders.to_owned())?.connect().await?;
     // An unauthenticated call is refused before any work is done.
     let anonymous = UserServiceClient::new(users_channel.clone())

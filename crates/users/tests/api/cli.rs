@@ -134,3 +134,10 @@ async fn migrate_creates_the_schema_and_exits_0() {
         sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(&mut connection).await.expect("the users table");
     assert_eq!(users, 0);
 }
+
+#[tokio::test]
+async fn a_missing_tls_certificate_file_exits_78_naming_the_key() {
+    BINARY
+        .assert_refused("tls", "USERS_SERVER__TLS__CERT_FILE", "/nonexistent/users.pem", "server.tls.cert_file")
+        .await;
+}
