@@ -37,6 +37,6 @@ pub mod server;
 pub mod shutdown;
 pub mod status;
 pub mod telemetry;
-#[cfg(feature = "test-support")]
+#[cfg(any(test, feature = "test-support"))]
 pub mod test_support;
 pub mod tls;

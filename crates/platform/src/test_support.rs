@@ -1,4 +1,7 @@
-//! Test helpers shared by both services' integration tests (feature `test-support`).
+//! Test helpers shared by both services' integration tests and the system tests
+//! (feature `test-support`).
+
+pub mod dns;
 
 use sqlx::{Connection, PgConnection};
 

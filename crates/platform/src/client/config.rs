@@ -3,7 +3,7 @@
 //! Values are checked while the config loads, so a bad one fails start-up with its key
 //! named (figment reports the path) instead of surfacing on the first call.
 
-use std::{collections::BTreeMap, path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
 
 use http::Uri;
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error as _};
@@ -13,7 +13,7 @@ use crate::{auth::CallerToken, redact, tls::ClientTls};
 
 /// How a service reaches one of its upstreams. TOML keys are the field names of
 /// the flat section (`resolver`, `endpoints`, `consul_service`, `consul_wait`,
-/// `dns_name`, `dns_refresh`, `connect_timeout`, …); for orders' `users` upstream,
+/// `dns_name`, `dns_refresh`, `dns_nameserver`, `connect_timeout`, …); for orders' `users` upstream,
 /// `ORDERS_USERS__RESOLVER=consul` sets `resolver`. The resolver keys are read into
 /// the ready [`ResolverConfig`] at load: a bad one fails `Config::load` naming its key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -73,12 +73,16 @@ pub enum ResolverConfig {
         wait: Duration,
     },
     /// `resolver = "dns"`: the A/AAAA records of a name, re-resolved periodically (a
-    /// Kubernetes headless Service).
+    /// Kubernetes headless Service); see [`crate::discovery::dns`].
     Dns {
         /// `dns_name`: `host:port`, e.g. `users-headless.default.svc.cluster.local:50051`.
         name: String,
-        /// `dns_refresh`: how often to resolve again, e.g. `"5s"`.
+        /// `dns_refresh`: how often to resolve again, e.g. `"5s"`. An answer is cached
+        /// for its records' TTL, so a change is seen within `refresh` + TTL.
         refresh: Duration,
+        /// `dns_nameserver`: `ip:port` of the one nameserver to ask, e.g.
+        /// `"10.96.0.10:53"`; unset (the default), the system's (`/etc/resolv.conf`).
+        nameserver: Option<SocketAddr>,
     },
 }
 
@@ -90,6 +94,7 @@ struct ResolverKeys {
     consul_wait: Duration,
     dns_name: String,
     dns_refresh: Duration,
+    dns_nameserver: Option<SocketAddr>,
 }
 
 impl ClientConfig {
@@ -120,6 +125,7 @@ impl ClientConfig {
                 consul_wait: Duration::from_secs(60),
                 dns_name: String::new(),
                 dns_refresh: Duration::from_secs(5),
+                dns_nameserver: None,
             },
         }
     }
@@ -151,6 +157,8 @@ struct RawClientConfig {
     dns_name: String,
     #[serde(with = "humantime_serde")]
     dns_refresh: Duration,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dns_nameserver: Option<SocketAddr>,
     #[serde(with = "humantime_serde")]
     connect_timeout: Duration,
     balancer: BalancerKind,
@@ -210,7 +218,11 @@ impl TryFrom<RawClientConfig> for ClientConfig {
                         quote(&raw.dns_name)
                     ));
                 }
-                ResolverConfig::Dns { name: raw.dns_name.clone(), refresh: raw.dns_refresh }
+                ResolverConfig::Dns {
+                    name: raw.dns_name.clone(),
+                    refresh: raw.dns_refresh,
+                    nameserver: raw.dns_nameserver,
+                }
             }
         };
         let token = match (raw.token, raw.token_file) {
@@ -237,6 +249,7 @@ impl TryFrom<RawClientConfig> for ClientConfig {
                 consul_wait: raw.consul_wait,
                 dns_name: raw.dns_name,
                 dns_refresh: raw.dns_refresh,
+                dns_nameserver: raw.dns_nameserver,
             },
         })
     }
@@ -254,8 +267,8 @@ impl From<ClientConfig> for RawClientConfig {
                 (keys.consul_service, keys.consul_wait) = (service, wait);
                 ResolverKind::Consul
             }
-            ResolverConfig::Dns { name, refresh } => {
-                (keys.dns_name, keys.dns_refresh) = (name, refresh);
+            ResolverConfig::Dns { name, refresh, nameserver } => {
+                (keys.dns_name, keys.dns_refresh, keys.dns_nameserver) = (name, refresh, nameserver);
                 ResolverKind::Dns
             }
         };
@@ -266,6 +279,7 @@ impl From<ClientConfig> for RawClientConfig {
             consul_wait: keys.consul_wait,
             dns_name: keys.dns_name,
             dns_refresh: keys.dns_refresh,
+            dns_nameserver: keys.dns_nameserver,
             connect_timeout: config.connect_timeout,
             balancer: config.balancer,
             timeout: config.timeout,
@@ -842,6 +856,26 @@ mod tests {
             users_from(serde_json::json!({"resolver": "dns", "dns_name": "users-headless"})).expect_err("no port");
         assert!(error.contains("users") && error.contains("dns_name"), "{error}");
         let dns = users_from(serde_json::json!({"resolver": "dns", "dns_name": "users:50051"})).expect("valid");
-        assert_eq!(dns.resolver, ResolverConfig::Dns { name: "users:50051".into(), refresh: Duration::from_secs(5) });
+        let expected =
+            ResolverConfig::Dns { name: "users:50051".into(), refresh: Duration::from_secs(5), nameserver: None };
+        assert_eq!(dns.resolver, expected);
+    }
+
+    #[test]
+    fn a_dns_nameserver_is_an_ip_and_port_and_a_bad_one_is_refused_naming_the_key() {
+        let dns = users_from(serde_json::json!({"resolver": "dns", "dns_name": "users.test.:50051",
+            "dns_refresh": "200ms", "dns_nameserver": "127.0.0.1:5353"}))
+        .expect("valid");
+        let expected = ResolverConfig::Dns {
+            name: "users.test.:50051".into(),
+            refresh: Duration::from_millis(200),
+            nameserver: Some("127.0.0.1:5353".parse().expect("an address")),
+        };
+        assert_eq!(dns.resolver, expected);
+        assert_eq!(users_from(serde_json::to_value(&dns).expect("serialises")).expect("reloads"), dns);
+        for bad in ["127.0.0.1", "kube-dns:53", "127.0.0.1:dns"] {
+            let error = users_from(serde_json::json!({"dns_nameserver": bad})).expect_err(bad);
+            assert!(error.contains("users.dns_nameserver"), "{bad}: {error}");
+        }
     }
 }

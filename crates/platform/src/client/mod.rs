@@ -141,7 +141,7 @@ pub fn resolver(config: &ResolverConfig, consul: Option<&Consul>) -> Result<Reso
         ResolverConfig::Consul { service, wait } => {
             discovery::consul(consul.ok_or(MissingConsulError)?.clone(), service.clone(), *wait)
         }
-        ResolverConfig::Dns { name, refresh } => discovery::dns(name.clone(), *refresh),
+        ResolverConfig::Dns { name, refresh, nameserver } => discovery::dns(name.clone(), *refresh, *nameserver),
     })
 }
 
