@@ -204,20 +204,40 @@ impl Service {
     /// # Errors
     /// When `patience` runs out, the process exits first, or the log is unreadable.
     pub async fn wait_for_log(&self, message: &str, patience: Duration) -> anyhow::Result<Value> {
+        self.wait_for_line(&format!("{message:?}"), |line| line["message"] == message, patience).await
+    }
+
+    /// Waits until the service has finished an RPC of `method` (e.g. `GetUserByEmail`):
+    /// it is taking calls. Bounded by `patience`.
+    ///
+    /// # Errors
+    /// When `patience` runs out, the process exits first, or the log is unreadable.
+    pub async fn wait_for_rpc(&self, method: &str, patience: Duration) -> anyhow::Result<Value> {
+        let finished = |line: &Value| line["message"] == "rpc finished" && line["rpc.method"] == method;
+        self.wait_for_line(&format!("a finished {method}"), finished, patience).await
+    }
+
+    /// The first log line `wanted` accepts (`what` names it in errors), following the log.
+    async fn wait_for_line(
+        &self,
+        what: &str,
+        wanted: impl Fn(&Value) -> bool,
+        patience: Duration,
+    ) -> anyhow::Result<Value> {
         let mut lines = self.lines.clone();
         let follow = async {
             loop {
-                if let Some(line) = self.log_lines()?.into_iter().find(|line| line["message"] == message) {
+                if let Some(line) = self.log_lines()?.into_iter().find(|line| wanted(line)) {
                     return Ok(line);
                 }
                 if lines.changed().await.is_err() {
-                    bail!("{} exited before it logged {message:?}", self.name);
+                    bail!("{} exited before it logged {what}", self.name);
                 }
             }
         };
         tokio::time::timeout(patience, follow)
             .await
-            .with_context(|| format!("{} did not log {message:?} within {patience:?}", self.name))?
+            .with_context(|| format!("{} did not log {what} within {patience:?}", self.name))?
     }
 
     /// How many RPCs of `method` (e.g. `GetUserByEmail`) this service has finished.

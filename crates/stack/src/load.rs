@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use api::orders::v1::{CreateOrderRequest, order_service_client::OrderServiceClient};
+use api::orders::v1::{CreateOrderRequest, ListOrdersRequest, order_service_client::OrderServiceClient};
 use tokio::{sync::watch, task::JoinHandle};
 
 use crate::Service;
@@ -100,5 +100,28 @@ impl OrderLoad {
             task.await?;
         }
         Ok((self.succeeded(), self.failures()))
+    }
+}
+
+/// How many orders `customer` has in `orders`' database, by paging ListOrders: with one
+/// order per successful call, what tells a duplicate apart.
+///
+/// # Errors
+/// When orders cannot be reached or a page fails.
+pub async fn orders_stored(orders: &Service, customer: &str) -> anyhow::Result<usize> {
+    let mut client = OrderServiceClient::connect(orders.address.clone()).await?;
+    let mut count = 0;
+    let mut page_token = String::new();
+    loop {
+        let request = ListOrdersRequest { page_size: 1000, customer_email: customer.to_owned(), page_token };
+        let mut stream = client.list_orders(request).await?.into_inner();
+        page_token = String::new();
+        while let Some(message) = stream.message().await? {
+            count += 1;
+            page_token = message.next_page_token;
+        }
+        if page_token.is_empty() {
+            return Ok(count);
+        }
     }
 }

@@ -8,12 +8,14 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use api::{
-    orders::v1::{ListOrdersRequest, order_service_client::OrderServiceClient},
-    users::v1::{CreateUserRequest, user_service_client::UserServiceClient},
-};
+use api::users::v1::{CreateUserRequest, user_service_client::UserServiceClient};
 use serde_json::Value;
-use stack::{Service, consul::ConsulAgent, load::OrderLoad, temp_dir, users_env};
+use stack::{
+    Service,
+    consul::ConsulAgent,
+    load::{OrderLoad, orders_stored},
+    temp_dir, users_env,
+};
 
 /// Bound on any awaited state change: a guard against a hung test, not a wait.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -88,25 +90,6 @@ impl Stack {
         let request = CreateUserRequest { email: CUSTOMER.to_owned(), name: "Load".to_owned() };
         client.create_user(request).await.expect("the customer is created");
         Self { dir, consul, users, orders }
-    }
-
-    /// Orders of the load's customer in orders' database, by paging ListOrders.
-    async fn orders_stored(&self) -> usize {
-        let mut client = OrderServiceClient::connect(self.orders.address.clone()).await.expect("connect to orders");
-        let mut count = 0;
-        let mut page_token = String::new();
-        loop {
-            let request = ListOrdersRequest { page_size: 1000, customer_email: CUSTOMER.to_owned(), page_token };
-            let mut stream = client.list_orders(request).await.expect("list").into_inner();
-            page_token = String::new();
-            while let Some(message) = stream.message().await.expect("a page") {
-                count += 1;
-                page_token = message.next_page_token;
-            }
-            if page_token.is_empty() {
-                return count;
-            }
-        }
     }
 }
 
@@ -209,7 +192,7 @@ async fn killing_a_users_replica_under_load_fails_no_call() {
     load.wait_for_more(200, PATIENCE).await.expect("the load makes progress");
     let (succeeded, failures) = load.stop().await.expect("the load stops");
     assert!(failures.is_empty(), "{} of {} calls failed: {failures:?}", failures.len(), succeeded + failures.len());
-    assert_eq!(stack.orders_stored().await, succeeded);
+    assert_eq!(orders_stored(&stack.orders, CUSTOMER).await.expect("ListOrders"), succeeded);
 }
 
 /// As an orchestrator rolls a Deployment: start the replacement, stop the old replica
@@ -230,7 +213,11 @@ async fn a_rolling_restart_of_users_fails_no_call_and_duplicates_no_order() {
     }
     let (succeeded, failures) = load.stop().await.expect("the load stops");
     assert!(failures.is_empty(), "{} of {} calls failed: {failures:?}", failures.len(), succeeded + failures.len());
-    assert_eq!(stack.orders_stored().await, succeeded, "one order per successful call, no duplicates");
+    assert_eq!(
+        orders_stored(&stack.orders, CUSTOMER).await.expect("ListOrders"),
+        succeeded,
+        "one order per successful call, no duplicates"
+    );
 }
 
 /// The replacement of a killed replica, on its address, is an endpoint orders already

@@ -22,6 +22,11 @@ async fn a_consul_address_without_a_scheme_exits_78_naming_the_key() {
 }
 
 #[tokio::test]
+async fn a_dns_nameserver_without_a_port_exits_78_naming_the_key() {
+    BINARY.assert_refused("nameserver", "ORDERS_USERS__DNS_NAMESERVER", "10.96.0.10", "users.dns_nameserver").await;
+}
+
+#[tokio::test]
 async fn a_database_url_of_another_database_exits_78_naming_the_key_but_not_the_password() {
     let stderr =
         BINARY.assert_refused("scheme", "ORDERS_DATABASE__URL", "mysql://app:hunter2@db/orders", "database.url").await;
