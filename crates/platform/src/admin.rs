@@ -106,7 +106,9 @@ mod tests {
     #[tokio::test]
     async fn the_admin_endpoint_serves_the_registry_as_prometheus_text() {
         let metrics = Metrics::new();
-        metrics.grpc_client().started(&MethodLabels { kind: "unary", service: "a.B".into(), method: "C".into() });
+        metrics
+            .grpc_client()
+            .started(&MethodLabels { kind: "unary", service: "a.B".into(), method: "C".into() }, "grpc");
         let admin = AdminServer::bind(&AdminConfig::on_port(0), metrics).await.expect("bind");
         let address = admin.local_addr();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -120,9 +122,9 @@ mod tests {
         stream.read_to_string(&mut response).await.expect("read");
         assert!(response.starts_with("HTTP/1.1 200"), "{response}");
         assert!(response.contains("text/plain; version=0.0.4"), "{response}");
-        assert!(
-            response.contains(r#"grpc_client_started_total{grpc_method="C",grpc_service="a.B",grpc_type="unary"} 1"#)
-        );
+        assert!(response.contains(
+            r#"grpc_client_started_total{grpc_method="C",grpc_service="a.B",grpc_type="unary",rpc_protocol="grpc"} 1"#
+        ));
         let _ = stop.send(());
         server.await.expect("joins").expect("serves cleanly");
     }

@@ -2,7 +2,9 @@
 //!
 //! Names and labels are those of go-grpc-middleware's Prometheus interceptors
 //! (`grpc_server_handled_total{grpc_type,grpc_service,grpc_method,grpc_code}`, ...), so
-//! dashboards built for Go services work unchanged. Each [`Metrics`] owns its registry
+//! dashboards built for Go services work unchanged, plus one label of ours,
+//! `rpc_protocol` (`grpc`, `grpc_web` or `connect`: the `rpc.protocol` of the call's
+//! span and log line), which a query that sums it away does not see. Each [`Metrics`] owns its registry
 //! (no process-global recorder): tests run several services in one process and each
 //! must count only its own calls. Other modules export their own families as a
 //! `collector()` (linkerd's way) and the app adds them with [`Metrics::register`], so
@@ -74,8 +76,8 @@ pub struct GrpcMetrics {
 
 impl GrpcMetrics {
     fn register(metrics: &Metrics, side: &str) -> Self {
-        let labels = ["grpc_type", "grpc_service", "grpc_method"];
-        let with_code = ["grpc_type", "grpc_service", "grpc_method", "grpc_code"];
+        let labels = ["grpc_type", "grpc_service", "grpc_method", "rpc_protocol"];
+        let with_code = ["grpc_type", "grpc_service", "grpc_method", "rpc_protocol", "grpc_code"];
         let (started_help, handled_help, handling_help) = if side == "server" {
             (
                 "Total number of RPCs started on the server.",
@@ -109,16 +111,19 @@ impl GrpcMetrics {
         Self { started, handled, handling }
     }
 
-    /// Counts the start of a call of `method`.
-    pub fn started(&self, method: &MethodLabels) {
-        self.started.with_label_values(&method.values()).inc();
+    /// Counts the start of a call of `method` that arrived in `protocol` (the
+    /// `rpc_protocol` label: `grpc`, `grpc_web` or `connect`, as `connect::Protocol`
+    /// names them; outgoing calls are `grpc`).
+    pub fn started(&self, method: &MethodLabels, protocol: &'static str) {
+        let [kind, service, name] = method.values();
+        self.started.with_label_values(&[kind, service, name, protocol]).inc();
     }
 
-    /// Counts the end of a call of `method` with `code`, which took `seconds`.
-    pub fn handled(&self, method: &MethodLabels, code: Code, seconds: f64) {
+    /// Counts the end of a call of `method` in `protocol` with `code`, which took `seconds`.
+    pub fn handled(&self, method: &MethodLabels, protocol: &'static str, code: Code, seconds: f64) {
         let [kind, service, name] = method.values();
-        self.handled.with_label_values(&[kind, service, name, code_name(code)]).inc();
-        self.handling.with_label_values(&[kind, service, name]).observe(seconds);
+        self.handled.with_label_values(&[kind, service, name, protocol, code_name(code)]).inc();
+        self.handling.with_label_values(&[kind, service, name, protocol]).observe(seconds);
     }
 }
 
@@ -173,13 +178,13 @@ mod tests {
         let metrics = Metrics::new();
         let server = metrics.grpc_server();
         let method = MethodLabels { kind: "unary", service: "users.v1.UserService".into(), method: "GetUser".into() };
-        server.started(&method);
-        server.handled(&method, Code::NotFound, 0.002);
+        server.started(&method, "connect");
+        server.handled(&method, "connect", Code::NotFound, 0.002);
         let text = metrics.render();
         assert!(text.contains("# TYPE grpc_server_handled_total counter"), "{text}");
         assert!(
             text.contains(
-                r#"grpc_server_handled_total{grpc_code="NotFound",grpc_method="GetUser",grpc_service="users.v1.UserService",grpc_type="unary"} 1"#
+                r#"grpc_server_handled_total{grpc_code="NotFound",grpc_method="GetUser",grpc_service="users.v1.UserService",grpc_type="unary",rpc_protocol="connect"} 1"#
             ),
             "{text}"
         );

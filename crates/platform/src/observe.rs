@@ -120,8 +120,7 @@ where
         );
         // A missing or malformed traceparent starts a new trace; the layer is always there.
         let _ = span.set_parent(otel::extract(request.headers()));
-        let mut call = Call::start(Side::Server, span.clone(), self.layer.metrics.clone(), labels);
-        call.protocol = protocol;
+        let call = Call::start(Side::Server, span.clone(), self.layer.metrics.clone(), labels, protocol);
         let future = span.in_scope(|| self.inner.call(request)).instrument(span.clone());
         ObservedFuture { inner: future, call: Some(call), classify: |_| Code::Unknown }
     }
@@ -194,7 +193,8 @@ where
             server.port = request.uri().port_u16(),
         );
         otel::inject(&span.context(), request.headers_mut());
-        let call = Call::start(Side::Client, span.clone(), self.layer.metrics.clone(), labels);
+        // Our clients speak gRPC only.
+        let call = Call::start(Side::Client, span.clone(), self.layer.metrics.clone(), labels, Protocol::Grpc);
         let to_box: fn(S::Error) -> BoxError = Into::into;
         let future = span.in_scope(|| self.inner.call(request)).map_err(to_box).instrument(span.clone());
         ObservedFuture { inner: future, call: Some(call), classify: client_error_code }
@@ -326,14 +326,14 @@ struct Call {
     labels: MethodLabels,
     start: Instant,
     ended: bool,
-    /// The protocol the call arrived in (server side only).
+    /// The protocol the call arrived in (sent in, on the client side).
     protocol: Protocol,
 }
 
 impl Call {
-    fn start(side: Side, span: Span, metrics: GrpcMetrics, labels: MethodLabels) -> Self {
-        metrics.started(&labels);
-        Self { side, span, metrics, labels, start: Instant::now(), ended: false, protocol: Protocol::Grpc }
+    fn start(side: Side, span: Span, metrics: GrpcMetrics, labels: MethodLabels, protocol: Protocol) -> Self {
+        metrics.started(&labels, protocol.as_str());
+        Self { side, span, metrics, labels, start: Instant::now(), ended: false, protocol }
     }
 
     fn end(mut self, code: Code) {
@@ -343,7 +343,7 @@ impl Call {
     fn finish(&mut self, code: Code) {
         self.ended = true;
         let elapsed = self.start.elapsed();
-        self.metrics.handled(&self.labels, code, elapsed.as_secs_f64());
+        self.metrics.handled(&self.labels, self.protocol.as_str(), code, elapsed.as_secs_f64());
         self.span.record("rpc.grpc.status_code", code as i32);
         // OpenTelemetry's gRPC conventions: on the server only codes that mean a
         // server fault are errors; on the client every non-OK code is.
@@ -466,7 +466,7 @@ mod tests {
         let (header, handler_trace) = &seen[0];
         assert!(header.starts_with(&format!("00-{caller_trace}-")), "traceparent {header:?} continues {caller_trace}");
         assert_eq!(handler_trace, &caller_trace, "the handler runs in a span of the caller's trace");
-        let counted = r#"{grpc_code="NotFound",grpc_method="GetUserByEmail",grpc_service="users.v1.UserService",grpc_type="unary"} 1"#;
+        let counted = r#"{grpc_code="NotFound",grpc_method="GetUserByEmail",grpc_service="users.v1.UserService",grpc_type="unary",rpc_protocol="grpc"} 1"#;
         let server_text = server_metrics.render();
         assert!(server_text.contains(&format!("grpc_server_handled_total{counted}")), "{server_text}");
         // Both sides count before the trailers move on, so both counts are in by now.
@@ -475,22 +475,63 @@ mod tests {
 
         // A response with a message ends with its trailers, not as a cancellation.
         client.create_user(CreateUserRequest::default()).await.expect("created");
-        let ok = r#"{grpc_code="OK",grpc_method="CreateUser",grpc_service="users.v1.UserService",grpc_type="unary"} 1"#;
+        let ok = r#"{grpc_code="OK",grpc_method="CreateUser",grpc_service="users.v1.UserService",grpc_type="unary",rpc_protocol="grpc"} 1"#;
         let server_text = server_metrics.render();
         assert!(server_text.contains(&format!("grpc_server_handled_total{ok}")), "{server_text}");
         let client_text = client_metrics.render();
         assert!(client_text.contains(&format!("grpc_client_handled_total{ok}")), "{client_text}");
     }
 
+    /// A [`Server`] counting into `metrics`, over a handler that answers every call with `status()`.
+    fn observed_handler(
+        metrics: &Metrics,
+        status: fn() -> Status,
+    ) -> Server<impl Service<http::Request<()>, Response = http::Response<String>, Error = std::convert::Infallible>>
+    {
+        let handler = tower::service_fn(move |_: http::Request<()>| async move {
+            Ok::<_, std::convert::Infallible>(status().into_http::<String>())
+        });
+        let local: SocketAddr = "127.0.0.1:1".parse().expect("address");
+        ServerLayer::new(metrics, &[api::FILE_DESCRIPTOR_SET], local).layer(handler)
+    }
+
+    #[tokio::test]
+    async fn each_call_is_counted_and_logged_under_the_protocol_it_arrived_in() {
+        let (logs, _guard) = crate::redact::captured::logs();
+        let metrics = Metrics::new();
+        let mut service = observed_handler(&metrics, || Status::not_found("nobody"));
+        // As the Connect layer tags them; an untagged request is gRPC.
+        for protocol in [Some(Protocol::Connect), Some(Protocol::Connect), Some(Protocol::GrpcWeb), None] {
+            let mut request = http::Request::builder().uri("/users.v1.UserService/GetUser").body(()).expect("request");
+            if let Some(protocol) = protocol {
+                request.extensions_mut().insert(protocol);
+            }
+            service.call(request).await.expect("answered");
+        }
+        let text = metrics.render();
+        let handled: Vec<_> = text.lines().filter(|line| line.starts_with("grpc_server_handled_total{")).collect();
+        let series = |protocol: &str, n: u32| {
+            format!(
+                r#"grpc_server_handled_total{{grpc_code="NotFound",grpc_method="GetUser",grpc_service="users.v1.UserService",grpc_type="unary",rpc_protocol="{protocol}"}} {n}"#
+            )
+        };
+        assert_eq!(handled, [series("connect", 2), series("grpc", 1), series("grpc_web", 1)]);
+        for family in ["grpc_server_started_total{", "grpc_server_handling_seconds_count{"] {
+            let protocols =
+                text.lines().filter(|line| line.starts_with(family) && line.contains("rpc_protocol=")).count();
+            assert_eq!(protocols, 3, "{family} has one series per protocol: {text}");
+        }
+        let logs = logs.text();
+        for protocol in ["connect", "grpc_web", "grpc"] {
+            assert!(logs.contains(&format!(r#"rpc.protocol="{protocol}""#)), "{protocol} in the lines: {logs}");
+        }
+    }
+
     #[tokio::test]
     async fn a_thousand_distinct_unknown_paths_leave_one_series_and_no_trace_in_span_names() {
         let (logs, _guard) = crate::redact::captured::logs();
         let metrics = Metrics::new();
-        let unimplemented = tower::service_fn(|_: http::Request<()>| async {
-            Ok::<_, std::convert::Infallible>(Status::unimplemented("no such method").into_http::<String>())
-        });
-        let local: SocketAddr = "127.0.0.1:1".parse().expect("address");
-        let mut service = ServerLayer::new(&metrics, &[api::FILE_DESCRIPTOR_SET], local).layer(unimplemented);
+        let mut service = observed_handler(&metrics, || Status::unimplemented("no such method"));
         for n in 0..1000 {
             let request =
                 http::Request::builder().uri(format!("/probe{n}.Service/Method{n}")).body(()).expect("request");
@@ -502,7 +543,7 @@ mod tests {
         assert_eq!(
             handled,
             [
-                r#"grpc_server_handled_total{grpc_code="Unimplemented",grpc_method="unknown",grpc_service="unknown",grpc_type="unknown"} 1000"#
+                r#"grpc_server_handled_total{grpc_code="Unimplemented",grpc_method="unknown",grpc_service="unknown",grpc_type="unknown",rpc_protocol="grpc"} 1000"#
             ],
         );
         assert_eq!(series("grpc_server_started_total{").len(), 1, "{text}");

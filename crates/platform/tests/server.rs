@@ -97,7 +97,7 @@ async fn a_server_at_its_limit_answers_the_next_call_unavailable_at_once_and_sti
     release.notify_one();
     first.await.expect("joins").expect("the call holding the slot finishes normally");
     let text = metrics.render();
-    let shed = r#"grpc_server_handled_total{grpc_code="Unavailable",grpc_method="GetUser",grpc_service="users.v1.UserService",grpc_type="unary"} 1"#;
+    let shed = r#"grpc_server_handled_total{grpc_code="Unavailable",grpc_method="GetUser",grpc_service="users.v1.UserService",grpc_type="unary",rpc_protocol="grpc"} 1"#;
     assert!(text.lines().any(|line| line == shed), "the shed call is not counted as Unavailable:\n{text}");
 
     let _ = stop.send(());
