@@ -463,6 +463,13 @@ impl ConnectError {
     }
 }
 
+/// The code of a Connect error's `code` name (Connect spec, "Error Codes"), e.g.
+/// `invalid_argument`; `unknown` for a name the spec does not define: how a Connect
+/// client reads an error body.
+pub fn code_of(name: &str) -> Code {
+    (0..=16).map(Code::from_i32).find(|code| code_name(*code) == name).unwrap_or(Code::Unknown)
+}
+
 /// The Connect name of a code (Connect spec, "Error Codes").
 fn code_name(code: Code) -> &'static str {
     match code {
@@ -1074,6 +1081,15 @@ mod tests {
         }
         assert_eq!(code_name(Code::Cancelled), "canceled");
         assert_eq!(code_name(Code::InvalidArgument), "invalid_argument");
+    }
+
+    #[test]
+    fn every_code_reads_back_from_its_connect_name_and_a_made_up_name_is_unknown() {
+        for code in (0..=16).map(Code::from_i32) {
+            assert_eq!(code_of(code_name(code)), code);
+        }
+        assert_eq!(code_of("cancelled"), Code::Unknown, "the spec spells it canceled");
+        assert_eq!(code_of(""), Code::Unknown);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod connect;
 pub mod consul;
 pub mod load;
 pub mod tls;

@@ -2,6 +2,9 @@
 //! and one orders replica, driven by real traffic, then a summary. Authentication is on:
 //! a throwaway Ed25519 key made at start signs short-lived tokens for the demo's calls
 //! and for orders' calls to users; orders calls users over mTLS with a throwaway CA.
+//! Most calls are gRPC; some go to orders over Connect JSON (HTTP/1.1 `POST`, and a
+//! cacheable `GET`) on the same port, and the summary shows the calls per protocol as
+//! the services' own metrics count them.
 
 use std::{
     collections::BTreeMap,
@@ -18,7 +21,11 @@ use api::{
     users::v1::{CreateUserRequest, user_service_client::UserServiceClient},
 };
 use clap::Parser;
-use stack::{Service, auth::DevAuth, new_traceparent, orders_env, tls::DevTls, traced_request, users_env};
+use serde_json::json;
+use stack::{
+    Service, auth::DevAuth, connect::ConnectJson, new_traceparent, orders_env, sample, scrape, tls::DevTls,
+    traced_request, users_env,
+};
 use tonic::{Code, Status, transport::Channel};
 
 /// Command line of the demo.
@@ -87,6 +94,16 @@ async fn main() -> anyhow::Result<()> {
     let users_channel = tls.channel(&users_a).await?;
     let outcome = drive(&mut recorder, &auth, users_channel, &orders.address, args.orders).await;
 
+    // Calls per protocol as each service counts them (its `rpc_protocol` metric label).
+    let mut per_protocol = Vec::new();
+    for service in [&orders, &users_a, &users_b] {
+        let metrics = scrape(service).await?;
+        let counts = PROTOCOLS.map(|protocol| {
+            (protocol, sample(&metrics, "grpc_server_handled_total", &[("rpc_protocol", protocol)]) as u64)
+        });
+        per_protocol.push((service.name.clone(), counts));
+    }
+
     let mut exits = Vec::new();
     for service in [&mut orders, &mut users_a, &mut users_b] {
         exits.push((service.name.clone(), service.stop().await?));
@@ -123,6 +140,11 @@ async fn main() -> anyhow::Result<()> {
         "users.v1.UserService/GetUserByEmail per replica (orders' round-robin): {}",
         spread.iter().map(|(name, n)| format!("{name} {n}")).collect::<Vec<_>>().join(", ")
     );
+    println!("calls per protocol (each service's grpc_server_handled_total by rpc_protocol):");
+    for (name, counts) in &per_protocol {
+        let counts = counts.iter().map(|(protocol, n)| format!("{protocol} {n}")).collect::<Vec<_>>().join(", ");
+        println!("  {name}: {counts}");
+    }
     println!(
         "exit codes after SIGTERM: {}",
         exits.iter().map(|(n, c)| format!("{n} {c}")).collect::<Vec<_>>().join(", ")
@@ -143,6 +165,9 @@ async fn main() -> anyhow::Result<()> {
     println!("logs: {}", dir.display());
     ensure!(traced_lines >= 2, "the orders and users log lines of the traced call should carry its trace id");
     ensure!(spread.iter().all(|(_, n)| *n > 0), "every users replica should have served GetUserByEmail");
+    let connect_calls: u64 =
+        per_protocol.iter().flat_map(|(_, counts)| counts).filter(|(p, _)| *p == "connect").map(|(_, n)| n).sum();
+    ensure!(connect_calls > 0, "the services should have counted the Connect calls under rpc_protocol=connect");
     ensure!(exits.iter().all(|(_, code)| *code == 0), "every service should exit 0 after SIGTERM");
     let unexpected: usize = by_code.iter().filter(|(code, _)| *code != "InvalidArgument").map(|(_, n)| n).sum();
     ensure!(unexpected == 0, "calls failed unexpectedly: {by_code:?}");
@@ -151,16 +176,17 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// The traffic: users, orders (one retried with its idempotency key), one invalid
-/// request, paging, and a watched order going through its life. Returns what it saw
-/// and the trace id the first CreateOrder was sent with.
+/// request, paging, and a watched order going through its life; every fourth order
+/// over Connect JSON and one GetOrder as a Connect `GET` (orders' port is plaintext;
+/// users' takes mTLS clients), the rest over gRPC. Returns what it saw and the trace id the first CreateOrder was sent with.
 async fn drive(
     recorder: &mut Recorder,
     auth: &DevAuth,
     users_channel: Channel,
-    orders: &str,
+    orders_url: &str,
     order_count: usize,
 ) -> anyhow::Result<(Vec<String>, String)> {
-    let orders_channel = Channel::from_shared(orders.to_owned())?.connect().await?;
+    let orders_channel = Channel::from_shared(orders_url.to_owned())?.connect().await?;
     // An unauthenticated call is refused before any work is done.
     let anonymous = UserServiceClient::new(users_channel.clone())
         .create_user(CreateUserRequest { email: "anonymous@example.com".to_owned(), name: "Anon".to_owned() })
@@ -169,6 +195,7 @@ async fn drive(
     ensure!(anonymous.code() == Code::Unauthenticated, "a call without a token is UNAUTHENTICATED: {anonymous:?}");
     let mut users = UserServiceClient::with_interceptor(users_channel, auth.bearer("demo", "users", &[]));
     let mut orders = OrderServiceClient::with_interceptor(orders_channel, auth.bearer("demo", "orders", &[]));
+    let orders_connect = ConnectJson::new(orders_url, auth.token("demo", "orders", &[]));
     let mut story = vec![format!("no token: {:?} \"{}\"", anonymous.code(), anonymous.message())];
 
     let customers: Vec<String> = (1..=5).map(|i| format!("customer{i}@example.com")).collect();
@@ -177,7 +204,7 @@ async fn drive(
         recorder.call("CreateUser", users.create_user(request)).await?;
     }
 
-    let mut placed = Vec::new();
+    let (mut placed, mut over_connect): (Vec<String>, usize) = (Vec::new(), 0);
     // The first order is sent with a traceparent, as a traced client would: its trace
     // id is known before the call and printed in the summary.
     let (trace_id, traceparent) = new_traceparent();
@@ -188,10 +215,36 @@ async fn drive(
             currency: ["USD", "EUR", "GBP"][i % 3].to_owned(),
             idempotency_key: format!("demo-order-{i}"),
         };
+        if i % 4 == 3 {
+            // Every fourth order over Connect JSON: the same handler, proto3 JSON field names.
+            let message = json!({
+                "customerEmail": request.customer_email,
+                "totalCents": request.total_cents.to_string(),
+                "currency": request.currency,
+                "idempotencyKey": request.idempotency_key,
+            });
+            let answer = recorder
+                .call("CreateOrder", orders_connect.post("orders.v1.OrderService/CreateOrder", &message))
+                .await?;
+            placed.push(order_id(&answer)?);
+            over_connect += 1;
+            continue;
+        }
         let request = if i == 0 { traced_request(request, &traceparent)? } else { tonic::Request::new(request) };
         let order = recorder.call("CreateOrder", orders.create_order(request)).await?.into_inner().order;
-        placed.push(order.context("CreateOrder returns the order")?);
+        placed.push(order.context("CreateOrder returns the order")?.id);
     }
+    let first_id = placed.first().context("at least one order (--orders)")?.clone();
+    let first = recorder
+        .call("GetOrder", orders_connect.get("orders.v1.OrderService/GetOrder", &json!({"id": first_id})))
+        .await?;
+    ensure!(order_id(&first)? == first_id, "GetOrder over GET returns the order: {first}");
+    story.push(format!(
+        "Connect JSON: {over_connect} of {} orders placed by POST; GetOrder {first_id} by GET ({} {})",
+        placed.len(),
+        first["order"]["totalCents"],
+        first["order"]["currency"]
+    ));
 
     // A client retry: the same request with the same idempotency key.
     let retry = CreateOrderRequest {
@@ -201,8 +254,8 @@ async fn drive(
         idempotency_key: "demo-order-0".to_owned(),
     };
     let replayed = recorder.call("CreateOrder", orders.create_order(retry)).await?.into_inner().order;
-    ensure!(replayed.as_ref().map(|o| &o.id) == Some(&placed[0].id), "a retried CreateOrder returns the first order");
-    story.push(format!("idempotent retry: same key returned order {} again", placed[0].id));
+    ensure!(replayed.as_ref().map(|o| &o.id) == Some(&first_id), "a retried CreateOrder returns the first order");
+    story.push(format!("idempotent retry: same key returned order {} again", first_id));
 
     let invalid = CreateOrderRequest {
         customer_email: customers[1].clone(),
@@ -231,7 +284,7 @@ async fn drive(
     ensure!(listed == placed.len(), "paging lists every order once: {listed} of {}", placed.len());
     story.push(format!("paging: {listed} orders in {pages} pages of up to 15"));
 
-    let watched = placed[placed.len() / 2].id.clone();
+    let watched = placed[placed.len() / 2].clone();
     let mut events = recorder
         .call("WatchOrder", orders.watch_order(WatchOrderRequest { order_id: watched.clone() }))
         .await?
@@ -247,6 +300,14 @@ async fn drive(
     ensure!(kinds == expected, "WatchOrder sees created, shipped, delivered; saw {kinds:?}");
     story.push(format!("watch {watched}: {}", kinds.iter().map(|k| k.as_str_name()).collect::<Vec<_>>().join(" -> ")));
     Ok((story, trace_id))
+}
+
+/// The `rpc_protocol` label values, in the order the summary prints them.
+const PROTOCOLS: [&str; 3] = ["grpc", "connect", "grpc_web"];
+
+/// The `order.id` of a Connect JSON answer holding an order.
+fn order_id(answer: &serde_json::Value) -> anyhow::Result<String> {
+    answer["order"]["id"].as_str().map(str::to_owned).context("the answer has order.id")
 }
 
 fn ms(duration: Duration) -> f64 {
