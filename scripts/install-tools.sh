@@ -2,6 +2,8 @@
 # Installs what `make test` needs when it is missing, pinned, idempotently:
 #   PostgreSQL server  Debian package `postgresql`; curl (the gRPC-Web system test)
 #   buf                npm `@bufbuild/buf`, under .tools/npm
+#   TypeScript client  the npm packages of crates/stack/tests/typescript (`npm ci` from its committed
+#                      lock file), under .tools/typescript-LOCKHASH, linked as its node_modules
 #   grpcurl            built from the Go module proxy, under .tools/grpcurl-VERSION
 #   consul             built from the Go module proxy, under .tools/consul-VERSION
 #   jaeger (v2)        built from the Go module proxy, under .tools/jaeger-VERSION
@@ -48,6 +50,20 @@ if [ ! -x "$buf" ] || [ "$("$buf" --version 2>/dev/null)" != "$BUF_VERSION" ]; t
   npm install --no-save --no-audit --no-fund --loglevel=error --prefix "$TOOLS/npm" "@bufbuild/buf@$BUF_VERSION"
 fi
 ln -sf "$buf" "$TOOLS/bin/buf"
+
+# Keyed by the lock file's hash: a changed lock installs afresh, an unchanged one is skipped.
+typescript=crates/stack/tests/typescript
+typescript_dir=$TOOLS/typescript-$(sha256sum "$typescript/package-lock.json" | cut -c1-12)
+if [ ! -e "$typescript_dir/installed" ]; then
+  echo "install-tools: the TypeScript client test's npm packages ($typescript/package-lock.json)"
+  rm -rf "$typescript_dir"
+  mkdir -p "$typescript_dir"
+  cp "$typescript/package.json" "$typescript/package-lock.json" "$typescript_dir/"
+  # In the directory itself: `npm ci --prefix` takes the directory's name for the root package.
+  (cd "$typescript_dir" && npm ci --no-audit --no-fund --loglevel=error)
+  touch "$typescript_dir/installed"
+fi
+ln -sfn "$typescript_dir/node_modules" "$typescript/node_modules"
 
 grpcurl=$TOOLS/grpcurl-$GRPCURL_VERSION/grpcurl
 if [ ! -x "$grpcurl" ]; then
