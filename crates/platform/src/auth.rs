@@ -35,6 +35,8 @@ use serde::{Deserialize, Serialize};
 use tonic::Status;
 use tower::{Layer, Service};
 
+use crate::files::FileStamp;
+
 /// Path prefix of the health service, always open (probes and balancers hold no token).
 const HEALTH: &str = "/grpc.health.v1.Health/";
 /// Path prefixes of server reflection (v1 and v1alpha).
@@ -218,7 +220,7 @@ impl Claims {
 /// The keys of the JWKS file and when they were read.
 struct KeySet {
     keys: Vec<(Option<String>, DecodingKey)>,
-    stamp: Option<(SystemTime, u64)>,
+    stamp: Option<FileStamp>,
     checked: Instant,
 }
 
@@ -323,8 +325,8 @@ impl Authenticator {
         Err(last)
     }
 
-    /// Re-reads the JWKS file when `jwks_refresh` has passed and its modification time
-    /// or size changed; a file that does not read keeps the keys in use (WARN).
+    /// Re-reads the JWKS file when `jwks_refresh` has passed and it changed (see
+    /// [`FileStamp`]); a file that does not read keeps the keys in use (WARN).
     fn reload_if_changed(&self, keys: &RwLock<KeySet>) {
         let Some(path) = &self.config.jwks_file else { return };
         {
@@ -356,13 +358,12 @@ impl Authenticator {
     }
 }
 
-/// The modification time and size of `path`, if it can be read.
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
-    let metadata = std::fs::metadata(path).ok()?;
-    Some((metadata.modified().ok()?, metadata.len()))
+/// The stamp of `path`, if it can be read.
+fn stamp(path: &Path) -> Option<FileStamp> {
+    FileStamp::of(path)
 }
 
-type Keys = (Vec<(Option<String>, DecodingKey)>, Option<(SystemTime, u64)>);
+type Keys = (Vec<(Option<String>, DecodingKey)>, Option<FileStamp>);
 
 /// The usable keys of the JWKS file at `path` and its stamp.
 fn read_jwks(path: &Path) -> Result<Keys, JwksError> {
@@ -477,7 +478,7 @@ pub struct CallerToken(Arc<TokenSource>);
 
 enum TokenSource {
     Fixed(HeaderValue),
-    File { path: PathBuf, cached: Mutex<Option<((SystemTime, u64), HeaderValue)>> },
+    File { path: PathBuf, cached: Mutex<Option<(FileStamp, HeaderValue)>> },
 }
 
 impl fmt::Debug for CallerToken {
@@ -528,8 +529,8 @@ impl CallerToken {
             TokenSource::File { path, cached } => {
                 let mut cached = cached.lock().unwrap_or_else(|p| p.into_inner());
                 let now = stamp(path);
-                if let (Some(now), Some((seen, value))) = (now, cached.as_ref())
-                    && now == *seen
+                if let (Some(now), Some((seen, value))) = (now.as_ref(), cached.as_ref())
+                    && now == seen
                 {
                     return Some(value.clone());
                 }

@@ -22,6 +22,7 @@ pub mod deadline;
 pub mod discovery;
 pub mod email;
 pub mod fault;
+pub mod files;
 pub mod health;
 pub mod id;
 pub mod methods;

@@ -28,7 +28,7 @@ use std::{
     pin::Pin,
     sync::{Arc, Mutex, PoisonError},
     task::{Context, Poll},
-    time::{Duration, SystemTime},
+    time::Duration,
 };
 
 use futures::{Stream, StreamExt};
@@ -47,7 +47,10 @@ use tokio::{
 };
 use tonic::transport::server::Connected;
 
-use crate::connections::{Connection, ConnectionInfo};
+use crate::{
+    connections::{Connection, ConnectionInfo},
+    files::FileStamp,
+};
 
 /// How long a client may take to finish its TLS handshake before the connection is closed.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -113,12 +116,11 @@ fn optional_key_file<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Optio
     key_file(deserializer).map(Some)
 }
 
-/// The modification time and size of a file, to notice that it changed.
-type Stamp = Option<(SystemTime, u64)>;
+/// What a file looked like, to notice that it changed (see [`FileStamp`]).
+type Stamp = Option<FileStamp>;
 
 fn stamp(path: &Path) -> Stamp {
-    let metadata = std::fs::metadata(path).ok()?;
-    Some((metadata.modified().ok()?, metadata.len()))
+    FileStamp::of(path)
 }
 
 /// A rustls config built from files, built again when any of them changes (see the
