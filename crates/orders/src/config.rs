@@ -171,12 +171,13 @@ mod tests {
     }
 
     #[test]
-    fn an_https_users_endpoint_is_refused_at_load_naming_the_key_and_the_variable() {
+    fn an_https_users_endpoint_without_a_tls_section_is_refused_at_load_naming_the_key_and_the_variable() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("ORDERS_USERS__ENDPOINTS", "[https://users.internal:50051]");
-            let error = Config::load(None).expect_err("TLS is not spoken yet").to_string();
-            assert!(error.contains("users.endpoints") && error.contains("ORDERS_USERS__ENDPOINTS"), "{error}");
-            assert!(error.contains("use http://") && !error.contains('\n'), "{error}");
+            let error = Config::load(None).expect_err("no TLS settings to speak it with").to_string();
+            assert!(error.contains("`users`") && error.contains("`endpoints`"), "{error}");
+            assert!(error.contains("ORDERS_USERS__ENDPOINTS"), "{error}");
+            assert!(error.contains("needs the `tls` section") && !error.contains('\n'), "{error}");
             Ok(())
         });
     }
