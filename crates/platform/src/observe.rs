@@ -20,6 +20,10 @@ use std::{
     error::Error as StdError,
     net::SocketAddr,
     pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Context, Poll, ready},
     time::Instant,
 };
@@ -86,7 +90,7 @@ pub struct Server<S> {
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Server<S>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S: Service<Request<ClientGoneBody<ReqBody>>, Response = Response<ResBody>>,
     ResBody: Body,
 {
     type Response = Response<ObservedBody<ResBody>>;
@@ -120,7 +124,10 @@ where
         );
         // A missing or malformed traceparent starts a new trace; the layer is always there.
         let _ = span.set_parent(otel::extract(request.headers()));
-        let call = Call::start(Side::Server, span.clone(), self.layer.metrics.clone(), labels, protocol);
+        let mut call = Call::start(Side::Server, span.clone(), self.layer.metrics.clone(), labels, protocol);
+        let gone = Arc::new(AtomicBool::new(false));
+        call.client_gone = Some(gone.clone());
+        let request = request.map(|body| ClientGoneBody { inner: body, gone });
         let future = span.in_scope(|| self.inner.call(request)).instrument(span.clone());
         ObservedFuture { inner: future, call: Some(call), classify: |_| Code::Unknown }
     }
@@ -205,6 +212,38 @@ where
 /// UNAVAILABLE (no connection).
 fn client_error_code(error: &BoxError) -> Code {
     error.downcast_ref::<Status>().map_or(Code::Unavailable, Status::code)
+}
+
+pin_project! {
+    /// A served call's request body that notes when it fails: the client reset the
+    /// stream (RST_STREAM) or the connection went away while the request was read.
+    pub struct ClientGoneBody<B> {
+        #[pin]
+        inner: B,
+        gone: Arc<AtomicBool>,
+    }
+}
+
+impl<B: Body> Body for ClientGoneBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let frame = ready!(this.inner.poll_frame(cx));
+        if matches!(frame, Some(Err(_))) {
+            this.gone.store(true, Ordering::Relaxed);
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 pin_project! {
@@ -328,12 +367,16 @@ struct Call {
     ended: bool,
     /// The protocol the call arrived in (sent in, on the client side).
     protocol: Protocol,
+    /// Set when the client reset the call while its request was being read (served
+    /// calls only): whatever status the handler then made of the missing request, the
+    /// call is counted and logged CANCELLED.
+    client_gone: Option<Arc<AtomicBool>>,
 }
 
 impl Call {
     fn start(side: Side, span: Span, metrics: GrpcMetrics, labels: MethodLabels, protocol: Protocol) -> Self {
         metrics.started(&labels, protocol.as_str());
-        Self { side, span, metrics, labels, start: Instant::now(), ended: false, protocol }
+        Self { side, span, metrics, labels, start: Instant::now(), ended: false, protocol, client_gone: None }
     }
 
     fn end(mut self, code: Code) {
@@ -342,6 +385,11 @@ impl Call {
 
     fn finish(&mut self, code: Code) {
         self.ended = true;
+        // tonic answers a unary call whose client reset it before its request message
+        // arrived INTERNAL "Missing request message.": no server fault, and no one to
+        // answer.
+        let gone = self.client_gone.as_ref().is_some_and(|gone| gone.load(Ordering::Relaxed));
+        let code = if gone && matches!(code, Code::Internal | Code::Unknown) { Code::Cancelled } else { code };
         let elapsed = self.start.elapsed();
         self.metrics.handled(&self.labels, self.protocol.as_str(), code, elapsed.as_secs_f64());
         self.span.record("rpc.grpc.status_code", code as i32);
@@ -486,9 +534,10 @@ mod tests {
     fn observed_handler(
         metrics: &Metrics,
         status: fn() -> Status,
-    ) -> Server<impl Service<http::Request<()>, Response = http::Response<String>, Error = std::convert::Infallible>>
-    {
-        let handler = tower::service_fn(move |_: http::Request<()>| async move {
+    ) -> Server<
+        impl Service<http::Request<ClientGoneBody<()>>, Response = http::Response<String>, Error = std::convert::Infallible>,
+    > {
+        let handler = tower::service_fn(move |_: http::Request<ClientGoneBody<()>>| async move {
             Ok::<_, std::convert::Infallible>(status().into_http::<String>())
         });
         let local: SocketAddr = "127.0.0.1:1".parse().expect("address");

@@ -172,3 +172,70 @@ async fn a_caller_over_its_quota_is_answered_resource_exhausted_with_a_pushback_
     assert_eq!(other.code(), Code::Unimplemented, "bob has his own quota: {other:?}");
     let _ = std::fs::remove_file(jwks);
 }
+
+#[tokio::test]
+async fn a_call_its_client_cancels_before_sending_the_request_is_counted_cancelled_not_internal() {
+    use http_body_util::StreamBody;
+    use tower::{Service, ServiceExt};
+
+    let metrics = Metrics::new();
+    let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let held = Held { entered, release };
+    let mut config = ServerConfig::on_port(0);
+    config.drain_period = Duration::ZERO;
+    let server = GrpcServer::bind(&config, api::FILE_DESCRIPTOR_SET, &metrics)
+        .await
+        .expect("bind")
+        .add_service(UserServiceServer::new(held))
+        .authenticate(Authenticator::new(&AuthConfig::none()).expect("nothing to read"));
+    let address = format!("http://{}", server.local_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.serve(async move {
+        let _ = stopped.await;
+    }));
+    let mut channel = Channel::from_shared(address.clone()).expect("a valid address").connect().await.expect("connect");
+
+    // Headers go out; the request message never does (as with a hedge's loser that is
+    // cancelled at once).
+    let (_body_sender, body) = tokio::sync::mpsc::channel::<Result<http_body::Frame<bytes::Bytes>, Status>>(1);
+    let body = tonic::body::Body::new(StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(body)));
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(format!("{address}/users.v1.UserService/GetUser"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(body)
+        .expect("a request");
+    let call = channel.ready().await.expect("ready").call(request);
+    let call = tokio::spawn(call);
+    let started = r#"grpc_server_started_total{grpc_method="GetUser",grpc_service="users.v1.UserService",grpc_type="unary",rpc_protocol="grpc"} 1"#;
+    tokio::time::timeout(DEADLINE, async {
+        while !metrics.render().lines().any(|line| line == started) {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the server sees the call start");
+    call.abort();
+
+    let handled = |text: &str| {
+        text.lines()
+            .find(|line| line.starts_with("grpc_server_handled_total{") && line.contains(r#"grpc_method="GetUser""#))
+            .map(str::to_owned)
+    };
+    let line = tokio::time::timeout(DEADLINE, async {
+        loop {
+            if let Some(line) = handled(&metrics.render()) {
+                return line;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the call ends");
+    // go-grpc-middleware's label spells the code `Canceled`.
+    assert!(line.contains(r#"grpc_code="Canceled""#), "{line}");
+
+    let _ = stop.send(());
+    serving.await.expect("joins").expect("serves cleanly");
+}

@@ -200,7 +200,9 @@ fn bad_auth_settings_are_config_errors_naming_the_key() {
 async fn the_log_line_of_a_call_names_the_subject_and_never_the_token() {
     let (logs, _guard) = crate::redact::captured::logs();
     let (issuer, _, auth) = setup();
-    let ok = tower::service_fn(|_: Request<()>| async { Ok::<_, Infallible>(Status::ok("").into_http::<String>()) });
+    let ok = tower::service_fn(|_: Request<crate::observe::ClientGoneBody<()>>| async {
+        Ok::<_, Infallible>(Status::ok("").into_http::<String>())
+    });
     let local = "127.0.0.1:1".parse().expect("address");
     let metrics = crate::metrics::Metrics::new();
     let mut service = tower::ServiceBuilder::new()
