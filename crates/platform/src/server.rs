@@ -421,17 +421,7 @@ mod tests {
         assert!(accepted.get_ref().nodelay().expect("readable option"), "Nagle's algorithm is still on");
     }
 
-    /// A config with a server section, as the services' configs have.
-    #[derive(Debug, serde::Serialize, serde::Deserialize)]
-    struct Sample {
-        server: ServerConfig,
-    }
-
-    impl Default for Sample {
-        fn default() -> Self {
-            Self { server: ServerConfig::on_port(0) }
-        }
-    }
+    use crate::test_support::ServerSection as Sample;
 
     #[test]
     // figment::Jail's closures return figment::Error, which is large; that is its API.

@@ -3,6 +3,22 @@
 
 pub mod dns;
 
+use crate::config::ServerConfig;
+
+/// A config of one `server` section, as both services' configs have, loaded with
+/// `platform::config::load` in tests of how [`ServerConfig`] parses (port 0 by default).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct ServerSection {
+    /// The section under test.
+    pub server: ServerConfig,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self { server: ServerConfig::on_port(0) }
+    }
+}
+
 use sqlx::{Connection, PgConnection};
 
 /// Creates an empty database with a unique name under the PostgreSQL server at

@@ -4,10 +4,11 @@ use std::time::Duration;
 
 use api::{orders::v1 as orders, users::v1 as users};
 use platform::{
-    config::{DatabaseUrl, ServerConfig},
+    config::DatabaseUrl,
     deadline::{encode_timeout, parse_timeout},
     email::Email,
     id::Id,
+    test_support::ServerSection,
 };
 use proptest::prelude::*;
 use prost::Message;
@@ -80,18 +81,6 @@ proptest! {
     }
 }
 
-/// A config with a server section, as the services have.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct Sample {
-    server: ServerConfig,
-}
-
-impl Default for Sample {
-    fn default() -> Self {
-        Self { server: ServerConfig::on_port(0) }
-    }
-}
-
 proptest! {
     // Each case loads a config in a figment jail: fewer cases keep it quick.
     #![proptest_config(ProptestConfig::with_cases(64))]
@@ -103,7 +92,7 @@ proptest! {
         let mut outcome = Ok(());
         figment::Jail::expect_with(|jail| {
             jail.set_env("SAMPLE_SERVER__IDLE_TIMEOUT", format!("\"{}\"", text.replace(['"', '\\'], "")));
-            if let Err(error) = platform::config::load::<Sample>("SAMPLE_", None) {
+            if let Err(error) = platform::config::load::<ServerSection>("SAMPLE_", None) {
                 let message = error.to_string();
                 if !message.contains("server.idle_timeout") {
                     outcome = Err(message);

@@ -56,15 +56,14 @@ fn get_user() -> Request<GetUserRequest> {
     request
 }
 
-#[tokio::test]
-async fn a_server_at_its_limit_answers_the_next_call_unavailable_at_once_and_still_answers_health() {
-    let mut config = ServerConfig::on_port(0);
-    config.max_concurrent_requests = NonZeroU32::MIN;
-    config.drain_period = Duration::ZERO;
-    let metrics = Metrics::new();
-    let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-    let held = Held { entered: entered.clone(), release: release.clone() };
-    let server = GrpcServer::bind(&config, api::FILE_DESCRIPTOR_SET, &metrics)
+/// `held` served open on port 0 under `config`, counted in `metrics`: its address, the
+/// sender that stops it, and the serving task.
+async fn serve_held(
+    config: &ServerConfig,
+    metrics: &Metrics,
+    held: Held,
+) -> (String, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<Result<(), tonic::transport::Error>>) {
+    let server = GrpcServer::bind(config, api::FILE_DESCRIPTOR_SET, metrics)
         .await
         .expect("bind")
         .add_service(UserServiceServer::new(held))
@@ -74,6 +73,18 @@ async fn a_server_at_its_limit_answers_the_next_call_unavailable_at_once_and_sti
     let serving = tokio::spawn(server.serve(async move {
         let _ = stopped.await;
     }));
+    (address, stop, serving)
+}
+
+#[tokio::test]
+async fn a_server_at_its_limit_answers_the_next_call_unavailable_at_once_and_still_answers_health() {
+    let mut config = ServerConfig::on_port(0);
+    config.max_concurrent_requests = NonZeroU32::MIN;
+    config.drain_period = Duration::ZERO;
+    let metrics = Metrics::new();
+    let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let held = Held { entered: entered.clone(), release: release.clone() };
+    let (address, stop, serving) = serve_held(&config, &metrics, held).await;
     let channel = Channel::from_shared(address).expect("a valid address").connect().await.expect("connect");
     let mut client = UserServiceClient::new(channel.clone());
 
@@ -179,20 +190,10 @@ async fn a_call_its_client_cancels_before_sending_the_request_is_counted_cancell
     use tower::{Service, ServiceExt};
 
     let metrics = Metrics::new();
-    let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-    let held = Held { entered, release };
+    let held = Held { entered: Arc::new(Notify::new()), release: Arc::new(Notify::new()) };
     let mut config = ServerConfig::on_port(0);
     config.drain_period = Duration::ZERO;
-    let server = GrpcServer::bind(&config, api::FILE_DESCRIPTOR_SET, &metrics)
-        .await
-        .expect("bind")
-        .add_service(UserServiceServer::new(held))
-        .authenticate(Authenticator::new(&AuthConfig::none()).expect("nothing to read"));
-    let address = format!("http://{}", server.local_addr());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(server.serve(async move {
-        let _ = stopped.await;
-    }));
+    let (address, stop, serving) = serve_held(&config, &metrics, held).await;
     let mut channel = Channel::from_shared(address.clone()).expect("a valid address").connect().await.expect("connect");
 
     // Headers go out; the request message never does (as with a hedge's loser that is
