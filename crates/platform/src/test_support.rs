@@ -162,8 +162,7 @@ impl ServiceBinary {
     /// # Panics
     /// When the directory cannot be created.
     pub fn scratch(&self, name: &str) -> std::path::PathBuf {
-        let service = self.prefix.trim_end_matches('_').to_ascii_lowercase();
-        let dir = std::env::temp_dir().join(format!("{service}-cli-{name}-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("{}-cli-{name}-{}", self.service(), std::process::id()));
         std::fs::create_dir_all(&dir).expect("a temp dir");
         dir
     }
@@ -181,8 +180,7 @@ impl ServiceBinary {
                 command.env_remove(key);
             }
         }
-        let service = self.prefix.trim_end_matches('_').to_ascii_lowercase();
-        let database = format!("sqlite://{}?mode=rwc", dir.join(format!("{service}.db")).display());
+        let database = format!("sqlite://{}?mode=rwc", dir.join(format!("{}.db", self.service())).display());
         command
             .args(args)
             .env(format!("{}SERVER__PORT", self.prefix), "0")
@@ -211,5 +209,101 @@ impl ServiceBinary {
         assert_eq!(exit.stderr.trim().lines().count(), 1, "one line: {}", exit.stderr);
         assert!(exit.stderr.contains(key) && exit.stderr.contains(variable), "{}", exit.stderr);
         exit.stderr
+    }
+
+    /// [`ServiceBinary::assert_refused`] for each of `cases`: (variable without the
+    /// prefix, bad value, the key the line must name).
+    ///
+    /// # Panics
+    /// When one is not refused so.
+    pub async fn assert_each_refused(&self, cases: &[(&str, &str, &str)]) {
+        for (variable, value, key) in cases {
+            self.assert_refused(key, &format!("{}{variable}", self.prefix), value, key).await;
+        }
+    }
+
+    /// Asserts the bad values of the config sections both services share (an unknown
+    /// key, `consul`, `database`) are refused as [`ServiceBinary::assert_refused`] says,
+    /// and that the refusal of a database URL does not quote its password.
+    ///
+    /// # Panics
+    /// When one is not refused so.
+    pub async fn assert_shared_config_refused(&self) {
+        self.assert_each_refused(&[
+            ("SERVR__PORT", "7000", "servr"),
+            ("CONSUL__ADDRESS", "127.0.0.1:8500", "consul.address"),
+            ("DATABASE__MAX_CONNECTIONS", "0", "database.max_connections"),
+            ("DATABASE__ACQUIRE_TIMEOUT", "0s", "database.acquire_timeout"),
+        ])
+        .await;
+        let variable = format!("{}DATABASE__URL", self.prefix);
+        let url = format!("mysql://app:hunter2@db/{}", self.service());
+        let stderr = self.assert_refused("scheme", &variable, &url, "database.url").await;
+        assert!(!stderr.contains("hunter2"), "{stderr}");
+    }
+
+    /// Asserts the variables kubelet sets in every pod of a namespace with a Service of
+    /// this binary's name (cluster IP `ip`, port `grpc` = `port`) do not stop it: they
+    /// share its prefix but are no config keys (`migrate` runs and exits 0).
+    ///
+    /// # Panics
+    /// When they stop it.
+    pub async fn assert_kubernetes_service_links_ignored(&self, ip: &str, port: u16) {
+        let prefix = self.prefix;
+        let links = [
+            (format!("{prefix}SERVICE_HOST"), ip.to_owned()),
+            (format!("{prefix}SERVICE_PORT"), port.to_string()),
+            (format!("{prefix}SERVICE_PORT_GRPC"), port.to_string()),
+            (format!("{prefix}PORT"), format!("tcp://{ip}:{port}")),
+            (format!("{prefix}PORT_{port}_TCP"), format!("tcp://{ip}:{port}")),
+            (format!("{prefix}PORT_{port}_TCP_PROTO"), "tcp".to_owned()),
+            (format!("{prefix}PORT_{port}_TCP_PORT"), port.to_string()),
+            (format!("{prefix}PORT_{port}_TCP_ADDR"), ip.to_owned()),
+        ];
+        let links: Vec<(&str, &str)> = links.iter().map(|(key, value)| (key.as_str(), value.as_str())).collect();
+        let exit = self.run(&["migrate"], &self.scratch("kubernetes"), &links).await;
+        assert_eq!(exit.code, Some(0), "{}", exit.stderr);
+    }
+
+    /// Runs `health-check` against `port` on 127.0.0.1 (scratch directory `name`).
+    ///
+    /// # Panics
+    /// As [`ServiceBinary::run`].
+    pub async fn health_check(&self, name: &str, port: &str) -> BinaryExit {
+        let variable = format!("{}SERVER__PORT", self.prefix);
+        self.run(&["health-check"], &self.scratch(name), &[(&variable, port)]).await
+    }
+
+    /// Asserts `health-check` exits 1 against a free port nothing listens on.
+    ///
+    /// # Panics
+    /// When it does not, or no port is free.
+    pub async fn assert_health_check_fails_when_nothing_listens(&self) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("an address").port();
+        let exit = self.health_check("nothing", &port.to_string()).await;
+        assert_eq!(exit.code, Some(1), "{}", exit.stderr);
+    }
+
+    /// Asserts `migrate` on a fresh database (see [`fresh_postgres_database`], named
+    /// after `database_prefix`) exits 0 and leaves `table` there, empty.
+    ///
+    /// # Panics
+    /// When it does not, or PostgreSQL is not there.
+    pub async fn assert_migrate_creates(&self, database_prefix: &str, table: &str) {
+        let url = fresh_postgres_database(database_prefix).await;
+        let variable = format!("{}DATABASE__URL", self.prefix);
+        let exit = self.run(&["migrate"], &self.scratch("migrate"), &[(&variable, &url)]).await;
+        assert_eq!(exit.code, Some(0), "{}", exit.stderr);
+        let mut connection = PgConnection::connect(&url).await.expect("connect to the migrated database");
+        let rows: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+            .fetch_one(&mut connection)
+            .await
+            .unwrap_or_else(|e| panic!("the {table} table: {e}"));
+        assert_eq!(rows, 0);
+    }
+
+    /// The service's name: its prefix in lower case, without the `_`.
+    fn service(&self) -> String {
+        self.prefix.trim_end_matches('_').to_ascii_lowercase()
     }
 }
