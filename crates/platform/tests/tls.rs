@@ -53,8 +53,18 @@ impl Certs {
 
     /// A client trusting this CA and presenting `client.pem`.
     fn client_tls(&self) -> ClientTls {
+        self.client_tls_trusting(self)
+    }
+
+    /// A client trusting `trusted`'s CA and presenting this CA's `client.pem`.
+    fn client_tls_trusting(&self, trusted: &Certs) -> ClientTls {
         let client = (self.path("client.pem"), self.path("client-key.pem"));
-        ClientTls::new(&self.path("ca.pem"), Some((&client.0, &client.1))).expect("valid")
+        ClientTls::new(&trusted.path("ca.pem"), Some((&client.0, &client.1))).expect("valid")
+    }
+
+    /// A client trusting this CA and presenting no certificate.
+    fn anonymous_client_tls(&self) -> ClientTls {
+        ClientTls::new(&self.path("ca.pem"), None).expect("valid")
     }
 }
 
@@ -79,6 +89,14 @@ async fn serve(tls: ServerTls) -> (String, oneshot::Sender<()>) {
         let _ = stopped.await;
     }));
     (address, stop)
+}
+
+/// New [`Certs`] and a server with their `server.pem`, requiring client certificates;
+/// it stops when the sender drops.
+async fn serve_with_new_certs() -> (Certs, String, oneshot::Sender<()>) {
+    let certs = Certs::new();
+    let (address, stop) = serve(certs.server_tls()).await;
+    (certs, address, stop)
 }
 
 /// Connects with `tls`, sends the HTTP/2 preface and reads the server's first bytes:
@@ -107,10 +125,18 @@ async fn health_check(tls: ClientTls, address: &str) -> Result<ServingStatus, to
     Ok(response.into_inner().status())
 }
 
+/// Asserts a handshake with `tls` fails with an error that says `why`, and a call with
+/// it is UNAVAILABLE.
+async fn assert_refused_at_the_handshake(tls: ClientTls, address: &str, why: &str) {
+    let error = first_answer(&tls, address).await.expect_err("no entry");
+    assert!(error.to_string().contains(why), "{error}");
+    let call = health_check(tls, address).await.expect_err("no call either");
+    assert_eq!(call.code(), tonic::Code::Unavailable, "{call}");
+}
+
 #[tokio::test]
 async fn a_call_with_a_client_certificate_from_the_ca_succeeds() {
-    let certs = Certs::new();
-    let (address, _stop) = serve(certs.server_tls()).await;
+    let (certs, address, _stop) = serve_with_new_certs().await;
     let status = health_check(certs.client_tls(), &address).await.expect("the call succeeds over mTLS");
     assert_eq!(status, ServingStatus::Serving);
     assert!(first_answer(&certs.client_tls(), &address).await.expect("accepted") > 0);
@@ -118,30 +144,20 @@ async fn a_call_with_a_client_certificate_from_the_ca_succeeds() {
 
 #[tokio::test]
 async fn a_client_without_a_certificate_is_refused_at_the_handshake() {
-    let certs = Certs::new();
-    let (address, _stop) = serve(certs.server_tls()).await;
-    let anonymous = ClientTls::new(&certs.path("ca.pem"), None).expect("valid");
-    let error = first_answer(&anonymous, &address).await.expect_err("no certificate, no entry");
-    assert!(error.to_string().contains("CertificateRequired"), "{error}");
-    let call = health_check(anonymous, &address).await.expect_err("no call either");
-    assert_eq!(call.code(), tonic::Code::Unavailable, "{call}");
+    let (certs, address, _stop) = serve_with_new_certs().await;
+    assert_refused_at_the_handshake(certs.anonymous_client_tls(), &address, "CertificateRequired").await;
 }
 
 #[tokio::test]
 async fn a_client_certificate_from_another_ca_is_refused_at_the_handshake() {
-    let certs = Certs::new();
-    let (address, _stop) = serve(certs.server_tls()).await;
+    let (certs, address, _stop) = serve_with_new_certs().await;
     let other = Certs::of_ca("another CA");
-    let stranger =
-        ClientTls::new(&certs.path("ca.pem"), Some((&other.path("client.pem"), &other.path("client-key.pem"))))
-            .expect("valid files");
+    let stranger = other.client_tls_trusting(&certs);
     let error = first_answer(&stranger, &address).await.expect_err("a stranger's certificate");
     let message = error.to_string();
     assert!(message.contains("UnknownCA") || message.contains("BadCertificate"), "{message}");
     let forger = Certs::new();
-    let forged =
-        ClientTls::new(&certs.path("ca.pem"), Some((&forger.path("client.pem"), &forger.path("client-key.pem"))))
-            .expect("valid files");
+    let forged = forger.client_tls_trusting(&certs);
     first_answer(&forged, &address).await.expect_err("a CA of the same name is not the CA");
 }
 
@@ -149,32 +165,25 @@ async fn a_client_certificate_from_another_ca_is_refused_at_the_handshake() {
 async fn a_client_with_certificates_optional_lets_anonymous_clients_in_but_not_strangers() {
     let certs = Certs::new();
     let (address, _stop) = serve(certs.server_tls().client_cert_optional().expect("valid")).await;
-    let anonymous = ClientTls::new(&certs.path("ca.pem"), None).expect("valid");
+    let anonymous = certs.anonymous_client_tls();
     assert!(first_answer(&anonymous, &address).await.expect("anonymous is let in") > 0);
     let other = Certs::of_ca("another CA");
-    let stranger =
-        ClientTls::new(&certs.path("ca.pem"), Some((&other.path("client.pem"), &other.path("client-key.pem"))))
-            .expect("valid files");
+    let stranger = other.client_tls_trusting(&certs);
     first_answer(&stranger, &address).await.expect_err("a presented certificate is still verified");
 }
 
 #[tokio::test]
 async fn the_server_name_is_verified_and_a_wrong_one_is_refused() {
-    let certs = Certs::new();
-    let (address, _stop) = serve(certs.server_tls()).await;
+    let (certs, address, _stop) = serve_with_new_certs().await;
     let right = certs.client_tls().server_name("users").expect("a DNS name");
     assert!(first_answer(&right, &address).await.expect("the certificate names users") > 0);
     let wrong = certs.client_tls().server_name("payments").expect("a DNS name");
-    let error = first_answer(&wrong, &address).await.expect_err("the certificate does not name payments");
-    assert!(error.to_string().contains("not valid for name"), "{error}");
-    let call = health_check(wrong, &address).await.expect_err("nor does a call go through");
-    assert_eq!(call.code(), tonic::Code::Unavailable, "{call}");
+    assert_refused_at_the_handshake(wrong, &address, "not valid for name").await;
 }
 
 #[tokio::test]
 async fn a_server_that_does_not_trust_the_clients_ca_is_refused_by_the_client() {
-    let certs = Certs::new();
-    let (address, _stop) = serve(certs.server_tls()).await;
+    let (_certs, address, _stop) = serve_with_new_certs().await;
     let other = Certs::of_ca("another CA");
     let error = first_answer(&other.client_tls(), &address).await.expect_err("the server's CA is unknown");
     assert!(error.to_string().contains("UnknownIssuer"), "{error}");
@@ -182,8 +191,7 @@ async fn a_server_that_does_not_trust_the_clients_ca_is_refused_by_the_client() 
 
 #[tokio::test]
 async fn endpoints_a_resolver_publishes_as_http_addresses_are_dialled_with_tls_and_the_configured_name() {
-    let certs = Certs::new();
-    let (address, _stop) = serve(certs.server_tls()).await;
+    let (certs, address, _stop) = serve_with_new_certs().await;
     // What the Consul and DNS resolvers publish: `http://ip:port`.
     let discovered = address.replace("https://", "http://");
     let tls = certs.client_tls().server_name("users").expect("a DNS name");
@@ -199,8 +207,7 @@ async fn presented(tls: &ClientTls, address: &str) -> Vec<u8> {
 
 #[tokio::test]
 async fn rewritten_server_certificate_files_are_served_without_a_restart() {
-    let certs = Certs::new();
-    let (address, _stop) = serve(certs.server_tls()).await;
+    let (certs, address, _stop) = serve_with_new_certs().await;
     let client = certs.client_tls();
     let before = presented(&client, &address).await;
     let rotated = certs.ca.issue(&["localhost", "127.0.0.1", "users"]).expect("a new certificate");
@@ -220,8 +227,7 @@ async fn rewritten_server_certificate_files_are_served_without_a_restart() {
 
 #[tokio::test]
 async fn a_half_written_rotation_keeps_the_certificate_in_use() {
-    let certs = Certs::new();
-    let (address, _stop) = serve(certs.server_tls()).await;
+    let (certs, address, _stop) = serve_with_new_certs().await;
     let client = certs.client_tls();
     let before = presented(&client, &address).await;
     // A new key beside the old certificate: not a pair.
@@ -267,8 +273,7 @@ async fn http1(certs: &Certs, address: &str, request: &[u8]) -> Vec<u8> {
 
 #[tokio::test]
 async fn connect_and_grpc_web_work_over_http1_and_tls() {
-    let certs = Certs::new();
-    let (address, _stop) = serve(certs.server_tls()).await;
+    let (certs, address, _stop) = serve_with_new_certs().await;
     let connect =
         b"POST /grpc.health.v1.Health/Check HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
 Content-Length: 2\r\nConnection: close\r\n\r\n{}";
