@@ -98,6 +98,28 @@ fn config() -> ServerConfig {
     config
 }
 
+impl Running {
+    /// A raw TCP connection to the server.
+    async fn connect_tcp(&self) -> TcpStream {
+        TcpStream::connect(self.address.trim_start_matches("http://")).await.expect("connect")
+    }
+}
+
+/// A server whose connections are closed after 200 ms without a call.
+async fn serve_with_short_idle_timeout() -> Running {
+    let mut config = config();
+    config.idle_timeout = Duration::from_millis(200);
+    serve(config, Users { panics: false }).await
+}
+
+/// Writes the HTTP/2 preface and an empty SETTINGS frame: the connection is HTTP/2,
+/// with no call.
+async fn start_http2(socket: &mut TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    socket.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.expect("write the preface");
+    socket.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.expect("write SETTINGS");
+}
+
 async fn channel(address: &str) -> Channel {
     Channel::from_shared(address.to_owned()).expect("a valid address").connect().await.expect("connect")
 }
@@ -115,25 +137,21 @@ async fn closed_by_server(socket: &mut TcpStream) {
 
 #[tokio::test]
 async fn a_silent_tcp_connection_is_closed_after_the_idle_timeout() {
-    let mut config = config();
-    config.idle_timeout = Duration::from_millis(200);
-    let server = serve(config, Users { panics: false }).await;
-    let mut socket = TcpStream::connect(server.address.trim_start_matches("http://")).await.expect("connect");
+    let server = serve_with_short_idle_timeout().await;
+    let mut socket = server.connect_tcp().await;
     closed_by_server(&mut socket).await;
 }
 
 #[tokio::test]
 async fn a_connection_with_an_open_stream_outlives_the_idle_timeout() {
-    let mut config = config();
-    config.idle_timeout = Duration::from_millis(200);
-    let server = serve(config, Users { panics: false }).await;
+    let server = serve_with_short_idle_timeout().await;
     let mut health = HealthClient::new(channel(&server.address).await);
     let mut watching = health.watch(HealthCheckRequest::default()).await.expect("the stream opens").into_inner();
     watching.message().await.expect("a first status").expect("the stream is open");
 
     // Opened after the stream: once the server closes it, the idle timeout has passed
     // for the streaming connection too.
-    let mut silent = TcpStream::connect(server.address.trim_start_matches("http://")).await.expect("connect");
+    let mut silent = server.connect_tcp().await;
     closed_by_server(&mut silent).await;
     server.health.set_serving(false).await;
     let update = watching.message().await.expect("the stream's connection is still open");
@@ -142,26 +160,19 @@ async fn a_connection_with_an_open_stream_outlives_the_idle_timeout() {
 
 #[tokio::test]
 async fn an_http2_connection_that_sends_only_its_preface_is_closed_after_the_idle_timeout() {
-    use tokio::io::AsyncWriteExt;
-    let mut config = config();
-    config.idle_timeout = Duration::from_millis(200);
-    let server = serve(config, Users { panics: false }).await;
-    let mut socket = TcpStream::connect(server.address.trim_start_matches("http://")).await.expect("connect");
-    socket.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.expect("write the preface");
-    // An empty SETTINGS frame: the connection is HTTP/2, with no call.
-    socket.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.expect("write SETTINGS");
+    let server = serve_with_short_idle_timeout().await;
+    let mut socket = server.connect_tcp().await;
+    start_http2(&mut socket).await;
     closed_by_server(&mut socket).await;
 }
 
 #[tokio::test]
 async fn the_server_advertises_its_limit_of_streams_per_connection() {
-    use tokio::io::AsyncWriteExt;
     let mut config = config();
     config.http2_max_concurrent_streams = NonZeroU32::new(7).expect("not zero");
     let server = serve(config, Users { panics: false }).await;
-    let mut socket = TcpStream::connect(server.address.trim_start_matches("http://")).await.expect("connect");
-    socket.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.expect("write the preface");
-    socket.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.expect("write SETTINGS");
+    let mut socket = server.connect_tcp().await;
+    start_http2(&mut socket).await;
     // The server's first frame is its SETTINGS (RFC 9113 3.4): 9-byte header, then
     // 6-byte entries; SETTINGS_MAX_CONCURRENT_STREAMS is identifier 3.
     let mut header = [0_u8; 9];
@@ -186,7 +197,7 @@ async fn a_connection_beyond_max_connections_is_closed_while_the_first_is_served
     let mut health = HealthClient::new(first);
     health.check(HealthCheckRequest::default()).await.expect("the first connection is served");
 
-    let mut second = TcpStream::connect(server.address.trim_start_matches("http://")).await.expect("connect");
+    let mut second = server.connect_tcp().await;
     closed_by_server(&mut second).await;
     health.check(HealthCheckRequest::default()).await.expect("the first connection is still served");
 }
