@@ -614,6 +614,64 @@ pub enum LogFormat {
     Pretty,
 }
 
+/// Tests: `defaults` with the values in `json` laid over them, as a later layer of
+/// [`load`] lays its values (the error as text).
+///
+/// # Errors
+/// When the merged values do not deserialize as a `T`.
+#[cfg(test)]
+pub(crate) fn overlaid<T: Serialize + DeserializeOwned>(defaults: T, json: serde_json::Value) -> Result<T, String> {
+    Figment::from(Serialized::defaults(defaults)).merge(Serialized::defaults(json)).extract().map_err(|e| e.to_string())
+}
+
+/// Tests: the error `load` returns, as text, in a [`figment::Jail`] (a directory of its
+/// own, the environment restored after) with `variable` set to `value`.
+///
+/// # Panics
+/// When `load` succeeds.
+#[cfg(test)]
+// figment::Jail's closures return figment::Error, which is large; that is its API.
+#[allow(clippy::result_large_err)]
+pub(crate) fn refusal_with_env<T: fmt::Debug>(
+    variable: &str,
+    value: &str,
+    load: impl FnOnce() -> Result<T, ConfigError>,
+) -> String {
+    let mut error = String::new();
+    figment::Jail::expect_with(|jail| {
+        jail.set_env(variable, value);
+        error = load().expect_err(variable).to_string();
+        Ok(())
+    });
+    error
+}
+
+/// Tests: [`refusal_with_env`] of [`load`] of `T` with prefix `SAMPLE_` and no file.
+///
+/// # Panics
+/// When the load succeeds.
+#[cfg(test)]
+pub(crate) fn sample_refusal<T>(variable: &str, value: &str) -> String
+where
+    T: fmt::Debug + Default + Serialize + DeserializeOwned,
+{
+    refusal_with_env(variable, value, || load::<T>("SAMPLE_", None))
+}
+
+/// Tests: asserts [`sample_refusal`] names both `key` and `variable`; returns the error.
+///
+/// # Panics
+/// When the load succeeds or the error does not name them.
+#[cfg(test)]
+pub(crate) fn assert_sample_refused<T>(variable: &str, value: &str, key: &str) -> String
+where
+    T: fmt::Debug + Default + Serialize + DeserializeOwned,
+{
+    let error = sample_refusal::<T>(variable, value);
+    assert!(error.contains(key) && error.contains(variable), "{error}");
+    error
+}
+
 #[cfg(test)]
 // figment::Jail's closures return figment::Error, which is large; that is its API.
 #[allow(clippy::result_large_err)]
@@ -643,14 +701,7 @@ mod tests {
 
     #[test]
     fn a_bad_env_value_names_the_key_and_the_variable() {
-        figment::Jail::expect_with(|jail| {
-            jail.set_env("SAMPLE_SERVER__PORT", "seventy");
-            let error = load::<Sample>("SAMPLE_", None).expect_err("a word is not a port");
-            let message = error.to_string();
-            assert!(message.contains("server.port"), "{message}");
-            assert!(message.contains("SAMPLE_SERVER__PORT"), "{message}");
-            Ok(())
-        });
+        assert_sample_refused::<Sample>("SAMPLE_SERVER__PORT", "seventy", "server.port");
     }
 
     #[test]
@@ -762,13 +813,9 @@ mod tests {
 
     #[test]
     fn a_bad_database_url_names_the_key_and_never_quotes_the_password() {
-        figment::Jail::expect_with(|jail| {
-            jail.set_env("SAMPLE_DATABASE__URL", "mysql://app:hunter2@db/users");
-            let error = load::<WithDatabase>("SAMPLE_", None).expect_err("mysql").to_string();
-            assert!(error.contains("database.url") && error.contains("SAMPLE_DATABASE__URL"), "{error}");
-            assert!(!error.contains("hunter2"), "{error}");
-            Ok(())
-        });
+        let url = "mysql://app:hunter2@db/users";
+        let error = assert_sample_refused::<WithDatabase>("SAMPLE_DATABASE__URL", url, "database.url");
+        assert!(!error.contains("hunter2"), "{error}");
     }
 
     #[test]
@@ -779,12 +826,7 @@ mod tests {
             ("SAMPLE_DATABASE__HEALTH_CHECK_INTERVAL", "0ms", "database.health_check_interval"),
             ("SAMPLE_DATABASE__HEALTH_CHECK_TIMEOUT", "0s", "database.health_check_timeout"),
         ] {
-            figment::Jail::expect_with(|jail| {
-                jail.set_env(variable, value);
-                let error = load::<WithDatabase>("SAMPLE_", None).expect_err("zero").to_string();
-                assert!(error.contains(key) && error.contains(variable), "{error}");
-                Ok(())
-            });
+            assert_sample_refused::<WithDatabase>(variable, value, key);
         }
     }
 

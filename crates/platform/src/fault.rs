@@ -190,15 +190,11 @@ where
 
 #[cfg(test)]
 mod tests {
-    use figment::{Figment, providers::Serialized};
-
     use super::*;
+    use crate::config::overlaid;
 
     fn load(json: serde_json::Value) -> Result<TestingConfig, String> {
-        Figment::from(Serialized::defaults(TestingConfig::default()))
-            .merge(Serialized::defaults(json))
-            .extract()
-            .map_err(|e| e.to_string())
+        overlaid(TestingConfig::default(), json)
     }
 
     #[test]

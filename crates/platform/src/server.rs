@@ -421,20 +421,15 @@ mod tests {
         assert!(accepted.get_ref().nodelay().expect("readable option"), "Nagle's algorithm is still on");
     }
 
-    use crate::test_support::ServerSection as Sample;
+    use crate::{config::assert_sample_refused, test_support::ServerSection as Sample};
 
     #[test]
-    // figment::Jail's closures return figment::Error, which is large; that is its API.
-    #[allow(clippy::result_large_err)]
     fn a_request_limit_of_zero_is_a_config_error_naming_the_key() {
-        figment::Jail::expect_with(|jail| {
-            jail.set_env("SAMPLE_SERVER__MAX_CONCURRENT_REQUESTS", "0");
-            let error = crate::config::load::<Sample>("SAMPLE_", None).expect_err("zero calls at once serves nobody");
-            let message = error.to_string();
-            assert!(message.contains("server.max_concurrent_requests"), "{message}");
-            assert!(message.contains("SAMPLE_SERVER__MAX_CONCURRENT_REQUESTS"), "{message}");
-            Ok(())
-        });
+        assert_sample_refused::<Sample>(
+            "SAMPLE_SERVER__MAX_CONCURRENT_REQUESTS",
+            "0",
+            "server.max_concurrent_requests",
+        );
     }
 
     #[test]
@@ -462,7 +457,6 @@ mod tests {
     }
 
     #[test]
-    #[allow(clippy::result_large_err)]
     fn a_zero_limit_or_timeout_is_a_config_error_naming_its_key() {
         for (key, zero) in [
             ("http2_max_concurrent_streams", "0"),
@@ -471,15 +465,8 @@ mod tests {
             ("idle_timeout", "0s"),
             ("stream_stall_timeout", "0s"),
         ] {
-            figment::Jail::expect_with(|jail| {
-                let variable = format!("SAMPLE_SERVER__{}", key.to_uppercase());
-                jail.set_env(&variable, zero);
-                let error = crate::config::load::<Sample>("SAMPLE_", None).expect_err("zero is refused");
-                let message = error.to_string();
-                assert!(message.contains(&format!("server.{key}")), "{message}");
-                assert!(message.contains(&variable), "{message}");
-                Ok(())
-            });
+            let variable = format!("SAMPLE_SERVER__{}", key.to_uppercase());
+            assert_sample_refused::<Sample>(&variable, zero, &format!("server.{key}"));
         }
     }
 

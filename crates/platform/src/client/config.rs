@@ -706,15 +706,11 @@ fn interval<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::E
 
 #[cfg(test)]
 mod tests {
-    use figment::{Figment, providers::Serialized};
-
     use super::*;
+    use crate::config::overlaid;
 
     fn policy_from(json: serde_json::Value) -> Result<RetryPolicy, String> {
-        Figment::from(Serialized::defaults(RetryPolicy::default()))
-            .merge(Serialized::defaults(json))
-            .extract()
-            .map_err(|e| e.to_string())
+        overlaid(RetryPolicy::default(), json)
     }
 
     #[test]
@@ -779,11 +775,7 @@ mod tests {
         let defaults = Section {
             users: ClientConfig::for_upstream("users", vec!["http://127.0.0.1:50051".parse().expect("uri")]),
         };
-        Figment::from(Serialized::defaults(defaults))
-            .merge(Serialized::defaults(serde_json::json!({ "users": json })))
-            .extract::<Section>()
-            .map(|section| section.users)
-            .map_err(|e| e.to_string())
+        overlaid(defaults, serde_json::json!({ "users": json })).map(|section| section.users)
     }
 
     #[test]
