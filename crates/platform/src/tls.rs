@@ -134,15 +134,22 @@ struct Reloading<T> {
 }
 
 impl<T> Reloading<T> {
-    /// Builds the first config now.
-    fn new(
+    /// Builds the first config now, with `build` from the settings `raw`, which name the
+    /// files `paths` (the ones set).
+    fn new<R: Send + Sync + 'static>(
         name: &'static str,
-        paths: Vec<PathBuf>,
-        build: impl Fn() -> Result<T, TlsError> + Send + Sync + 'static,
-    ) -> Result<Self, TlsError> {
+        paths: &[Option<&PathBuf>],
+        raw: R,
+        build: fn(&R) -> Result<T, TlsError>,
+    ) -> Result<Self, TlsError>
+    where
+        T: 'static,
+    {
+        let paths: Vec<PathBuf> = paths.iter().flatten().map(|path| (*path).clone()).collect();
         let stamps = paths.iter().map(|path| stamp(path)).collect();
-        let first = build()?;
-        Ok(Self { name, paths, build: Box::new(build), current: Mutex::new((stamps, Arc::new(first))) })
+        let first = build(&raw)?;
+        let build = Box::new(move || build(&raw));
+        Ok(Self { name, paths, build, current: Mutex::new((stamps, Arc::new(first))) })
     }
 
     /// The config for the next handshake: built again first when a file changed.
@@ -223,12 +230,8 @@ impl TryFrom<RawServerTls> for ServerTls {
             ));
         }
         let paths = [Some(&raw.cert_file), Some(&raw.key_file), raw.client_ca_file.as_ref()];
-        let paths = paths.into_iter().flatten().cloned().collect();
-        let build = {
-            let raw = raw.clone();
-            move || build_server(&raw)
-        };
-        Ok(Self { config: Arc::new(Reloading::new("server.tls", paths, build)?), raw })
+        let config = Reloading::new("server.tls", &paths, raw.clone(), build_server)?;
+        Ok(Self { config: Arc::new(config), raw })
     }
 }
 
@@ -471,12 +474,8 @@ impl TryFrom<RawClientTls> for ClientTls {
             })
             .transpose()?;
         let paths = [Some(&raw.ca_file), raw.cert_file.as_ref(), raw.key_file.as_ref()];
-        let paths = paths.into_iter().flatten().cloned().collect();
-        let build = {
-            let raw = raw.clone();
-            move || build_client(&raw)
-        };
-        Ok(Self { config: Arc::new(Reloading::new("client tls", paths, build)?), server_name, raw })
+        let config = Reloading::new("client tls", &paths, raw.clone(), build_client)?;
+        Ok(Self { config: Arc::new(config), server_name, raw })
     }
 }
 
