@@ -145,6 +145,18 @@ mod tests {
 
     use super::*;
 
+    /// The error, as text, of [`Config::load`] of an `orders.toml` holding `toml` (in a
+    /// [`figment::Jail`]: a directory of its own).
+    fn refusal_of_file(toml: &str) -> String {
+        let mut error = String::new();
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("orders.toml", toml)?;
+            error = Config::load(Some(Path::new("orders.toml"))).expect_err("refused").to_string();
+            Ok(())
+        });
+        error
+    }
+
     #[test]
     fn the_readme_example_env_vars_set_the_resolver_a_method_timeout_and_max_attempts() {
         figment::Jail::expect_with(|jail| {
@@ -162,12 +174,8 @@ mod tests {
 
     #[test]
     fn an_unknown_retryable_code_is_a_config_error_naming_the_key() {
-        figment::Jail::expect_with(|jail| {
-            jail.create_file("orders.toml", "[users.retry_policy]\nretryableStatusCodes = [\"BUSY\"]\n")?;
-            let error = Config::load(Some(Path::new("orders.toml"))).expect_err("not a code").to_string();
-            assert!(error.contains("users.retry_policy.retryableStatusCodes") && error.contains("BUSY"), "{error}");
-            Ok(())
-        });
+        let error = refusal_of_file("[users.retry_policy]\nretryableStatusCodes = [\"BUSY\"]\n");
+        assert!(error.contains("users.retry_policy.retryableStatusCodes") && error.contains("BUSY"), "{error}");
     }
 
     #[test]
@@ -184,11 +192,7 @@ mod tests {
 
     #[test]
     fn a_consul_resolver_without_a_service_is_refused_at_load_naming_the_key() {
-        figment::Jail::expect_with(|jail| {
-            jail.create_file("orders.toml", "[users]\nresolver = \"consul\"\nconsul_service = \"\"\n")?;
-            let error = Config::load(Some(Path::new("orders.toml"))).expect_err("no service").to_string();
-            assert!(error.contains("users") && error.contains("consul_service"), "{error}");
-            Ok(())
-        });
+        let error = refusal_of_file("[users]\nresolver = \"consul\"\nconsul_service = \"\"\n");
+        assert!(error.contains("users") && error.contains("consul_service"), "{error}");
     }
 }

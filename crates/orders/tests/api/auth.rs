@@ -95,26 +95,22 @@ async fn orders_calls_users_with_its_own_token_and_users_refuses_orders_without_
     let writer = issuer.token("demo-client", "users", &[], Duration::from_secs(60));
     let orders_identity = issuer.token("orders", "users", &["users.read"], Duration::from_secs(60));
 
-    let (users_address, orders_address, _stops) = spawn_secured(&issuer, Some(orders_identity.expose_secret())).await;
-    let mut users = UserServiceClient::connect(users_address).await.expect("connect");
-    let create = CreateUserRequest { email: "c@example.com".into(), name: "C".into() };
-    users.create_user(with_token(create, writer.expose_secret())).await.expect("created");
-    let mut orders = OrderServiceClient::connect(orders_address).await.expect("connect");
-    let placed = orders
-        .create_order(with_token(order_request("c@example.com", 100, ""), client_token.expose_secret()))
+    // Orders (holding `orders_token` towards users, or none) places an order for a
+    // customer created in users with `writer`'s token.
+    let place_order = async |orders_token: Option<&str>| {
+        let (users_address, orders_address, _stops) = spawn_secured(&issuer, orders_token).await;
+        let mut users = UserServiceClient::connect(users_address).await.expect("connect");
+        let create = CreateUserRequest { email: "c@example.com".into(), name: "C".into() };
+        users.create_user(with_token(create, writer.expose_secret())).await.expect("created");
+        let mut orders = OrderServiceClient::connect(orders_address).await.expect("connect");
+        orders.create_order(with_token(order_request("c@example.com", 100, ""), client_token.expose_secret())).await
+    };
+    let placed = place_order(Some(orders_identity.expose_secret()))
         .await
         .expect("orders looked the customer up with its own token");
     assert!(placed.into_inner().order.is_some());
 
     // The same, with orders holding no token: users refuses orders' lookup.
-    let (users_address, orders_address, _stops) = spawn_secured(&issuer, None).await;
-    let mut users = UserServiceClient::connect(users_address).await.expect("connect");
-    let create = CreateUserRequest { email: "c@example.com".into(), name: "C".into() };
-    users.create_user(with_token(create, writer.expose_secret())).await.expect("created");
-    let mut orders = OrderServiceClient::connect(orders_address).await.expect("connect");
-    let refused = orders
-        .create_order(with_token(order_request("c@example.com", 100, ""), client_token.expose_secret()))
-        .await
-        .expect_err("users refuses an anonymous lookup");
+    let refused = place_order(None).await.expect_err("users refuses an anonymous lookup");
     assert_ne!(refused.code(), Code::Ok, "{refused:?}");
 }

@@ -14,11 +14,12 @@ fn violated_fields(status: &Status) -> Vec<String> {
     bad_request.field_violations.iter().map(|v| v.field.clone()).collect()
 }
 
-/// `status`'s `google.rpc.ErrorInfo` as (reason, domain).
-fn error_info(status: &Status) -> (String, String) {
+/// Asserts `status` has `code` and a `google.rpc.ErrorInfo` of `reason` in domain `orders.v1`.
+fn assert_reason(status: &Status, code: Code, reason: &str) {
+    assert_eq!(status.code(), code);
     let details = status.get_error_details();
     let info = details.error_info().expect("an ErrorInfo detail");
-    (info.reason.clone(), info.domain.clone())
+    assert_eq!((info.reason.as_str(), info.domain.as_str()), (reason, "orders.v1"));
 }
 
 #[tokio::test]
@@ -53,16 +54,14 @@ async fn create_order_with_a_reused_key_returns_reason_idempotency_key_reused() 
     stack.create_user("dora@example.com").await;
     stack.orders.create_order(order_request("dora@example.com", 500, "key-3")).await.expect("first");
     let status = stack.orders.create_order(order_request("dora@example.com", 501, "key-3")).await.expect_err("reused");
-    assert_eq!(status.code(), Code::AlreadyExists);
-    assert_eq!(error_info(&status), ("IDEMPOTENCY_KEY_REUSED".to_owned(), "orders.v1".to_owned()));
+    assert_reason(&status, Code::AlreadyExists, "IDEMPOTENCY_KEY_REUSED");
 }
 
 #[tokio::test]
 async fn create_order_for_an_unknown_customer_returns_reason_customer_not_found() {
     let mut stack = spawn_stack().await;
     let status = stack.orders.create_order(order_request("ghost@example.com", 100, "")).await.expect_err("unknown");
-    assert_eq!(status.code(), Code::FailedPrecondition);
-    assert_eq!(error_info(&status), ("CUSTOMER_NOT_FOUND".to_owned(), "orders.v1".to_owned()));
+    assert_reason(&status, Code::FailedPrecondition, "CUSTOMER_NOT_FOUND");
 }
 
 #[tokio::test]
