@@ -19,7 +19,7 @@ use platform::{
 use crate::{
     config::PagingConfig,
     domain::{ListQuery, NewOrder, Orders},
-    order::{Cents, Currency, Error, IdempotencyKey, Order, OrderEvent, OrderStatus, parse_order_id},
+    order::{Cents, Currency, Error, IdempotencyKey, Order, OrderEvent, OrderId, OrderStatus},
 };
 
 /// A stream of responses, as tonic wants it for server-streaming RPCs.
@@ -72,7 +72,7 @@ impl OrderService for OrderGrpc {
     }
 
     async fn get_order(&self, request: Request<GetOrderRequest>) -> Result<Response<GetOrderResponse>, Status> {
-        let id = parse_order_id(&request.get_ref().id, "id")?;
+        let id = OrderId::parse_field(&request.get_ref().id, "id")?;
         let order = self.orders.get(id).await?;
         Ok(Response::new(GetOrderResponse { order: Some(order.into()) }))
     }
@@ -101,7 +101,7 @@ impl OrderService for OrderGrpc {
         &self,
         request: Request<WatchOrderRequest>,
     ) -> Result<Response<Self::WatchOrderStream>, Status> {
-        let id = parse_order_id(&request.get_ref().order_id, "order_id")?;
+        let id = OrderId::parse_field(&request.get_ref().order_id, "order_id")?;
         let events = self.orders.watch(id).await?;
         let stream = events
             .map(|event| event.map(|event| WatchOrderResponse { event: Some(event.into()) }).map_err(Status::from));
@@ -109,7 +109,7 @@ impl OrderService for OrderGrpc {
     }
 
     async fn ship_order(&self, request: Request<ShipOrderRequest>) -> Result<Response<ShipOrderResponse>, Status> {
-        let id = parse_order_id(&request.get_ref().id, "id")?;
+        let id = OrderId::parse_field(&request.get_ref().id, "id")?;
         let order = self.orders.advance(id, OrderStatus::Shipped).await?;
         Ok(Response::new(ShipOrderResponse { order: Some(order.into()) }))
     }
@@ -118,7 +118,7 @@ impl OrderService for OrderGrpc {
         &self,
         request: Request<DeliverOrderRequest>,
     ) -> Result<Response<DeliverOrderResponse>, Status> {
-        let id = parse_order_id(&request.get_ref().id, "id")?;
+        let id = OrderId::parse_field(&request.get_ref().id, "id")?;
         let order = self.orders.advance(id, OrderStatus::Delivered).await?;
         Ok(Response::new(DeliverOrderResponse { order: Some(order.into()) }))
     }
@@ -245,13 +245,18 @@ mod tests {
         }
     }
 
-    #[test]
-    fn each_invalid_create_field_is_invalid_argument_naming_it() {
-        for (bad, field) in [
+    /// Create requests with one invalid field each, and that field.
+    fn each_invalid_create_field() -> [(CreateOrderRequest, &'static str); 3] {
+        [
             (request("nope", 100, "USD"), "customer_email"),
             (request("a@example.com", 0, "USD"), "total_cents"),
             (request("a@example.com", 100, "DOLLARS"), "currency"),
-        ] {
+        ]
+    }
+
+    #[test]
+    fn each_invalid_create_field_is_invalid_argument_naming_it() {
+        for (bad, field) in each_invalid_create_field() {
             let status = Status::from(NewOrder::try_from(bad).expect_err("invalid"));
             assert_eq!(status.code(), Code::InvalidArgument);
             assert!(status.message().starts_with(&format!("invalid {field}")), "{}", status.message());
@@ -274,11 +279,7 @@ mod tests {
 
     #[test]
     fn each_invalid_create_field_carries_a_field_violation_naming_it() {
-        for (bad, field) in [
-            (request("nope", 100, "USD"), "customer_email"),
-            (request("a@example.com", 0, "USD"), "total_cents"),
-            (request("a@example.com", 100, "DOLLARS"), "currency"),
-        ] {
+        for (bad, field) in each_invalid_create_field() {
             let status = Status::from(NewOrder::try_from(bad).expect_err("invalid"));
             let fields: Vec<_> = violations(&status).into_iter().map(|(field, _)| field).collect();
             assert_eq!(fields, [field]);

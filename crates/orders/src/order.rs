@@ -14,14 +14,6 @@ use platform::{
 /// An order's id.
 pub type OrderId = Id<Order>;
 
-/// Parses an [`OrderId`] from request field `field`.
-///
-/// # Errors
-/// [`InvalidFields`] naming `field`.
-pub fn parse_order_id(input: &str, field: &'static str) -> Result<OrderId, InvalidFields> {
-    OrderId::parse(input).map_err(|reason| InvalidFields::one(field, reason))
-}
-
 /// An amount in the minor unit of its currency; always > 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cents(i64);

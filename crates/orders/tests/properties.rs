@@ -1,7 +1,7 @@
 //! Property tests (fuzzing that stays): every orders parse function takes any input without panicking, its errors quote the input only briefly, and page tokens verify only as issued.
 
 use orders::{
-    order::{Cents, Currency, IdempotencyKey, OrderId, parse_order_id},
+    order::{Cents, Currency, IdempotencyKey, OrderId},
     page_token::PageTokens,
 };
 use platform::email::Email;
@@ -46,7 +46,7 @@ proptest! {
     #[test]
     fn order_id_parse_takes_any_text_briefly_quoted(input in any::<String>(), padding in 0_usize..4096) {
         let input = format!("{input}{}", "x".repeat(padding));
-        if let Err(error) = parse_order_id(&input, "id") {
+        if let Err(error) = OrderId::parse_field(&input, "id") {
             short(error)?;
         }
     }

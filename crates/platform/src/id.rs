@@ -4,6 +4,8 @@ use std::{fmt, marker::PhantomData};
 
 use uuid::Uuid;
 
+use crate::status::InvalidFields;
+
 /// The id of a `T`: a UUID, version 7 (time-ordered) when we generate it, written in
 /// its hyphenated lowercase form. Its text form sorts in creation order.
 pub struct Id<T> {
@@ -23,6 +25,14 @@ impl<T> Id<T> {
     /// `"must be a UUID"` when `input` is not one.
     pub fn parse(input: &str) -> Result<Self, String> {
         Uuid::parse_str(input.trim()).map(Self::from_uuid).map_err(|_| "must be a UUID".to_owned())
+    }
+
+    /// Parses the id in request field `field`.
+    ///
+    /// # Errors
+    /// [`InvalidFields`] naming `field` when `input` is not a UUID.
+    pub fn parse_field(input: &str, field: &'static str) -> Result<Self, InvalidFields> {
+        Self::parse(input).map_err(|reason| InvalidFields::one(field, reason))
     }
 
     /// The id's 16 bytes.

@@ -14,7 +14,7 @@ use platform::{
 
 use crate::{
     domain::{NewUser, Users},
-    user::{Error, User, UserName, parse_user_id},
+    user::{Error, User, UserId, UserName},
 };
 
 /// The `users.v1.UserService` implementation.
@@ -38,7 +38,7 @@ impl UserService for UserGrpc {
     }
 
     async fn get_user(&self, request: Request<GetUserRequest>) -> Result<Response<GetUserResponse>, Status> {
-        let id = parse_user_id(&request.get_ref().id, "id")?;
+        let id = UserId::parse_field(&request.get_ref().id, "id")?;
         let user = self.users.get(id).await?;
         Ok(Response::new(GetUserResponse { user: Some(user.into()) }))
     }

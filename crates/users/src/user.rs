@@ -12,14 +12,6 @@ use platform::{
 /// A user's id.
 pub type UserId = Id<User>;
 
-/// Parses a [`UserId`] from request field `field`.
-///
-/// # Errors
-/// [`InvalidFields`] naming `field`.
-pub fn parse_user_id(input: &str, field: &'static str) -> Result<UserId, InvalidFields> {
-    UserId::parse(input).map_err(|reason| InvalidFields::one(field, reason))
-}
-
 /// A display name: 1 to 200 characters after trimming, no control characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserName(String);
@@ -95,7 +87,7 @@ mod tests {
 
     #[test]
     fn a_user_id_must_be_a_uuid_and_names_its_field() {
-        assert!(parse_user_id(&UserId::generate().to_string(), "id").is_ok());
-        assert_eq!(parse_user_id("42", "id").err().map(|e| e.fields()), Some(vec!["id"]));
+        assert!(UserId::parse_field(&UserId::generate().to_string(), "id").is_ok());
+        assert_eq!(UserId::parse_field("42", "id").err().map(|e| e.fields()), Some(vec!["id"]));
     }
 }
