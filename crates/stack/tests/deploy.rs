@@ -354,6 +354,14 @@ fn the_scan_reads_compose_dockerfile_and_kubernetes_env_syntax() {
     assert_eq!(found, expected);
 }
 
+/// Asserts that a stop of `service`, `drain_period + shutdown_grace`, is shorter than
+/// `limit` in each of its loads by [`load_with`]; `limit_is` names where `limit` is set.
+fn assert_stops_within(service: Service, file: Option<&Path>, settings: &[Setting], limit: Duration, limit_is: &str) {
+    let loads = load_with(service, file, settings).expect("loads");
+    let longest = loads.iter().map(|l| l.drain_and_grace).max().expect("at least one load");
+    assert!(longest < limit, "{}: drain_period + shutdown_grace = {longest:?}, not below {limit_is}", service.name());
+}
+
 #[test]
 fn the_kubernetes_grace_period_outlasts_drain_period_plus_shutdown_grace() {
     let settings = kubernetes_settings();
@@ -365,14 +373,10 @@ fn the_kubernetes_grace_period_outlasts_drain_period_plus_shutdown_grace() {
         let [(grace_period, at)] = &seconds_set(&[deployment], "terminationGracePeriodSeconds")[..] else {
             panic!("the {} Deployment sets terminationGracePeriodSeconds once", service.name());
         };
-        let loads = load_with(service, Some(&kubernetes_config_file(service)), &settings).expect("loads");
-        let longest = loads.iter().map(|l| l.drain_and_grace).max().expect("at least one load");
         // The kubelet sends SIGKILL after the grace period: a stop must finish before it.
-        assert!(
-            longest < Duration::from_secs(*grace_period),
-            "{}: drain_period + shutdown_grace = {longest:?}, not below terminationGracePeriodSeconds {grace_period} ({at})",
-            service.name()
-        );
+        let limit_is = format!("terminationGracePeriodSeconds {grace_period} ({at})");
+        let file = kubernetes_config_file(service);
+        assert_stops_within(service, Some(&file), &settings, Duration::from_secs(*grace_period), &limit_is);
     }
 }
 
@@ -382,18 +386,9 @@ fn the_compose_stop_grace_period_outlasts_drain_period_plus_shutdown_grace() {
     let grace_periods = seconds_set(&["docker-compose.yml".into()], "stop_grace_period");
     let (shortest, at) = grace_periods.iter().min().expect("docker-compose.yml sets stop_grace_period");
     for service in Service::ALL {
-        let longest = load_with(service, None, &settings)
-            .expect("loads")
-            .iter()
-            .map(|l| l.drain_and_grace)
-            .max()
-            .expect("at least one load");
         // Docker sends SIGKILL after stop_grace_period (10s when unset).
-        assert!(
-            longest < Duration::from_secs(*shortest),
-            "{}: drain_period + shutdown_grace = {longest:?}, not below stop_grace_period {shortest}s ({at})",
-            service.name()
-        );
+        let limit_is = format!("stop_grace_period {shortest}s ({at})");
+        assert_stops_within(service, None, &settings, Duration::from_secs(*shortest), &limit_is);
     }
 }
 
