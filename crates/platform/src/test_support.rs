@@ -211,31 +211,24 @@ impl ServiceBinary {
         exit.stderr
     }
 
-    /// [`ServiceBinary::assert_refused`] for each of `cases`: (variable without the
-    /// prefix, bad value, the key the line must name).
+    /// Asserts each bad value of the config sections both services share (an unknown
+    /// key, `consul`, `database`), then each of the service's `own` cases (variable
+    /// without the prefix, bad value, the key the line must name), is refused as
+    /// [`ServiceBinary::assert_refused`] says, and that the refusal of a database URL
+    /// does not quote its password.
     ///
     /// # Panics
     /// When one is not refused so.
-    pub async fn assert_each_refused(&self, cases: &[(&str, &str, &str)]) {
-        for (variable, value, key) in cases {
-            self.assert_refused(key, &format!("{}{variable}", self.prefix), value, key).await;
-        }
-    }
-
-    /// Asserts the bad values of the config sections both services share (an unknown
-    /// key, `consul`, `database`) are refused as [`ServiceBinary::assert_refused`] says,
-    /// and that the refusal of a database URL does not quote its password.
-    ///
-    /// # Panics
-    /// When one is not refused so.
-    pub async fn assert_shared_config_refused(&self) {
-        self.assert_each_refused(&[
+    pub async fn assert_bad_config_refused(&self, own: &[(&str, &str, &str)]) {
+        let shared = [
             ("SERVR__PORT", "7000", "servr"),
             ("CONSUL__ADDRESS", "127.0.0.1:8500", "consul.address"),
             ("DATABASE__MAX_CONNECTIONS", "0", "database.max_connections"),
             ("DATABASE__ACQUIRE_TIMEOUT", "0s", "database.acquire_timeout"),
-        ])
-        .await;
+        ];
+        for (variable, value, key) in shared.iter().chain(own) {
+            self.assert_refused(key, &format!("{}{variable}", self.prefix), value, key).await;
+        }
         let variable = format!("{}DATABASE__URL", self.prefix);
         let url = format!("mysql://app:hunter2@db/{}", self.service());
         let stderr = self.assert_refused("scheme", &variable, &url, "database.url").await;

@@ -12,9 +12,8 @@ const BINARY: test_support::ServiceBinary =
 
 #[tokio::test]
 async fn each_bad_config_value_exits_78_naming_the_key_but_no_password() {
-    BINARY.assert_shared_config_refused().await;
     BINARY
-        .assert_each_refused(&[
+        .assert_bad_config_refused(&[
             ("USERS__DNS_NAMESERVER", "10.96.0.10", "users.dns_nameserver"),
             ("PAGING__MAX_PAGE_SIZE", "0", "paging.max_page_size"),
         ])

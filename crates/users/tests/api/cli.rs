@@ -18,9 +18,8 @@ const BINARY: test_support::ServiceBinary =
 
 #[tokio::test]
 async fn each_bad_config_value_exits_78_naming_the_key_but_no_password() {
-    BINARY.assert_shared_config_refused().await;
     BINARY
-        .assert_each_refused(&[
+        .assert_bad_config_refused(&[
             ("REGISTRATION__REFRESH_INTERVAL", "0s", "registration.refresh_interval"),
             ("TELEMETRY__SAMPLING_RATIO", "1.5", "telemetry.sampling_ratio"),
             ("TELEMETRY__OTLP_ENDPOINT", "jaeger:4317", "telemetry.otlp_endpoint"),
