@@ -9,18 +9,19 @@ use std::fmt;
 
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry_sdk::trace::SdkTracer;
-use serde_json::{Map, Value};
 use tracing::{
     Event, Level, Subscriber,
     field::{Field, Visit},
+    span::Record,
 };
 use tracing_opentelemetry::OpenTelemetryLayer;
 use tracing_subscriber::{
     EnvFilter, Layer, Registry,
+    field::RecordFields,
     filter::{FilterExt, LevelFilter, filter_fn},
     fmt::{
         FmtContext, FormatEvent, FormatFields, FormattedFields, MakeWriter,
-        format::{JsonFields, Writer},
+        format::Writer,
         time::{FormatTime, SystemTime},
     },
     layer::SubscriberExt,
@@ -62,14 +63,24 @@ where
     // whatever the log level, so `log.level = "warn"` quiets the logs without emptying
     // Jaeger; the log layer also sees INFO spans it would filter out, so a WARN line
     // inside an RPC still names its span.
-    let traces = OpenTelemetryLayer::new(tracer).with_filter(LevelFilter::INFO);
+    //
+    // Per span, only what the code sets: no `code.*` location (every RPC span would name
+    // the observe layer's line), no `thread.*`, no `target`, no busy/idle times (two clock
+    // reads and an extension lookup on every enter and exit of every span). Measured in
+    // docs/perf.md.
+    let traces = OpenTelemetryLayer::new(tracer)
+        .with_location(false)
+        .with_threads(false)
+        .with_target(false)
+        .with_tracked_inactivity(false)
+        .with_filter(LevelFilter::INFO);
     let logs = filter.or(filter_fn(|metadata| metadata.is_span() && *metadata.level() <= Level::INFO));
     let registry = Registry::default().with(traces);
     Ok(match config.format {
         LogFormat::Json => Box::new(
             registry.with(
                 tracing_subscriber::fmt::layer()
-                    .fmt_fields(JsonFields::new())
+                    .fmt_fields(JsonMembers)
                     .event_format(JsonLines)
                     .with_writer(sink)
                     .with_filter(logs),
@@ -122,125 +133,205 @@ pub fn init_for_tests() {
     });
 }
 
-/// One JSON object per event; see [`subscriber`].
+/// One JSON object per event; see [`subscriber`]. The line is written as it goes, member
+/// by member, into one buffer: no map of fields is built, and the current span's fields
+/// are copied in as [`JsonMembers`] stored them, not parsed again.
 struct JsonLines;
 
-impl<S, N> FormatEvent<S, N> for JsonLines
+impl<S> FormatEvent<S, JsonMembers> for JsonLines
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
-        let mut line = Map::new();
-        let mut timestamp = String::new();
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, JsonMembers>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let mut timestamp = String::with_capacity(32);
         SystemTime.format_time(&mut Writer::new(&mut timestamp))?;
-        line.insert("timestamp".into(), Value::String(timestamp));
-        line.insert("level".into(), Value::String(event.metadata().level().to_string()));
-        event.record(&mut Fields(&mut line));
-        line.insert("target".into(), Value::String(event.metadata().target().to_owned()));
+        let mut line = Members::default();
+        line.put_raw("timestamp", &timestamp);
+        line.put_raw("level", event.metadata().level().as_str());
+        event.record(&mut line);
+        line.put("target", event.metadata().target());
         if let Some(span) = ctx.lookup_current() {
-            let mut fields = span
-                .extensions()
-                .get::<FormattedFields<N>>()
-                .and_then(|fields| serde_json::from_str::<Map<String, Value>>(fields).ok())
-                .unwrap_or_default();
-            fields.insert("name".into(), Value::String(span.name().to_owned()));
-            line.insert("span".into(), Value::Object(fields));
+            line.key("span");
+            line.text.push('{');
+            if let Some(fields) = span.extensions().get::<FormattedFields<JsonMembers>>() {
+                if !fields.fields.is_empty() {
+                    line.text.push_str(&fields.fields);
+                    line.text.push(',');
+                }
+            }
+            line.text.push_str("\"name\":");
+            line.string(span.name());
+            line.text.push('}');
             // Entering a span makes its OpenTelemetry context the current one (the
             // OpenTelemetry layer's context activation), so the ids are those of the span
             // this event is in. (The dispatcher cannot be asked here: it is busy with this event.)
             let context = opentelemetry::Context::current();
             let span_context = context.span().span_context().clone();
             if span_context.is_valid() {
-                line.insert("trace_id".into(), Value::String(span_context.trace_id().to_string()));
-                line.insert("span_id".into(), Value::String(span_context.span_id().to_string()));
+                line.put_raw("trace_id", &span_context.trace_id().to_string());
+                line.put_raw("span_id", &span_context.span_id().to_string());
             }
         }
-        let text = serde_json::to_string(&line).map_err(|_| fmt::Error)?;
-        writeln!(writer, "{text}")
+        writer.write_char('{')?;
+        writer.write_str(&line.text)?;
+        writer.write_str("}\n")
     }
 }
 
-/// Copies an event's fields into a JSON object, redacting secrets by name.
-struct Fields<'a>(&'a mut Map<String, Value>);
+/// How span fields are stored for [`JsonLines`]: JSON object members without the braces
+/// (`"key":value,"key":value`), secrets redacted as in event fields. A field recorded
+/// later (`Span::record`) is appended, so the stored text is never parsed and written
+/// again (tracing-subscriber's `JsonFields` does that on every record); a key recorded
+/// twice appears twice, and JSON readers keep the last.
+struct JsonMembers;
 
-impl Fields<'_> {
-    fn put(&mut self, field: &Field, value: Value) {
+impl<'w> FormatFields<'w> for JsonMembers {
+    fn format_fields<R: RecordFields>(&self, mut writer: Writer<'w>, fields: R) -> fmt::Result {
+        let mut members = Members::default();
+        fields.record(&mut members);
+        writer.write_str(&members.text)
+    }
+
+    fn add_fields(&self, current: &'w mut FormattedFields<Self>, fields: &Record<'_>) -> fmt::Result {
+        let mut members = Members { text: std::mem::take(&mut current.fields) };
+        fields.record(&mut members);
+        current.fields = members.text;
+        Ok(())
+    }
+}
+
+/// JSON object members being written, comma-separated, without the braces; also the
+/// [`Visit`]or that writes each field as a member, redacting secrets by name.
+#[derive(Default)]
+struct Members {
+    text: String,
+}
+
+impl Members {
+    /// Starts the member `key`: a comma if one came before, then `"key":`.
+    fn key(&mut self, key: &str) {
+        if !self.text.is_empty() {
+            self.text.push(',');
+        }
+        self.string(key);
+        self.text.push(':');
+    }
+
+    /// `value` as a JSON string, escaped.
+    fn string(&mut self, value: &str) {
+        // serde_json's escaping; writing a str into a String cannot fail.
+        let _ = serde_json::to_writer(StringWriter(&mut self.text), value);
+    }
+
+    /// A member whose value is text.
+    fn put(&mut self, key: &str, value: &str) {
+        self.key(key);
+        self.string(value);
+    }
+
+    /// A member whose value is text that needs no escaping (timestamps, levels, hex ids).
+    fn put_raw(&mut self, key: &str, value: &str) {
+        self.key(key);
+        self.text.push('"');
+        self.text.push_str(value);
+        self.text.push('"');
+    }
+
+    /// A field, written as `value` unless its name says it holds a secret (`password`,
+    /// `token`, `secret`, `authorization`): then as `"[redacted]"`.
+    fn field(&mut self, field: &Field, value: impl FnOnce(&mut Self)) {
         let name = field.name();
-        let lower = name.to_ascii_lowercase();
-        let secret = ["password", "token", "secret", "authorization"].iter().any(|word| lower.contains(word));
-        self.0.insert(name.to_owned(), if secret { Value::String("[redacted]".to_owned()) } else { value });
+        self.key(name);
+        if is_secret(name) {
+            self.text.push_str("\"[redacted]\"");
+        } else {
+            value(self);
+        }
+    }
+
+    /// A number or boolean, as serde_json writes it (a non-finite float as `null`).
+    fn scalar(&mut self, field: &Field, value: impl serde::Serialize) {
+        self.field(field, |this| {
+            let _ = serde_json::to_writer(StringWriter(&mut this.text), &value);
+        });
     }
 }
 
-impl Visit for Fields<'_> {
+/// Whether a field's name says it holds a secret.
+fn is_secret(name: &str) -> bool {
+    ["password", "token", "secret", "authorization"]
+        .iter()
+        .any(|word| name.as_bytes().windows(word.len()).any(|w| w.eq_ignore_ascii_case(word.as_bytes())))
+}
+
+impl Visit for Members {
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.put(field, serde_json::Number::from_f64(value).map_or(Value::Null, Value::Number));
+        self.scalar(field, value);
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.put(field, Value::from(value));
+        self.scalar(field, value);
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.put(field, Value::from(value));
+        self.scalar(field, value);
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.put(field, Value::Bool(value));
+        self.scalar(field, value);
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.put(field, Value::String(value.to_owned()));
+        self.field(field, |this| this.string(value));
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.put(field, Value::String(format!("{value:?}")));
+        self.field(field, |this| this.string(&format!("{value:?}")));
+    }
+}
+
+/// `io::Write` into a `String` for serde_json, which writes only whole UTF-8 text.
+struct StringWriter<'a>(&'a mut String);
+
+impl std::io::Write for StringWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = std::str::from_utf8(buf).map_err(std::io::Error::other)?;
+        self.0.push_str(text);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
     use opentelemetry::trace::TracerProvider as _;
+    use serde_json::Value;
 
     use super::*;
+    use crate::redact::captured::Logs;
 
-    /// A sink the test can read back.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().expect("not poisoned").extend_from_slice(buf);
-            Ok(buf.len())
-        }
-
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl<'w> MakeWriter<'w> for Captured {
-        type Writer = Self;
-
-        fn make_writer(&'w self) -> Self::Writer {
-            self.clone()
-        }
-    }
-
-    fn lines(sink: &Captured) -> Vec<Value> {
-        let bytes = sink.0.lock().expect("not poisoned").clone();
-        String::from_utf8(bytes).expect("utf-8").lines().map(|l| serde_json::from_str(l).expect("JSON")).collect()
+    fn lines(sink: &Logs) -> Vec<Value> {
+        sink.text().lines().map(|l| serde_json::from_str(l).expect("JSON")).collect()
     }
 
     #[test]
     fn a_line_inside_a_span_carries_its_trace_and_span_ids_and_secrets_are_redacted() {
-        let sink = Captured::default();
+        let sink = Logs::default();
         let tracer = opentelemetry_sdk::trace::SdkTracerProvider::builder().build().tracer("test");
         let config = LogConfig { level: "info".to_owned(), format: LogFormat::Json };
-        let subscriber = subscriber(&config, tracer, sink.clone()).expect("a valid level");
+        let subscriber = subscriber(&config, tracer, {
+            let sink = sink.clone();
+            move || sink.clone()
+        })
+        .expect("a valid level");
         tracing::subscriber::with_default(subscriber, || {
             tracing::info!("outside");
             let span = tracing::info_span!("work", job = "a");
@@ -263,11 +354,48 @@ mod tests {
     }
 
     #[test]
+    fn span_fields_recorded_later_reach_the_line_escaped_with_secrets_redacted() {
+        let sink = Logs::default();
+        let tracer = opentelemetry_sdk::trace::SdkTracerProvider::builder().build().tracer("test");
+        let config = LogConfig { level: "info".to_owned(), format: LogFormat::Json };
+        let subscriber = subscriber(&config, tracer, {
+            let sink = sink.clone();
+            move || sink.clone()
+        })
+        .expect("a valid level");
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!(
+                "rpc",
+                status = tracing::field::Empty,
+                api_token = "t0ken-value",
+                note = "a \"quoted\"\nline",
+            );
+            span.record("status", 5);
+            let _entered = span.enter();
+            tracing::info!(ratio = 0.5, "done");
+        });
+        assert!(!sink.text().contains("t0ken-value"), "{}", sink.text());
+        let lines = lines(&sink);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let span = &lines[0]["span"];
+        assert_eq!(span["status"], 5, "{span}");
+        assert_eq!(span["api_token"], "[redacted]");
+        assert_eq!(span["note"], "a \"quoted\"\nline");
+        assert_eq!(span["name"], "rpc");
+        assert_eq!(lines[0]["ratio"], 0.5);
+        assert_eq!(lines[0]["level"], "INFO");
+    }
+
+    #[test]
     fn a_quieter_log_level_keeps_the_spans_so_a_warning_still_carries_its_trace_id() {
-        let sink = Captured::default();
+        let sink = Logs::default();
         let tracer = opentelemetry_sdk::trace::SdkTracerProvider::builder().build().tracer("test");
         let config = LogConfig { level: "warn".to_owned(), format: LogFormat::Json };
-        let subscriber = subscriber(&config, tracer, sink.clone()).expect("a valid level");
+        let subscriber = subscriber(&config, tracer, {
+            let sink = sink.clone();
+            move || sink.clone()
+        })
+        .expect("a valid level");
         tracing::subscriber::with_default(subscriber, || {
             let span = tracing::info_span!("rpc", method = "CreateOrder");
             let _entered = span.enter();
