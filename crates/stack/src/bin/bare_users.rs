@@ -1,7 +1,8 @@
 //! Bench-only baseline (`make bench`): the users service's own GetUser handler, domain and
 //! repository served by bare tonic, without our layer stack (no logging, metrics,
-//! tracing, deadlines, limits, health or reflection), so the bench reports what the stack
-//! costs as a ratio against it. Not a service: no config file, no graceful drain.
+//! tracing, deadlines, limits, health or reflection) but with the services' allocator, so the
+//! bench reports what the stack costs as a ratio against it. Not a service: no config file,
+//! no graceful drain.
 //!
 //! Env: `BARE_USERS_DATABASE_URL` (required; migrated on start), `BARE_USERS_MAX_CONNECTIONS`
 //! (pool size, default 10 as in the users service). Listens on a free port of 127.0.0.1 with
@@ -21,6 +22,10 @@ use users::{
     grpc::UserGrpc,
     repository::{MIGRATOR, UserRepository},
 };
+
+// The services' allocator, so the ratio against this baseline is the layers' cost alone.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
