@@ -157,16 +157,16 @@ where
         line.put("target", event.metadata().target());
         if let Some(span) = ctx.lookup_current() {
             line.key("span");
-            line.text.push('{');
-            if let Some(fields) = span.extensions().get::<FormattedFields<JsonMembers>>() {
-                if !fields.fields.is_empty() {
-                    line.text.push_str(&fields.fields);
-                    line.text.push(',');
-                }
+            line.text.push(b'{');
+            if let Some(fields) = span.extensions().get::<FormattedFields<JsonMembers>>()
+                && !fields.fields.is_empty()
+            {
+                line.text.extend_from_slice(fields.fields.as_bytes());
+                line.text.push(b',');
             }
-            line.text.push_str("\"name\":");
+            line.text.extend_from_slice(b"\"name\":");
             line.string(span.name());
-            line.text.push('}');
+            line.text.push(b'}');
             // Entering a span makes its OpenTelemetry context the current one (the
             // OpenTelemetry layer's context activation), so the ids are those of the span
             // this event is in. (The dispatcher cannot be asked here: it is busy with this event.)
@@ -178,7 +178,7 @@ where
             }
         }
         writer.write_char('{')?;
-        writer.write_str(&line.text)?;
+        writer.write_str(line.as_str()?)?;
         writer.write_str("}\n")
     }
 }
@@ -194,13 +194,13 @@ impl<'w> FormatFields<'w> for JsonMembers {
     fn format_fields<R: RecordFields>(&self, mut writer: Writer<'w>, fields: R) -> fmt::Result {
         let mut members = Members::default();
         fields.record(&mut members);
-        writer.write_str(&members.text)
+        writer.write_str(members.as_str()?)
     }
 
     fn add_fields(&self, current: &'w mut FormattedFields<Self>, fields: &Record<'_>) -> fmt::Result {
-        let mut members = Members { text: std::mem::take(&mut current.fields) };
+        let mut members = Members { text: std::mem::take(&mut current.fields).into_bytes() };
         fields.record(&mut members);
-        current.fields = members.text;
+        current.fields = String::from_utf8(members.text).map_err(|_| fmt::Error)?;
         Ok(())
     }
 }
@@ -209,23 +209,28 @@ impl<'w> FormatFields<'w> for JsonMembers {
 /// [`Visit`]or that writes each field as a member, redacting secrets by name.
 #[derive(Default)]
 struct Members {
-    text: String,
+    text: Vec<u8>,
 }
 
 impl Members {
+    /// The members written so far, as text (serde_json and this type write only UTF-8).
+    fn as_str(&self) -> Result<&str, fmt::Error> {
+        std::str::from_utf8(&self.text).map_err(|_| fmt::Error)
+    }
+
     /// Starts the member `key`: a comma if one came before, then `"key":`.
     fn key(&mut self, key: &str) {
         if !self.text.is_empty() {
-            self.text.push(',');
+            self.text.push(b',');
         }
         self.string(key);
-        self.text.push(':');
+        self.text.push(b':');
     }
 
     /// `value` as a JSON string, escaped.
     fn string(&mut self, value: &str) {
-        // serde_json's escaping; writing a str into a String cannot fail.
-        let _ = serde_json::to_writer(StringWriter(&mut self.text), value);
+        // serde_json's escaping; writing into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut self.text, value);
     }
 
     /// A member whose value is text.
@@ -237,9 +242,9 @@ impl Members {
     /// A member whose value is text that needs no escaping (timestamps, levels, hex ids).
     fn put_raw(&mut self, key: &str, value: &str) {
         self.key(key);
-        self.text.push('"');
-        self.text.push_str(value);
-        self.text.push('"');
+        self.text.push(b'"');
+        self.text.extend_from_slice(value.as_bytes());
+        self.text.push(b'"');
     }
 
     /// A field, written as `value` unless its name says it holds a secret (`password`,
@@ -248,7 +253,7 @@ impl Members {
         let name = field.name();
         self.key(name);
         if is_secret(name) {
-            self.text.push_str("\"[redacted]\"");
+            self.text.extend_from_slice(b"\"[redacted]\"");
         } else {
             value(self);
         }
@@ -257,7 +262,7 @@ impl Members {
     /// A number or boolean, as serde_json writes it (a non-finite float as `null`).
     fn scalar(&mut self, field: &Field, value: impl serde::Serialize) {
         self.field(field, |this| {
-            let _ = serde_json::to_writer(StringWriter(&mut this.text), &value);
+            let _ = serde_json::to_writer(&mut this.text, &value);
         });
     }
 }
@@ -292,21 +297,6 @@ impl Visit for Members {
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         self.field(field, |this| this.string(&format!("{value:?}")));
-    }
-}
-
-/// `io::Write` into a `String` for serde_json, which writes only whole UTF-8 text.
-struct StringWriter<'a>(&'a mut String);
-
-impl std::io::Write for StringWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let text = std::str::from_utf8(buf).map_err(std::io::Error::other)?;
-        self.0.push_str(text);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 
