@@ -71,7 +71,7 @@ impl App {
             OrderRepository::new(database.clone(), changes.clone()),
             UsersClient::new(users),
             PageTokens::new(config.paging.token_secret.as_ref().map_or("", ExposeSecret::expose_secret)),
-            changes,
+            &changes,
         );
         let authenticator = Authenticator::new(&config.auth).context("read the signing keys (auth.jwks_file)")?;
         let mut server = GrpcServer::bind(&config.server, api::FILE_DESCRIPTOR_SET, &metrics)

@@ -1,15 +1,16 @@
 //! The orders use cases the gRPC layer calls (`Orders`), and their inputs and outputs.
 
 use platform::email::Email;
-use tokio::sync::{broadcast::error::RecvError, mpsc};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::{
-    changes::{Change, Changes},
+    changes::Changes,
     order::{Cents, Currency, Error, IdempotencyKey, Order, OrderEvent, OrderId, OrderStatus},
     page_token::PageTokens,
     repository::{Inserted, OrderRepository},
     users_client::UsersClient,
+    watchers::{Update, Watchers},
 };
 
 /// What it takes to place an order: already-parsed fields.
@@ -58,13 +59,18 @@ pub struct Orders {
     repository: OrderRepository,
     users: UsersClient,
     tokens: PageTokens,
-    changes: Changes,
+    watchers: Watchers,
 }
 
 impl Orders {
-    /// Use cases over their collaborators.
-    pub fn new(repository: OrderRepository, users: UsersClient, tokens: PageTokens, changes: Changes) -> Self {
-        Self { repository, users, tokens, changes }
+    /// Use cases over their collaborators; starts WatchOrder's fan-out of `changes`
+    /// ([`Watchers::start`]).
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn new(repository: OrderRepository, users: UsersClient, tokens: PageTokens, changes: &Changes) -> Self {
+        let watchers = Watchers::start(repository.clone(), changes);
+        Self { repository, users, tokens, watchers }
     }
 
     /// Places `new`, or with a known idempotency key returns the order it placed first.
@@ -154,8 +160,8 @@ impl Orders {
     /// # Errors
     /// [`Error::NotFound`]; storage errors (before the stream starts).
     pub async fn watch(&self, id: OrderId) -> Result<ReceiverStream<Result<OrderEvent, Error>>, Error> {
-        // Subscribe before the first read, so no change can slip between the two.
-        let mut changes = self.changes.subscribe();
+        // Register before the first read, so no change can slip between the two.
+        let mut watching = self.watchers.watch(id);
         let history = self.repository.events(id).await?;
         if history.is_empty() {
             return Err(Error::NotFound);
@@ -178,27 +184,31 @@ impl Orders {
                 if reached == Some(OrderStatus::Delivered) {
                     return;
                 }
-                let relevant = tokio::select! {
+                let update = tokio::select! {
                     () = sender.closed() => return,
-                    change = changes.recv() => match change {
-                        Ok(Change::Order(changed)) => changed == id,
-                        // Missed notifications: look again rather than risk missing ours.
-                        Ok(Change::Resync) | Err(RecvError::Lagged(_)) => true,
-                        Err(RecvError::Closed) => return,
+                    update = watching.next() => match update {
+                        Some(update) => update,
+                        None => return,
                     },
                 };
-                if relevant {
-                    match repository.events(id).await {
-                        Ok(events) => pending = events,
+                pending = match update {
+                    Update::Events(events) => events.to_vec(),
+                    Update::ReadAgain => match repository.events(id).await {
+                        Ok(events) => events,
                         Err(error) => {
                             let _ = sender.send(Err(error)).await;
                             return;
                         }
-                    }
-                }
+                    },
+                };
             }
         });
         Ok(ReceiverStream::new(receiver))
+    }
+
+    /// How many WatchOrder streams this replica serves now.
+    pub fn watchers(&self) -> usize {
+        self.watchers.count()
     }
 }
 
@@ -223,7 +233,7 @@ mod tests {
 
     /// Use cases over an in-memory SQLite database (the embedded path) and a users
     /// client with no endpoints (these tests never reach it).
-    async fn embedded_orders() -> (Orders, OrderRepository, Changes) {
+    async fn embedded_orders() -> (Orders, OrderRepository) {
         let mut config = DatabaseConfig::at("sqlite::memory:".parse().expect("a database URL"));
         // Each in-memory SQLite connection is its own database: keep one.
         config.max_connections = std::num::NonZeroU32::MIN;
@@ -234,8 +244,8 @@ mod tests {
         let channel = client::channel("users", &ClientConfig::with_endpoints(vec![]), None, &Metrics::new(), &[])
             .expect("an empty descriptor set decodes");
         let users = UsersClient::new(channel);
-        let orders = Orders::new(repository.clone(), users, PageTokens::new("k"), changes.clone());
-        (orders, repository, changes)
+        let orders = Orders::new(repository.clone(), users, PageTokens::new("k"), &changes);
+        (orders, repository)
     }
 
     async fn stored_order(repository: &OrderRepository) -> Order {
@@ -253,7 +263,7 @@ mod tests {
 
     #[tokio::test]
     async fn on_sqlite_a_watch_follows_local_changes_to_delivery() {
-        let (orders, repository, _) = embedded_orders().await;
+        let (orders, repository) = embedded_orders().await;
         let order = stored_order(&repository).await;
         let mut events = orders.watch(order.id).await.expect("the order exists");
         assert_eq!(events.next().await.map(|e| e.expect("no error").reached), Some(OrderStatus::Created));
@@ -265,16 +275,47 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn many_watchers_of_one_order_each_see_every_change_and_other_orders_are_not_theirs() {
+        let (orders, repository) = embedded_orders().await;
+        let watched = stored_order(&repository).await;
+        let other = stored_order(&repository).await;
+        let mut streams = Vec::new();
+        for _ in 0..20 {
+            let mut events = orders.watch(watched.id).await.expect("the order exists");
+            assert_eq!(events.next().await.map(|e| e.expect("no error").reached), Some(OrderStatus::Created));
+            streams.push(events);
+        }
+        assert_eq!(orders.watchers(), 20);
+        orders.advance(other.id, OrderStatus::Shipped).await.expect("the other order shipped");
+        orders.advance(watched.id, OrderStatus::Shipped).await.expect("shipped");
+        orders.advance(watched.id, OrderStatus::Delivered).await.expect("delivered");
+        for events in &mut streams {
+            let seen: Vec<_> = events.map(|e| e.expect("no error")).collect().await;
+            assert!(seen.iter().all(|e| e.order_id == watched.id), "{seen:?}");
+            let reached: Vec<_> = seen.iter().map(|e| e.reached).collect();
+            assert_eq!(reached, [OrderStatus::Shipped, OrderStatus::Delivered]);
+        }
+        drop(streams);
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while orders.watchers() > 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("every stream ended its registration");
+    }
+
+    #[tokio::test]
     async fn a_watch_unsubscribes_when_its_client_goes_away() {
-        let (orders, repository, changes) = embedded_orders().await;
+        let (orders, repository) = embedded_orders().await;
         let order = stored_order(&repository).await;
         let mut events = orders.watch(order.id).await.expect("the order exists");
         events.next().await.expect("the created event").expect("no error");
-        assert_eq!(changes.watchers(), 1);
+        assert_eq!(orders.watchers(), 1);
         drop(events);
         // The watch task notices the closed stream and drops its subscription.
         tokio::time::timeout(Duration::from_secs(10), async {
-            while changes.watchers() > 0 {
+            while orders.watchers() > 0 {
                 tokio::task::yield_now().await;
             }
         })

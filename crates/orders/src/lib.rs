@@ -4,6 +4,7 @@
 //! ```text
 //! gRPC request -> platform::server layers -> grpc.rs (proto <-> domain, Error -> Status)
 //!              -> domain.rs (use cases: Orders)
+//!                   -> watchers.rs (WatchOrder's fan-out: one read per change, per watched order)
 //!                   -> repository.rs (sqlx: PostgreSQL or SQLite) -> changes.rs (who changed: LISTEN/NOTIFY)
 //!                   -> users_client.rs (users.v1 over platform::client: balancing, deadline, retries)
 //!                   -> page_token.rs (signed ListOrders cursors)
@@ -23,6 +24,7 @@ pub mod order;
 pub mod page_token;
 pub mod repository;
 pub mod users_client;
+pub mod watchers;
 
 pub use app::App;
 pub use config::Config;
