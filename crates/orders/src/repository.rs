@@ -53,6 +53,12 @@ struct EventRow {
 }
 
 impl OrderRepository {
+    /// A query's `error` as ours, the database's health probe told of it first
+    /// ([`Database::noticed`]).
+    fn failed(&self, error: sqlx::Error) -> Error {
+        storage_error(self.db.noticed(error))
+    }
+
     /// A repository over `db` (migrated with [`MIGRATOR`]) that announces writes on `changes`.
     pub fn new(db: Database, changes: Changes) -> Self {
         Self { db, changes }
@@ -70,8 +76,8 @@ impl OrderRepository {
     /// # Errors
     /// [`Error::Unavailable`] or [`Error::Internal`].
     pub async fn insert(&self, order: &Order, key: Option<&IdempotencyKey>) -> Result<Inserted, Error> {
-        let mut conn = self.db.acquire().await.map_err(storage_error)?;
-        let mut tx = conn.begin().await.map_err(storage_error)?;
+        let mut conn = self.db.acquire().await.map_err(|e| self.failed(e))?;
+        let mut tx = conn.begin().await.map_err(|e| self.failed(e))?;
         let created_at = to_micros(order.created_at);
         let stored = sqlx::query(
             "INSERT INTO orders (id, customer_email, total_cents, currency, status, created_at, updated_at, idempotency_key) \
@@ -87,10 +93,10 @@ impl OrderRepository {
         .execute(&mut *tx)
         .instrument(self.db.span("INSERT", "orders"))
         .await
-        .map_err(storage_error)?
+        .map_err(|e| self.failed(e))?
         .rows_affected();
         if stored == 0 {
-            tx.rollback().await.map_err(storage_error)?;
+            tx.rollback().await.map_err(|e| self.failed(e))?;
             // Back to the pool before the next query takes one (a pool of one would deadlock).
             drop(conn);
             let key = key.ok_or_else(|| Error::Internal(anyhow::anyhow!("insert without a key stored nothing")))?;
@@ -100,7 +106,7 @@ impl OrderRepository {
                 .ok_or_else(|| Error::Internal(anyhow::anyhow!("conflicting idempotency key vanished")));
         }
         self.record_event(&mut tx, order.id, order.status, order.created_at).await?;
-        tx.commit().await.map_err(storage_error)?;
+        tx.commit().await.map_err(|e| self.failed(e))?;
         self.changes.committed(order.id);
         Ok(Inserted::New)
     }
@@ -117,8 +123,8 @@ impl OrderRepository {
         to: OrderStatus,
         at: SystemTime,
     ) -> Result<Option<Order>, Error> {
-        let mut conn = self.db.acquire().await.map_err(storage_error)?;
-        let mut tx = conn.begin().await.map_err(storage_error)?;
+        let mut conn = self.db.acquire().await.map_err(|e| self.failed(e))?;
+        let mut tx = conn.begin().await.map_err(|e| self.failed(e))?;
         let moved = sqlx::query("UPDATE orders SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4")
             .bind(to.number())
             .bind(to_micros(at))
@@ -127,10 +133,10 @@ impl OrderRepository {
             .execute(&mut *tx)
             .instrument(self.db.span("UPDATE", "orders"))
             .await
-            .map_err(storage_error)?
+            .map_err(|e| self.failed(e))?
             .rows_affected();
         if moved == 0 {
-            tx.rollback().await.map_err(storage_error)?;
+            tx.rollback().await.map_err(|e| self.failed(e))?;
             return Ok(None);
         }
         self.record_event(&mut tx, id, to, at).await?;
@@ -139,8 +145,8 @@ impl OrderRepository {
             .fetch_one(&mut *tx)
             .instrument(self.db.span("SELECT", "orders"))
             .await
-            .map_err(storage_error)?;
-        tx.commit().await.map_err(storage_error)?;
+            .map_err(|e| self.failed(e))?;
+        tx.commit().await.map_err(|e| self.failed(e))?;
         self.changes.committed(id);
         order.try_into().map(Some)
     }
@@ -150,13 +156,13 @@ impl OrderRepository {
     /// # Errors
     /// [`Error::Unavailable`] or [`Error::Internal`].
     pub async fn get(&self, id: OrderId) -> Result<Option<Order>, Error> {
-        let mut conn = self.db.acquire().await.map_err(storage_error)?;
+        let mut conn = self.db.acquire().await.map_err(|e| self.failed(e))?;
         let row = sqlx::query_as::<_, OrderRow>(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
             .bind(id.to_string())
             .fetch_optional(&mut *conn)
             .instrument(self.db.span("SELECT", "orders"))
             .await
-            .map_err(storage_error)?;
+            .map_err(|e| self.failed(e))?;
         row.map(Order::try_from).transpose()
     }
 
@@ -165,14 +171,14 @@ impl OrderRepository {
     /// # Errors
     /// [`Error::Unavailable`] or [`Error::Internal`].
     pub async fn by_idempotency_key(&self, key: &IdempotencyKey) -> Result<Option<Order>, Error> {
-        let mut conn = self.db.acquire().await.map_err(storage_error)?;
+        let mut conn = self.db.acquire().await.map_err(|e| self.failed(e))?;
         let row =
             sqlx::query_as::<_, OrderRow>(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE idempotency_key = $1"))
                 .bind(key.as_str())
                 .fetch_optional(&mut *conn)
                 .instrument(self.db.span("SELECT", "orders"))
                 .await
-                .map_err(storage_error)?;
+                .map_err(|e| self.failed(e))?;
         row.map(Order::try_from).transpose()
     }
 
@@ -200,14 +206,14 @@ impl OrderRepository {
             sql.push_str(&format!(" AND id > ${}", binds.len()));
         }
         sql.push_str(&format!(" ORDER BY id LIMIT ${}", binds.len() + 1));
-        let mut conn = self.db.acquire().await.map_err(storage_error)?;
+        let mut conn = self.db.acquire().await.map_err(|e| self.failed(e))?;
         let query = binds.into_iter().fold(sqlx::query_as::<_, OrderRow>(&sql), |query, value| query.bind(value));
         let rows = query
             .bind(i64::from(limit))
             .fetch_all(&mut *conn)
             .instrument(self.db.span("SELECT", "orders"))
             .await
-            .map_err(storage_error)?;
+            .map_err(|e| self.failed(e))?;
         rows.into_iter().map(Order::try_from).collect()
     }
 
@@ -216,7 +222,7 @@ impl OrderRepository {
     /// # Errors
     /// [`Error::Unavailable`] or [`Error::Internal`].
     pub async fn events(&self, id: OrderId) -> Result<Vec<OrderEvent>, Error> {
-        let mut conn = self.db.acquire().await.map_err(storage_error)?;
+        let mut conn = self.db.acquire().await.map_err(|e| self.failed(e))?;
         let rows = sqlx::query_as::<_, EventRow>(
             "SELECT order_id, status, occurred_at FROM order_events WHERE order_id = $1 ORDER BY status",
         )
@@ -224,7 +230,7 @@ impl OrderRepository {
         .fetch_all(&mut *conn)
         .instrument(self.db.span("SELECT", "order_events"))
         .await
-        .map_err(storage_error)?;
+        .map_err(|e| self.failed(e))?;
         rows.into_iter().map(OrderEvent::try_from).collect()
     }
 
@@ -242,7 +248,7 @@ impl OrderRepository {
             .execute(&mut **tx)
             .instrument(self.db.span("INSERT", "order_events"))
             .await
-            .map_err(storage_error)?;
+            .map_err(|e| self.failed(e))?;
         if self.changes.via_postgres() {
             // Delivered to every replica's LISTEN when, and only if, the transaction commits.
             sqlx::query("SELECT pg_notify($1, $2)")
@@ -250,7 +256,7 @@ impl OrderRepository {
                 .bind(id.to_string())
                 .execute(&mut **tx)
                 .await
-                .map_err(storage_error)?;
+                .map_err(|e| self.failed(e))?;
         }
         Ok(())
     }

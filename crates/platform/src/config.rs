@@ -560,6 +560,13 @@ pub struct DatabaseConfig {
     /// trips away (a TLS connect takes several).
     #[serde(with = "positive_duration")]
     pub health_check_timeout: Duration,
+    /// A pooled connection idle for at least this long is pinged (one round trip) before
+    /// a query uses it, and replaced if it died; one used more recently is handed out as
+    /// it is. `"1s"` by default (pgx's pool does the same), `"0s"` pings before every
+    /// query (`database.ping_after_idle`). A connection that dies within this time of its
+    /// last use fails the one query that next uses it (UNAVAILABLE, which clients retry).
+    #[serde(with = "humantime_serde")]
+    pub ping_after_idle: Duration,
 }
 
 /// `database.max_connections` unless configured.
@@ -567,7 +574,8 @@ const DEFAULT_MAX_CONNECTIONS: NonZeroU32 = NonZeroU32::new(10).expect("10 is no
 
 impl DatabaseConfig {
     /// Defaults for a database at `url`: 10 connections, 2s acquire timeout, a health
-    /// check every 500ms that may take 250ms (an outage is noticed within 750ms).
+    /// check every 500ms that may take 250ms (an outage is noticed within 750ms), a ping
+    /// before a query on a connection idle for 1s or more.
     pub fn at(url: DatabaseUrl) -> Self {
         Self {
             url,
@@ -575,6 +583,7 @@ impl DatabaseConfig {
             acquire_timeout: Duration::from_secs(2),
             health_check_interval: Duration::from_millis(500),
             health_check_timeout: Duration::from_millis(250),
+            ping_after_idle: Duration::from_secs(1),
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::{
     io,
-    sync::{Arc, OnceLock},
+    sync::{Arc, Mutex, OnceLock, PoisonError},
     time::{Duration, Instant},
 };
 
@@ -12,7 +12,7 @@ use prometheus::{
     core::{Collector, Desc},
     proto::MetricFamily,
 };
-use sqlx::{Any, AnyPool, any::AnyPoolOptions, pool::PoolConnection};
+use sqlx::{Any, AnyPool, Connection, any::AnyPoolOptions, pool::PoolConnection};
 use tokio::sync::{Notify, watch};
 
 pub use crate::config::Backend;
@@ -53,12 +53,28 @@ pub(crate) struct Breaker {
     /// connection before it wakes the probe (`database.health_check_timeout`).
     /// Without a probe the breaker stays closed and calls never wake anything.
     slow_wait: OnceLock<Duration>,
+    /// Set with `slow_wait`: for how long after the breaker closes every connection a
+    /// call takes is pinged first (`database.ping_after_idle`; see [`Database::acquire`]).
+    ping_after_idle: OnceLock<Duration>,
+    /// When the breaker last closed after being open.
+    closed_at: Mutex<Option<Instant>>,
 }
 
 impl Breaker {
     /// Opens (`true`) or closes the breaker; returns whether that changed it.
     pub(crate) fn set_open(&self, open: bool) -> bool {
-        self.open.send_if_modified(|current| std::mem::replace(current, open) != open)
+        let changed = self.open.send_if_modified(|current| std::mem::replace(current, open) != open);
+        if changed && !open {
+            *self.closed_at.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+        }
+        changed
+    }
+
+    /// Whether the breaker closed less than `ping_after_idle` ago: pooled connections
+    /// released before the outage may be dead yet too recently used for the pool's ping.
+    fn recovering(&self) -> bool {
+        let Some(window) = self.ping_after_idle.get() else { return false };
+        self.closed_at.lock().unwrap_or_else(PoisonError::into_inner).is_some_and(|at| at.elapsed() < *window)
     }
 
     /// Completes when a call has woken the probe since the last time this completed.
@@ -72,9 +88,11 @@ impl Breaker {
         self.open.subscribe()
     }
 
-    /// Makes calls wake the probe once they have waited `slow_wait` for a connection.
-    pub(crate) fn watched(&self, slow_wait: Duration) {
+    /// Makes calls wake the probe once they have waited `slow_wait` for a connection,
+    /// and ping their connection while the breaker closed less than `ping_after_idle` ago.
+    pub(crate) fn watched(&self, slow_wait: Duration, ping_after_idle: Duration) {
         let _ = self.slow_wait.set(slow_wait);
+        let _ = self.ping_after_idle.set(ping_after_idle);
     }
 
     /// Wakes the probe (a no-op without one).
@@ -116,8 +134,13 @@ impl Database {
         let wait_time = Histogram::with_opts(opts).expect("valid histogram");
         let url = pool.connect_options().database_url.clone();
         let system = Backend::of_scheme(url.scheme()).map_or("other_sql", Backend::system);
-        let breaker =
-            Arc::new(Breaker { open: watch::Sender::new(false), suspect: Notify::new(), slow_wait: OnceLock::new() });
+        let breaker = Arc::new(Breaker {
+            open: watch::Sender::new(false),
+            suspect: Notify::new(),
+            slow_wait: OnceLock::new(),
+            ping_after_idle: OnceLock::new(),
+            closed_at: Mutex::new(None),
+        });
         Self { pool, system, name: name.into(), wait_time, breaker }
     }
 
@@ -174,7 +197,32 @@ impl Database {
         if connection.as_ref().is_err_and(is_unavailable) {
             self.breaker.suspect();
         }
-        connection
+        let mut connection = connection?;
+        // Just after an outage, a connection released before it and idle for less than
+        // `ping_after_idle` would skip the pool's ping (see `connect`), yet the outage may
+        // have cut it: ping it, and replace a dead one, as many times as the pool is large.
+        let mut replacements = self.pool.options().get_max_connections();
+        while self.breaker.recovering() && replacements > 0 {
+            if connection.ping().await.is_ok() {
+                break;
+            }
+            replacements -= 1;
+            connection.close_on_drop();
+            drop(connection);
+            connection = self.pool.acquire().await.map_err(|error| self.noticed(error))?;
+        }
+        Ok(connection)
+    }
+
+    /// `error` from a query on this database, passed through; first, when it means the
+    /// database cannot be reached ([`is_unavailable`]), it wakes the health probe as a
+    /// failed acquire does, so a connection that died unnoticed (reused within
+    /// `database.ping_after_idle`, so not pinged) turns the service NOT_SERVING at once.
+    pub fn noticed(&self, error: sqlx::Error) -> sqlx::Error {
+        if is_unavailable(&error) {
+            self.breaker.suspect();
+        }
+        error
     }
 
     /// A span for one query on this database, to `.instrument()` the query's future
@@ -259,12 +307,12 @@ impl Collector for PoolCollector {
 /// SQLite connections run in WAL mode with foreign keys on, so several processes
 /// (the two users replicas of `make demo`) can share one file.
 ///
-/// A connection leaving the pool is pinged first (sqlx's `test_before_acquire`, on):
-/// a connection that died while idle (database restarted, backend terminated, the
-/// network cut during an outage) is replaced before any query uses it, so the first
-/// calls after a database outage succeed. The ping costs a round trip per query
-/// (docs/perf.md); turning it off made every dead pooled connection fail one call after
-/// an outage, which only feeding query errors to the database breaker would cover.
+/// A connection leaving the pool after `config.ping_after_idle` (1s) or more of idleness
+/// is pinged first: one that died while idle (database restarted, backend terminated,
+/// the network cut during an outage) is replaced before any query uses it, so the first
+/// calls after a database outage succeed. A connection used more recently skips the
+/// ping, a round trip per query (docs/perf.md); pinging none made every dead pooled
+/// connection fail one call after an outage.
 ///
 /// # Errors
 /// When the database cannot be reached within `acquire_timeout`, or sqlx refuses an
@@ -272,10 +320,23 @@ impl Collector for PoolCollector {
 pub async fn connect(config: &DatabaseConfig) -> Result<AnyPool, sqlx::Error> {
     sqlx::any::install_default_drivers();
     let backend = config.url.backend();
+    let ping_after_idle = config.ping_after_idle;
     AnyPoolOptions::new()
         .max_connections(config.max_connections.get())
         .acquire_timeout(config.acquire_timeout)
-        .test_before_acquire(true)
+        // Ping only a connection idle for `ping_after_idle` or more (pgx's rule), not every
+        // one: the ping is a round trip of its own, a third of GetUser's (docs/perf.md).
+        // A connection that died while idle (a restarted server, a cut network, an outage
+        // the breaker rode out) is then found and replaced before a query uses it.
+        .test_before_acquire(false)
+        .before_acquire(move |conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= ping_after_idle {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
         .after_connect(move |conn, _meta| {
             Box::pin(async move {
                 if backend == Backend::Sqlite {

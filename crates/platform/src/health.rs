@@ -90,7 +90,7 @@ pub fn watch_database(database: &Database, config: &DatabaseConfig, health: Heal
     let interval = config.health_check_interval;
     let timeout = config.health_check_timeout;
     let database = database.clone();
-    database.breaker().watched(timeout);
+    database.breaker().watched(timeout, config.ping_after_idle);
     let mut probe = Probe::new(database.pool());
     tokio::spawn(async move {
         let breaker = database.breaker();

@@ -17,6 +17,8 @@ async fn a_connection_that_died_in_the_pool_is_replaced_before_any_query_uses_it
     let url = postgres_url();
     let mut config = DatabaseConfig::at(url.parse().expect("a database URL"));
     config.max_connections = NonZeroU32::MIN;
+    // Whatever its idle time: the rule for connections idle `ping_after_idle` or more.
+    config.ping_after_idle = Duration::ZERO;
     let pool = database::connect(&config).await.expect("connect to the test PostgreSQL");
     let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&pool).await.expect("the first query");
 

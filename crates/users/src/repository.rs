@@ -30,6 +30,12 @@ struct UserRow {
 }
 
 impl UserRepository {
+    /// A query's `error` as ours, the database's health probe told of it first
+    /// ([`Database::noticed`]).
+    fn failed(&self, error: sqlx::Error) -> Error {
+        storage_error(self.db.noticed(error))
+    }
+
     /// A repository over `db` (migrated with [`MIGRATOR`]).
     pub fn new(db: Database) -> Self {
         Self { db }
@@ -46,7 +52,7 @@ impl UserRepository {
     /// # Errors
     /// [`Error::EmailTaken`] when the email is taken; [`Error::Unavailable`] or [`Error::Internal`].
     pub async fn insert(&self, user: &User) -> Result<(), Error> {
-        let mut conn = self.db.acquire().await.map_err(storage_error)?;
+        let mut conn = self.db.acquire().await.map_err(|e| self.failed(e))?;
         sqlx::query("INSERT INTO users (id, email, name, created_at) VALUES ($1, $2, $3, $4)")
             .bind(user.id.to_string())
             .bind(user.email.as_str())
@@ -59,7 +65,7 @@ impl UserRepository {
                 sqlx::Error::Database(db) if db.kind() == ErrorKind::UniqueViolation => {
                     Error::EmailTaken(user.email.clone())
                 }
-                _ => storage_error(e),
+                _ => self.failed(e),
             })?;
         Ok(())
     }
@@ -69,13 +75,13 @@ impl UserRepository {
     /// # Errors
     /// [`Error::Unavailable`] or [`Error::Internal`].
     pub async fn get(&self, id: UserId) -> Result<Option<User>, Error> {
-        let mut conn = self.db.acquire().await.map_err(storage_error)?;
+        let mut conn = self.db.acquire().await.map_err(|e| self.failed(e))?;
         let row = sqlx::query_as::<_, UserRow>("SELECT id, email, name, created_at FROM users WHERE id = $1")
             .bind(id.to_string())
             .fetch_optional(&mut *conn)
             .instrument(self.db.span("SELECT", "users"))
             .await
-            .map_err(storage_error)?;
+            .map_err(|e| self.failed(e))?;
         row.map(User::try_from).transpose()
     }
 
@@ -84,13 +90,13 @@ impl UserRepository {
     /// # Errors
     /// [`Error::Unavailable`] or [`Error::Internal`].
     pub async fn by_email(&self, email: &Email) -> Result<Option<User>, Error> {
-        let mut conn = self.db.acquire().await.map_err(storage_error)?;
+        let mut conn = self.db.acquire().await.map_err(|e| self.failed(e))?;
         let row = sqlx::query_as::<_, UserRow>("SELECT id, email, name, created_at FROM users WHERE email = $1")
             .bind(email.as_str())
             .fetch_optional(&mut *conn)
             .instrument(self.db.span("SELECT", "users"))
             .await
-            .map_err(storage_error)?;
+            .map_err(|e| self.failed(e))?;
         row.map(User::try_from).transpose()
     }
 }
