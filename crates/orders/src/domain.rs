@@ -296,13 +296,7 @@ mod tests {
             assert_eq!(reached, [OrderStatus::Shipped, OrderStatus::Delivered]);
         }
         drop(streams);
-        tokio::time::timeout(Duration::from_secs(10), async {
-            while orders.watchers() > 0 {
-                tokio::task::yield_now().await;
-            }
-        })
-        .await
-        .expect("every stream ended its registration");
+        no_watchers_left(&orders).await;
     }
 
     #[tokio::test]
@@ -314,12 +308,18 @@ mod tests {
         assert_eq!(orders.watchers(), 1);
         drop(events);
         // The watch task notices the closed stream and drops its subscription.
+        no_watchers_left(&orders).await;
+    }
+
+    /// Waits (10 s at most) until no stream watches an order: each watch task notices its
+    /// closed stream and ends its registration.
+    async fn no_watchers_left(orders: &Orders) {
         tokio::time::timeout(Duration::from_secs(10), async {
             while orders.watchers() > 0 {
                 tokio::task::yield_now().await;
             }
         })
         .await
-        .expect("the watcher unsubscribes");
+        .expect("every watcher unsubscribes");
     }
 }

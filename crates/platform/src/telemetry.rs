@@ -308,27 +308,30 @@ mod tests {
     use super::*;
     use crate::redact::captured::Logs;
 
-    fn lines(sink: &Logs) -> Vec<Value> {
-        sink.text().lines().map(|l| serde_json::from_str(l).expect("JSON")).collect()
+    /// Runs `log` under the JSON subscriber at `level`; returns what it wrote.
+    fn logged(level: &str, log: impl FnOnce()) -> String {
+        let sink = Logs::default();
+        let tracer = opentelemetry_sdk::trace::SdkTracerProvider::builder().build().tracer("test");
+        let config = LogConfig { level: level.to_owned(), format: LogFormat::Json };
+        let writer = sink.clone();
+        let subscriber = subscriber(&config, tracer, move || writer.clone()).expect("a valid level");
+        tracing::subscriber::with_default(subscriber, log);
+        sink.text()
+    }
+
+    fn lines(text: &str) -> Vec<Value> {
+        text.lines().map(|l| serde_json::from_str(l).expect("JSON")).collect()
     }
 
     #[test]
     fn a_line_inside_a_span_carries_its_trace_and_span_ids_and_secrets_are_redacted() {
-        let sink = Logs::default();
-        let tracer = opentelemetry_sdk::trace::SdkTracerProvider::builder().build().tracer("test");
-        let config = LogConfig { level: "info".to_owned(), format: LogFormat::Json };
-        let subscriber = subscriber(&config, tracer, {
-            let sink = sink.clone();
-            move || sink.clone()
-        })
-        .expect("a valid level");
-        tracing::subscriber::with_default(subscriber, || {
+        let text = logged("info", || {
             tracing::info!("outside");
             let span = tracing::info_span!("work", job = "a");
             let _entered = span.enter();
             tracing::info!(password = "hunter2", count = 3, "inside");
         });
-        let lines = lines(&sink);
+        let lines = lines(&text);
         assert_eq!(lines.len(), 2);
         assert!(lines[0].get("trace_id").is_none(), "{}", lines[0]);
         let inside = &lines[1];
@@ -345,15 +348,7 @@ mod tests {
 
     #[test]
     fn span_fields_recorded_later_reach_the_line_escaped_with_secrets_redacted() {
-        let sink = Logs::default();
-        let tracer = opentelemetry_sdk::trace::SdkTracerProvider::builder().build().tracer("test");
-        let config = LogConfig { level: "info".to_owned(), format: LogFormat::Json };
-        let subscriber = subscriber(&config, tracer, {
-            let sink = sink.clone();
-            move || sink.clone()
-        })
-        .expect("a valid level");
-        tracing::subscriber::with_default(subscriber, || {
+        let text = logged("info", || {
             let span = tracing::info_span!(
                 "rpc",
                 status = tracing::field::Empty,
@@ -364,8 +359,8 @@ mod tests {
             let _entered = span.enter();
             tracing::info!(ratio = 0.5, "done");
         });
-        assert!(!sink.text().contains("t0ken-value"), "{}", sink.text());
-        let lines = lines(&sink);
+        assert!(!text.contains("t0ken-value"), "{text}");
+        let lines = lines(&text);
         assert_eq!(lines.len(), 1, "{lines:?}");
         let span = &lines[0]["span"];
         assert_eq!(span["status"], 5, "{span}");
@@ -378,21 +373,13 @@ mod tests {
 
     #[test]
     fn a_quieter_log_level_keeps_the_spans_so_a_warning_still_carries_its_trace_id() {
-        let sink = Logs::default();
-        let tracer = opentelemetry_sdk::trace::SdkTracerProvider::builder().build().tracer("test");
-        let config = LogConfig { level: "warn".to_owned(), format: LogFormat::Json };
-        let subscriber = subscriber(&config, tracer, {
-            let sink = sink.clone();
-            move || sink.clone()
-        })
-        .expect("a valid level");
-        tracing::subscriber::with_default(subscriber, || {
+        let text = logged("warn", || {
             let span = tracing::info_span!("rpc", method = "CreateOrder");
             let _entered = span.enter();
             tracing::info!("filtered out");
             tracing::warn!("kept");
         });
-        let lines = lines(&sink);
+        let lines = lines(&text);
         assert_eq!(lines.len(), 1, "only the warning is logged: {lines:?}");
         assert_eq!(lines[0]["message"], "kept");
         assert_eq!(lines[0]["span"]["name"], "rpc");
