@@ -27,12 +27,13 @@ go_tool() {
   fi
   echo "$dir"
 }
+# PostgreSQL (with pgbench) and buf, when missing: a fresh machine needs no `make test` first.
+scripts/install-tools.sh --bench
 ghz=$(go_tool ghz github.com/bojand/ghz/cmd/ghz "$GHZ_VERSION")/ghz
 vegeta=$(go_tool vegeta github.com/tsenart/vegeta/v12 "$VEGETA_VERSION")/vegeta
 plugins=$(go_tool protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go "$PROTOC_GEN_GO_VERSION")
 plugins+=:$(go_tool protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc "$PROTOC_GEN_GO_GRPC_VERSION")
 plugins+=:$(go_tool protoc-gen-connect-go connectrpc.com/connect/cmd/protoc-gen-connect-go "$PROTOC_GEN_CONNECT_GO_VERSION")
-[ -x .tools/bin/buf ] || { echo "bench: buf is missing: run scripts/install-tools.sh" >&2; exit 1; }
 
 # The Go baselines: code generated from proto/ each run (cheap), then the server.
 rm -rf bench/go/gen
@@ -40,10 +41,6 @@ PATH=$plugins:$PATH .tools/bin/buf generate --template bench/go/buf.gen.yaml
 echo "bench: building bench/go" >&2
 mkdir -p target/bench
 (cd bench/go && go build -trimpath -o ../../target/bench/ ./cmd/...)
-command -v pgbench >/dev/null && command -v psql >/dev/null || {
-  echo "bench: pgbench and psql are missing: run scripts/install-tools.sh" >&2
-  exit 1
-}
 
 export GHZ=$ghz VEGETA=$vegeta GO_BASELINE=$PWD/target/bench/users-go WATCH_FANOUT=$PWD/target/bench/watch-fanout
 export STACK_BIN_DIR=${STACK_BIN_DIR:-$PWD/target/release}

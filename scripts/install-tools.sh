@@ -11,6 +11,8 @@
 #   connectconformance the Connect conformance runner (go install), under .tools/connectconformance-VERSION
 #   kustomize, kubernetes-validate, check-jsonschema   `make deploy-lint`: scripts/install-deploy-tools.sh
 # Re-running is cheap: each step is skipped when its pinned version is present.
+# `--bench`: only what `make bench` needs of these (PostgreSQL with pgbench, buf); the bench
+# builds its own Go tools (scripts/bench.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,6 +52,7 @@ if [ ! -x "$buf" ] || [ "$("$buf" --version 2>/dev/null)" != "$BUF_VERSION" ]; t
   npm install --no-save --no-audit --no-fund --loglevel=error --prefix "$TOOLS/npm" "@bufbuild/buf@$BUF_VERSION"
 fi
 ln -sf "$buf" "$TOOLS/bin/buf"
+[ "${1:-}" = --bench ] && exit 0
 
 # Keyed by the lock file's hash: a changed lock installs afresh, an unchanged one is skipped.
 typescript=crates/stack/tests/typescript
