@@ -15,14 +15,15 @@ use api::{
 use serde_json::Value;
 use stack::{Service, free_port, new_traceparent, orders_env, sample, scrape, temp_dir, traced_request, users_env};
 use tokio::{
-    io::AsyncWriteExt,
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
     process::{Child, Command},
 };
 
-/// How long Jaeger may take to start or to show a trace: a guard, not a wait.
+/// How long Jaeger may take to start: a guard, not a wait.
 const PATIENCE: Duration = Duration::from_secs(60);
-/// Between two polls of Jaeger's query API.
-const POLL: Duration = Duration::from_millis(200);
+/// What Jaeger (an OpenTelemetry Collector) logs once its receivers and extensions,
+/// the query API among them, are listening.
+const READY: &str = "Everything is ready";
 
 /// A tool built by `scripts/install-tools.sh`: `$VAR`, else `.tools/bin/NAME`.
 ///
@@ -88,51 +89,56 @@ exporters:
         );
         let config_path = dir.join("jaeger.yaml");
         std::fs::write(&config_path, config).expect("write the Jaeger config");
-        let log = std::fs::File::create(dir.join("jaeger.log")).expect("create the Jaeger log");
-        let child = Command::new(tool("JAEGER", "jaeger"))
+        let log_path = dir.join("jaeger.log");
+        let mut log = tokio::fs::File::create(&log_path).await.expect("create the Jaeger log");
+        let mut child = Command::new(tool("JAEGER", "jaeger"))
             .arg("--config")
             .arg(&config_path)
-            .stdout(log.try_clone().expect("a second handle"))
-            .stderr(log)
+            .stdout(log.try_clone().await.expect("a second handle").into_std().await)
+            .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .expect("start jaeger");
-        let jaeger = Self {
+        // Its log lines go to stderr: copied to the log file, and the test goes on once
+        // Jaeger says it is ready (an event, not a poll).
+        let mut lines = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
+        let ready = tokio::time::timeout(PATIENCE, async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                log.write_all(format!("{line}\n").as_bytes()).await.expect("write the Jaeger log");
+                if line.contains(READY) {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert!(
+            matches!(ready, Ok(true)),
+            "Jaeger did not log {READY:?} within {PATIENCE:?} (or exited); see {}",
+            log_path.display()
+        );
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                let _ = log.write_all(format!("{line}\n").as_bytes()).await;
+            }
+        });
+        Self {
             otlp: format!("http://127.0.0.1:{otlp}"),
             query: format!("http://127.0.0.1:{query_http}"),
             _child: child,
-        };
-        // Ready when the query API answers and the OTLP receiver accepts connections.
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        while get_json(&format!("{}/api/services", jaeger.query)).await.is_none()
-            || tokio::net::TcpStream::connect(("127.0.0.1", otlp)).await.is_err()
-        {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "Jaeger's query API did not answer within {PATIENCE:?}; see {}",
-                dir.join("jaeger.log").display()
-            );
-            tokio::time::sleep(POLL).await;
         }
-        jaeger
     }
 
-    /// The spans of trace `trace_id` once at least `spans` of them are there.
+    /// The spans of trace `trace_id`, which must hold at least `spans`. Call it once the
+    /// services have stopped: stopping flushes their spans, each export returns once
+    /// Jaeger has stored them (its pipeline has no queue or batch processor), so they are
+    /// all there by then.
     async fn trace(&self, trace_id: &str, spans: usize) -> Value {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
         let url = format!("{}/api/traces/{trace_id}", self.query);
-        loop {
-            let trace = get_json(&url).await.and_then(|body| body["data"].get(0).cloned());
-            let found = trace.as_ref().and_then(|t| t["spans"].as_array()).map_or(0, Vec::len);
-            if found >= spans {
-                return trace.expect("found spans");
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "trace {trace_id} has {found} of {spans} spans after {PATIENCE:?}"
-            );
-            tokio::time::sleep(POLL).await;
-        }
+        let trace = get_json(&url).await.and_then(|body| body["data"].get(0).cloned());
+        let found = trace.as_ref().and_then(|t| t["spans"].as_array()).map_or(0, Vec::len);
+        assert!(found >= spans, "trace {trace_id} has {found} of {spans} spans in Jaeger");
+        trace.expect("found spans")
     }
 }
 
