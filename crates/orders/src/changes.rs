@@ -21,7 +21,8 @@ pub enum Change {
     Resync,
 }
 
-/// A fan-out of [`Change`]s to every watcher in this process.
+/// A fan-out of [`Change`]s inside this process; WatchOrder's streams hear them through
+/// the one subscriber of `watchers.rs`.
 #[derive(Clone)]
 pub struct Changes {
     sender: broadcast::Sender<Change>,
@@ -72,11 +73,6 @@ impl Changes {
     /// A receiver of every change from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.sender.subscribe()
-    }
-
-    /// How many watchers are subscribed now.
-    pub fn watchers(&self) -> usize {
-        self.sender.receiver_count()
     }
 
     /// Whether writers must `pg_notify` inside their transaction (PostgreSQL) rather
