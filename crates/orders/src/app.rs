@@ -10,13 +10,12 @@ use platform::{
     auth::Authenticator,
     client::{self, ResolverConfig},
     consul::Consul,
-    database::{self, Backend, Database},
+    database::{Backend, Database},
     metrics::Metrics,
     server::GrpcServer,
     shutdown,
 };
 use secrecy::ExposeSecret;
-use sqlx::AnyPool;
 use tokio::task::JoinHandle;
 
 use crate::{
@@ -33,7 +32,7 @@ use crate::{
 pub struct App {
     server: GrpcServer,
     admin: AdminServer,
-    pool: AnyPool,
+    database: Database,
     listener: Option<JoinHandle<()>>,
 }
 
@@ -48,10 +47,10 @@ impl App {
     /// When the database cannot be reached or migrated, an endpoint is malformed, or
     /// the port cannot be bound; the message says which.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let pool = database::connect(&config.database).await.context("connect to the database (database.url)")?;
-        MIGRATOR.run(&pool).await.context("apply database migrations")?;
+        let database =
+            Database::connect(&config.database, "orders").await.context("connect to the database (database.url)")?;
+        database.migrate(&MIGRATOR).await.context("apply database migrations")?;
         let metrics = Metrics::new();
-        let database = Database::new(pool.clone(), "orders");
         metrics.register(database.collector()).context("register the pool metrics")?;
         let (changes, listener) = match config.database.url.backend() {
             Backend::Postgres => {
@@ -88,7 +87,7 @@ impl App {
             .await
             .with_context(|| format!("bind {} (admin.host, admin.port)", config.admin.addr()))?;
         tracing::info!(address = %server.local_addr(), admin_address = %admin.local_addr(), "orders listening");
-        Ok(Self { server, admin, pool, listener })
+        Ok(Self { server, admin, database, listener })
     }
 
     /// The bound port.
@@ -119,7 +118,7 @@ impl App {
         if let Some(listener) = self.listener {
             listener.abort();
         }
-        self.pool.close().await;
+        self.database.close().await;
         Ok(())
     }
 }

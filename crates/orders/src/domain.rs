@@ -237,10 +237,10 @@ mod tests {
         let mut config = DatabaseConfig::at("sqlite::memory:".parse().expect("a database URL"));
         // Each in-memory SQLite connection is its own database: keep one.
         config.max_connections = std::num::NonZeroU32::MIN;
-        let pool = platform::database::connect(&config).await.expect("in-memory SQLite");
-        MIGRATOR.run(&pool).await.expect("migrations apply on SQLite");
+        let database = platform::database::Database::connect(&config, "orders").await.expect("in-memory SQLite");
+        database.migrate(&MIGRATOR).await.expect("migrations apply on SQLite");
         let changes = Changes::local();
-        let repository = OrderRepository::new(platform::database::Database::new(pool, "orders"), changes.clone());
+        let repository = OrderRepository::new(database, changes.clone());
         let channel = client::channel("users", &ClientConfig::with_endpoints(vec![]), None, &Metrics::new(), &[])
             .expect("an empty descriptor set decodes");
         let users = UsersClient::new(channel);

@@ -9,7 +9,7 @@ use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus,
 
 use crate::{
     config::{DatabaseConfig, ServerConfig},
-    database,
+    database::Database,
     otel::Tracing,
 };
 
@@ -135,8 +135,8 @@ async fn serving_status(server: &ServerConfig) -> Result<ServingStatus, String> 
 /// applied, and exits 0, or 1 with one line naming what failed.
 pub async fn migrate(name: &str, database: &DatabaseConfig, migrator: &Migrator) -> ExitCode {
     let result = async {
-        let pool = database::connect(database).await.map_err(|e| format!("connect to {}: {e}", database.url))?;
-        let applied = migrator.run(&pool).await.map_err(|e| format!("apply migrations: {e}"));
+        let pool = Database::connect(database, name).await.map_err(|e| format!("connect to {}: {e}", database.url))?;
+        let applied = pool.migrate(migrator).await.map_err(|e| format!("apply migrations: {e}"));
         pool.close().await;
         applied
     }

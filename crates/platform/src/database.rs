@@ -1,5 +1,8 @@
 //! The service's database pool (PostgreSQL or the embedded SQLite), the circuit
 //! breaker in front of it, and its metrics.
+//!
+//! The pool is deadpool's, over sqlx connections (docs/adr/0004-deadpool-over-sqlx-connections.md):
+//! sqlx's own pool pings every connection it takes back, one round trip per query.
 
 use std::{
     io,
@@ -7,12 +10,17 @@ use std::{
     time::{Duration, Instant},
 };
 
+use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleResult};
 use prometheus::{
     Histogram, HistogramOpts, IntGaugeVec, Opts,
     core::{Collector, Desc},
     proto::MetricFamily,
 };
-use sqlx::{Any, AnyPool, Connection, any::AnyPoolOptions, pool::PoolConnection};
+use sqlx::{
+    AnyConnection, ConnectOptions, Connection,
+    any::AnyConnectOptions,
+    migrate::{MigrateError, Migrator},
+};
 use tokio::sync::{Notify, watch};
 
 pub use crate::config::Backend;
@@ -27,7 +35,8 @@ use crate::config::DatabaseConfig;
 /// front of the pool must see every call.
 #[derive(Clone)]
 pub struct Database {
-    pool: AnyPool,
+    pool: managed::Pool<Connector>,
+    acquire_timeout: Duration,
     /// `db.system` of its spans.
     system: &'static str,
     name: Arc<str>,
@@ -122,8 +131,33 @@ impl DatabaseDown {
 const WAIT_BUCKETS: [f64; 12] = [0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0];
 
 impl Database {
-    /// `pool`, named `name` (the service's) in the `pool_name` label of its metrics.
-    pub fn new(pool: AnyPool, name: &str) -> Self {
+    /// A pool of at most `config.max_connections` connections to `config.url`, named
+    /// `name` (the service's) in the `pool_name` label of its metrics, after one
+    /// connection was opened and checked: a database that cannot be reached fails the
+    /// start, not the first call.
+    ///
+    /// SQLite connections run in WAL mode with foreign keys on, so several processes
+    /// (the two users replicas of `make demo`) can share one file.
+    ///
+    /// # Errors
+    /// When sqlx refuses an option in the URL, or no connection could be opened within
+    /// `config.acquire_timeout`.
+    pub async fn connect(config: &DatabaseConfig, name: &str) -> Result<Self, sqlx::Error> {
+        let database = Self::connect_lazy(config, name)?;
+        // Not through `acquire`: no call waits here, so nothing to observe or wake.
+        let first = tokio::time::timeout(config.acquire_timeout, database.pool.get()).await;
+        drop(first.map_err(|_| sqlx::Error::PoolTimedOut)?.map_err(pool_error)?);
+        Ok(database)
+    }
+
+    /// The pool [`Database::connect`] returns, without opening any connection yet: the
+    /// first call that needs one opens it.
+    ///
+    /// # Errors
+    /// When sqlx refuses an option in the URL.
+    pub fn connect_lazy(config: &DatabaseConfig, name: &str) -> Result<Self, sqlx::Error> {
+        sqlx::any::install_default_drivers();
+        let options: AnyConnectOptions = config.url.expose_secret().parse()?;
         let opts = HistogramOpts::new(
             "db_client_connections_wait_time_seconds",
             "The time it took to obtain an open connection from the pool.",
@@ -132,8 +166,6 @@ impl Database {
         .buckets(WAIT_BUCKETS.to_vec());
         // A fixed, valid name, label and increasing buckets: creating it cannot fail.
         let wait_time = Histogram::with_opts(opts).expect("valid histogram");
-        let url = pool.connect_options().database_url.clone();
-        let system = Backend::of_scheme(url.scheme()).map_or("other_sql", Backend::system);
         let breaker = Arc::new(Breaker {
             open: watch::Sender::new(false),
             suspect: Notify::new(),
@@ -141,7 +173,26 @@ impl Database {
             ping_after_idle: OnceLock::new(),
             closed_at: Mutex::new(None),
         });
-        Self { pool, system, name: name.into(), wait_time, breaker }
+        let connector = Connector {
+            options: Arc::new(options),
+            backend: config.url.backend(),
+            ping_after_idle: config.ping_after_idle,
+            breaker: breaker.clone(),
+        };
+        let size = usize::try_from(config.max_connections.get()).unwrap_or(usize::MAX);
+        // Without timeouts or hooks configured, building cannot fail.
+        let pool = managed::Pool::builder(connector).max_size(size).build().expect("a pool without timeouts");
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(close_idle(pool.weak()));
+        }
+        Ok(Self {
+            pool,
+            acquire_timeout: config.acquire_timeout,
+            system: config.url.backend().system(),
+            name: name.into(),
+            wait_time,
+            breaker,
+        })
     }
 
     /// The breaker in front of the pool, for the health probe.
@@ -149,17 +200,47 @@ impl Database {
         &self.breaker
     }
 
-    /// The pool itself, for migrations and the health probe.
-    pub fn pool(&self) -> &AnyPool {
-        &self.pool
+    /// How the pool connects, for the health probe's connection of its own.
+    pub(crate) fn connect_options(&self) -> Arc<AnyConnectOptions> {
+        self.pool.manager().options.clone()
     }
 
-    /// A connection from the pool, waiting up to the pool's `acquire_timeout` for one,
-    /// unless the database is known to be down (see [`DatabaseDown`]): then it fails at
-    /// once, before any statement runs, so the caller can answer UNAVAILABLE and its
-    /// client retry another replica without a doubt about side effects. A wait that
-    /// ends in an error or lasts longer than `database.health_check_timeout` wakes the
-    /// health probe, which then checks the database at once.
+    /// Applies `migrator`'s migrations not yet applied, on one pooled connection.
+    ///
+    /// # Errors
+    /// No connection (see [`Database::acquire`]), or a migration that failed.
+    pub async fn migrate(&self, migrator: &Migrator) -> Result<(), MigrateError> {
+        let mut connection = self.acquire().await?;
+        migrator.run(&mut *connection).await
+    }
+
+    /// The connections open now, idle or in use: at most `database.max_connections`.
+    pub fn open_connections(&self) -> usize {
+        self.pool.status().size
+    }
+
+    /// Closes the pool: calls waiting for a connection and later ones fail with
+    /// [`sqlx::Error::PoolClosed`], idle connections are closed gracefully (PostgreSQL
+    /// hears a `Terminate`), and connections in use are closed when they come back.
+    pub async fn close(&self) {
+        let idle = self.pool.retain(|_, _| false).removed;
+        self.pool.close();
+        for connection in idle {
+            let _ = connection.close().await;
+        }
+    }
+
+    /// A connection from the pool, waiting up to `database.acquire_timeout` for one
+    /// (also to open a new one), unless the database is known to be down (see
+    /// [`DatabaseDown`]): then it fails at once, before any statement runs, so the caller
+    /// can answer UNAVAILABLE and its client retry another replica without a doubt about
+    /// side effects. A wait that ends in an error or lasts longer than
+    /// `database.health_check_timeout` wakes the health probe, which then checks the
+    /// database at once.
+    ///
+    /// A pooled connection idle for `database.ping_after_idle` or more, or taken in that
+    /// time after the breaker closed, is pinged first and replaced if it died; see
+    /// [`PooledConnection`] for what happens when it comes back.
     ///
     /// The wait is observed in `db_client_connections_wait_time_seconds`, also when it
     /// ends in an error (a timed-out wait is the longest wait there is); a refusal of
@@ -168,24 +249,30 @@ impl Database {
     /// # Errors
     /// [`DatabaseDown`] (as [`sqlx::Error::Io`]) while the database is known to be
     /// down, also for a wait under way when that becomes known;
-    /// [`sqlx::Error::PoolTimedOut`] when no connection freed up in time,
+    /// [`sqlx::Error::PoolTimedOut`] when no connection was free or opened in time,
     /// [`sqlx::Error::PoolClosed`] after shutdown, or the error of opening a new one.
-    pub async fn acquire(&self) -> Result<PoolConnection<Any>, sqlx::Error> {
+    pub async fn acquire(&self) -> Result<PooledConnection, sqlx::Error> {
         let mut open = self.breaker.open.subscribe();
         if *open.borrow_and_update() {
             return Err(DatabaseDown::error());
         }
         let started = Instant::now();
-        let acquire = self.pool.acquire();
+        let acquire = self.pool.get();
         tokio::pin!(acquire);
         let slow = self.breaker.slow_wait.get().copied();
         let slow_wait = tokio::time::sleep(slow.unwrap_or(Duration::MAX));
         tokio::pin!(slow_wait);
+        let timed_out = tokio::time::sleep(self.acquire_timeout);
+        tokio::pin!(timed_out);
         let mut woke_probe = slow.is_none();
         let connection = loop {
+            // Biased, the pool first: an idle connection is handed over before either
+            // timer is polled, so neither is ever registered with the runtime.
             tokio::select! {
-                connection = &mut acquire => break Some(connection),
+                biased;
+                connection = &mut acquire => break Some(connection.map_err(pool_error)),
                 Ok(_) = open.wait_for(|open| *open) => break None,
+                () = &mut timed_out => break Some(Err(sqlx::Error::PoolTimedOut)),
                 () = &mut slow_wait, if !woke_probe => {
                     woke_probe = true;
                     self.breaker.suspect();
@@ -197,21 +284,8 @@ impl Database {
         if connection.as_ref().is_err_and(is_unavailable) {
             self.breaker.suspect();
         }
-        let mut connection = connection?;
-        // Just after an outage, a connection released before it and idle for less than
-        // `ping_after_idle` would skip the pool's ping (see `connect`), yet the outage may
-        // have cut it: ping it, and replace a dead one, as many times as the pool is large.
-        let mut replacements = self.pool.options().get_max_connections();
-        while self.breaker.recovering() && replacements > 0 {
-            if connection.ping().await.is_ok() {
-                break;
-            }
-            replacements -= 1;
-            connection.close_on_drop();
-            drop(connection);
-            connection = self.pool.acquire().await.map_err(|error| self.noticed(error))?;
-        }
-        Ok(connection)
+        connection
+            .map(|connection| PooledConnection { connection: Some(connection), settle_within: self.acquire_timeout })
     }
 
     /// `error` from a query on this database, passed through; first, when it means the
@@ -293,61 +367,150 @@ impl Collector for PoolCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let pool = &self.database.pool;
-        let size = pool.size();
-        let idle = u32::try_from(pool.num_idle()).unwrap_or(u32::MAX).min(size);
-        let max = pool.options().get_max_connections();
-        let gauges = Self::gauges(&self.database.name, [idle, size - idle, max]);
+        let status = self.database.pool.status();
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        let (size, idle) = (count(status.size), count(status.available));
+        let gauges =
+            Self::gauges(&self.database.name, [idle.min(size), size.saturating_sub(idle), count(status.max_size)]);
         gauges.iter().flat_map(Collector::collect).chain(self.database.wait_time.collect()).collect()
     }
 }
 
-/// Opens a pool to `config.url` and checks one connection.
+/// A connection older than this is closed when it would next be handed out, and a new
+/// one opened (sqlx's pool default): server-side memory a backend accumulates is returned,
+/// and a replaced database server or load balancer is reached in the end.
+const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
+
+/// A pooled connection not handed out for this long is closed (sqlx's pool default):
+/// a quiet service holds no database backends.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
+/// Closes the pool's connections idle for [`IDLE_TIMEOUT`], checking every minute,
+/// until the pool is closed or dropped.
+async fn close_idle(pool: managed::WeakPool<Connector>) {
+    let mut every_minute = tokio::time::interval(Duration::from_secs(60));
+    every_minute.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every_minute.tick().await;
+    loop {
+        every_minute.tick().await;
+        let Some(pool) = pool.upgrade().filter(|pool| !pool.is_closed()) else { return };
+        for connection in pool.retain(|_, metrics| metrics.last_used() < IDLE_TIMEOUT).removed {
+            let _ = connection.close().await;
+        }
+    }
+}
+
+/// Opens and checks the pool's connections (deadpool's `Manager`).
+struct Connector {
+    /// Parsed once: every connection of an in-memory SQLite URL then opens the same database.
+    options: Arc<AnyConnectOptions>,
+    backend: Backend,
+    /// `database.ping_after_idle`.
+    ping_after_idle: Duration,
+    breaker: Arc<Breaker>,
+}
+
+impl managed::Manager for Connector {
+    type Type = AnyConnection;
+    type Error = sqlx::Error;
+
+    async fn create(&self) -> Result<AnyConnection, sqlx::Error> {
+        let mut connection = self.options.connect().await?;
+        if self.backend == Backend::Sqlite {
+            sqlx::query("PRAGMA journal_mode = WAL").execute(&mut connection).await?;
+            sqlx::query("PRAGMA foreign_keys = ON").execute(&mut connection).await?;
+        }
+        Ok(connection)
+    }
+
+    /// Runs as a pooled connection is handed out. A connection that fails here is
+    /// closed and the next idle one tried, or a new one opened.
+    ///
+    /// Pinged (one round trip) only when it was last handed out `ping_after_idle` or more
+    /// ago (pgx's rule), or when the breaker closed less than that ago (connections
+    /// released before an outage may be dead yet too recently used for the first rule):
+    /// one that died while idle (a restarted server, a terminated backend, a cut
+    /// network) is then replaced before a query uses it. A connection used more recently
+    /// skips the ping, a round trip per query (docs/perf.md).
+    async fn recycle(&self, connection: &mut AnyConnection, metrics: &Metrics) -> RecycleResult<sqlx::Error> {
+        if metrics.age() >= MAX_LIFETIME {
+            return Err(RecycleError::message("older than its maximum lifetime"));
+        }
+        if metrics.last_used() >= self.ping_after_idle || self.breaker.recovering() {
+            connection.ping().await?;
+        }
+        Ok(())
+    }
+}
+
+/// A connection from the pool ([`Database::acquire`]); dereferences to sqlx's
+/// [`AnyConnection`], to run queries on with `&mut *connection`. Dropping it hands the
+/// connection back.
 ///
-/// SQLite connections run in WAL mode with foreign keys on, so several processes
-/// (the two users replicas of `make demo`) can share one file.
-///
-/// A connection leaving the pool after `config.ping_after_idle` (1s) or more of idleness
-/// is pinged first: one that died while idle (database restarted, backend terminated,
-/// the network cut during an outage) is replaced before any query uses it, so the first
-/// calls after a database outage succeed. A connection used more recently skips the
-/// ping, a round trip per query (docs/perf.md); pinging none made every dead pooled
-/// connection fail one call after an outage.
-///
-/// # Errors
-/// When the database cannot be reached within `acquire_timeout`, or sqlx refuses an
-/// option in the URL.
-pub async fn connect(config: &DatabaseConfig) -> Result<AnyPool, sqlx::Error> {
-    sqlx::any::install_default_drivers();
-    let backend = config.url.backend();
-    let ping_after_idle = config.ping_after_idle;
-    AnyPoolOptions::new()
-        .max_connections(config.max_connections.get())
-        .acquire_timeout(config.acquire_timeout)
-        // Ping only a connection idle for `ping_after_idle` or more (pgx's rule), not every
-        // one: the ping is a round trip of its own, a third of GetUser's (docs/perf.md).
-        // A connection that died while idle (a restarted server, a cut network, an outage
-        // the breaker rode out) is then found and replaced before a query uses it.
-        .test_before_acquire(false)
-        .before_acquire(move |conn, meta| {
-            Box::pin(async move {
-                if meta.idle_for >= ping_after_idle {
-                    conn.ping().await?;
-                }
-                Ok(true)
-            })
-        })
-        .after_connect(move |conn, _meta| {
-            Box::pin(async move {
-                if backend == Backend::Sqlite {
-                    sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
-                    sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
-                }
-                Ok(())
-            })
-        })
-        .connect(config.url.expose_secret())
-        .await
+/// A connection comes back as it is, without the round trip sqlx's own pool spends on
+/// a ping, unless work is still queued on it: a transaction dropped without commit
+/// (the call was cancelled, or failed half-way) queues its `ROLLBACK` there. Such a
+/// connection is first flushed in a task of its own, within `database.acquire_timeout`
+/// (or closed when that fails), so the rolled-back transaction's locks are released at
+/// once rather than when the connection is next used.
+pub struct PooledConnection {
+    /// `None` once handed to the task that flushes it.
+    connection: Option<Object<Connector>>,
+    /// `database.acquire_timeout`.
+    settle_within: Duration,
+}
+
+impl std::fmt::Debug for PooledConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PooledConnection").finish_non_exhaustive()
+    }
+}
+
+impl std::ops::Deref for PooledConnection {
+    type Target = AnyConnection;
+
+    fn deref(&self) -> &AnyConnection {
+        // `Some` until dropped.
+        self.connection.as_ref().expect("a pooled connection")
+    }
+}
+
+impl std::ops::DerefMut for PooledConnection {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        self.connection.as_mut().expect("a pooled connection")
+    }
+}
+
+impl Drop for PooledConnection {
+    fn drop(&mut self) {
+        // `should_flush`/`flush`: the hooks sqlx keeps for its own pool (`Connection`,
+        // doc-hidden): bytes queued but not sent, and sending them then reading every
+        // answer still due.
+        let Some(mut connection) = self.connection.take_if(|connection| connection.should_flush()) else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // No runtime to flush on (a test's runtime shutting down): close it instead.
+            drop(Object::take(connection));
+            return;
+        };
+        let within = self.settle_within;
+        runtime.spawn(async move {
+            if !matches!(tokio::time::timeout(within, connection.flush()).await, Ok(Ok(()))) {
+                drop(Object::take(connection));
+            }
+        });
+    }
+}
+
+/// What [`Database::acquire`] returns for an error of deadpool's.
+fn pool_error(error: PoolError<sqlx::Error>) -> sqlx::Error {
+    match error {
+        PoolError::Backend(error) => error,
+        PoolError::Closed => sqlx::Error::PoolClosed,
+        // Only with the timeouts and hooks that `Database::connect_lazy` does not set.
+        PoolError::Timeout(_) | PoolError::NoRuntimeSpecified | PoolError::PostCreateHook(_) => {
+            sqlx::Error::PoolTimedOut
+        }
+    }
 }
 
 /// A time as stored in a `BIGINT` column: microseconds since the Unix epoch.
@@ -388,7 +551,7 @@ mod tests {
         let mut config = crate::config::DatabaseConfig::at("sqlite::memory:".parse().expect("a database URL"));
         config.max_connections = std::num::NonZeroU32::MIN;
         config.acquire_timeout = std::time::Duration::from_millis(50);
-        let db = Database::new(connect(&config).await.expect("in-memory SQLite"), "test");
+        let db = Database::connect(&config, "test").await.expect("in-memory SQLite");
         let metrics = crate::metrics::Metrics::new();
         metrics.register(db.collector()).expect("registered once");
 

@@ -6,7 +6,7 @@ use std::{
     time::Duration,
 };
 
-use sqlx::{AnyConnection, AnyPool, ConnectOptions, Connection, any::AnyConnectOptions, pool::PoolConnection};
+use sqlx::{AnyConnection, ConnectOptions, Connection, any::AnyConnectOptions};
 use tokio::task::JoinHandle;
 use tonic_health::{
     ServingStatus,
@@ -91,7 +91,7 @@ pub fn watch_database(database: &Database, config: &DatabaseConfig, health: Heal
     let timeout = config.health_check_timeout;
     let database = database.clone();
     database.breaker().watched(timeout, config.ping_after_idle);
-    let mut probe = Probe::new(database.pool());
+    let mut probe = Probe { options: database.connect_options(), connection: None };
     tokio::spawn(async move {
         let breaker = database.breaker();
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
@@ -118,7 +118,8 @@ pub fn watch_database(database: &Database, config: &DatabaseConfig, health: Heal
     })
 }
 
-/// The health probe's own connection to the database, outside the pool.
+/// The health probe's own connection to the database, outside the pool, opened by its
+/// first check.
 struct Probe {
     options: Arc<AnyConnectOptions>,
     connection: Option<AnyConnection>,
@@ -134,13 +135,6 @@ enum CheckError {
 }
 
 impl Probe {
-    /// A probe that starts with a connection taken out of `pool` if one is idle (the
-    /// first check then needs no connect), else connects on its first check.
-    fn new(pool: &AnyPool) -> Self {
-        let connection = pool.try_acquire().map(PoolConnection::detach);
-        Self { options: pool.connect_options(), connection }
-    }
-
     /// Pings the database, opening a new connection first when there is none; all
     /// within `timeout`. After a failure the connection is dropped, so the next check
     /// connects anew.
@@ -172,20 +166,19 @@ impl Probe {
 mod tests {
     use std::time::Instant;
 
-    use sqlx::any::AnyPoolOptions;
-
     use super::*;
     use crate::database::DatabaseDown;
 
     /// Upper bound for the probe to notice: a guard against a hung test, not a wait.
     const PATIENCE: Duration = Duration::from_secs(10);
 
-    /// A PostgreSQL URL on a loopback port nobody listens on: connects are refused.
-    fn refused_url() -> String {
+    /// A PostgreSQL URL on a loopback port that accepts TCP connections (into the
+    /// listener's backlog) and never answers, as a database behind a cut network does:
+    /// a connect waits, for as long as the listener lives.
+    fn silent_url() -> (std::net::TcpListener, String) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
         let port = listener.local_addr().expect("bound").port();
-        drop(listener);
-        format!("postgres://probe@127.0.0.1:{port}/none")
+        (listener, format!("postgres://probe@127.0.0.1:{port}/none"))
     }
 
     fn is_database_down(error: &sqlx::Error) -> bool {
@@ -194,16 +187,15 @@ mod tests {
 
     #[tokio::test]
     async fn an_unreachable_database_opens_the_breaker_and_its_calls_fail_at_once_also_those_already_waiting() {
-        sqlx::any::install_default_drivers();
-        let url = refused_url();
-        // sqlx retries a refused connect until the acquire timeout: a call waits that long.
-        let pool = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(60)).connect_lazy(&url).expect("lazy");
-        let database = Database::new(pool, "test");
+        let (_silent, url) = silent_url();
+        let mut config = DatabaseConfig::at(url.parse().expect("a database URL"));
+        // A call waits for its connect that long, unless the breaker releases it.
+        config.acquire_timeout = Duration::from_secs(60);
+        let database = Database::connect_lazy(&config, "test").expect("a valid URL");
         let waiting = tokio::spawn({
             let database = database.clone();
             async move { database.acquire().await.map(drop) }
         });
-        let config = DatabaseConfig::at(url.parse().expect("a database URL"));
         let health = Health::new();
         let probe = watch_database(&database, &config, health);
 

@@ -1,9 +1,24 @@
-//! The pool against a real PostgreSQL (`scripts/with-postgres.sh`): what it does when a connection dies.
+//! The pool against a real PostgreSQL (`scripts/with-postgres.sh`): what it does when a
+//! connection dies, when a transaction is abandoned, and how many round trips a query takes.
 
-use std::{num::NonZeroU32, time::Duration};
+use std::{
+    num::NonZeroU32,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
-use platform::{config::DatabaseConfig, database};
+use platform::{config::DatabaseConfig, database::Database};
 use sqlx::{Connection, PgConnection};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
+
+/// Upper bound for what should happen at once: a guard against a hung test, not a wait.
+const PATIENCE: Duration = Duration::from_secs(10);
 
 /// The `postgres` database of the server at `TEST_DATABASE_URL`.
 fn postgres_url() -> String {
@@ -12,15 +27,25 @@ fn postgres_url() -> String {
     format!("{base}/postgres")
 }
 
+/// A pool of one connection to `url`.
+async fn pool_of_one(url: &str, ping_after_idle: Duration) -> Database {
+    let mut config = DatabaseConfig::at(url.parse().expect("a database URL"));
+    config.max_connections = NonZeroU32::MIN;
+    config.ping_after_idle = ping_after_idle;
+    Database::connect(&config, "test").await.expect("connect to the test PostgreSQL")
+}
+
+async fn backend_pid(database: &Database) -> i32 {
+    let mut connection = database.acquire().await.expect("a connection");
+    sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut *connection).await.expect("a query")
+}
+
 #[tokio::test]
 async fn a_connection_that_died_in_the_pool_is_replaced_before_any_query_uses_it() {
     let url = postgres_url();
-    let mut config = DatabaseConfig::at(url.parse().expect("a database URL"));
-    config.max_connections = NonZeroU32::MIN;
     // Whatever its idle time: the rule for connections idle `ping_after_idle` or more.
-    config.ping_after_idle = Duration::ZERO;
-    let pool = database::connect(&config).await.expect("connect to the test PostgreSQL");
-    let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&pool).await.expect("the first query");
+    let database = pool_of_one(&url, Duration::ZERO).await;
+    let backend = backend_pid(&database).await;
 
     // What a restarted server or a killed backend leaves behind: an idle pooled connection whose server side is gone.
     let mut admin = PgConnection::connect(&url).await.expect("an admin connection");
@@ -33,13 +58,85 @@ async fn a_connection_that_died_in_the_pool_is_replaced_before_any_query_uses_it
 
     // The ping on acquire finds the dead connection: the pool replaces it and the query
     // runs on a new backend (without the ping, this query failed).
-    let next = tokio::time::timeout(
-        Duration::from_secs(10),
-        sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()").fetch_one(&pool),
-    )
-    .await
-    .expect("the pool answers within its acquire timeout")
-    .expect("the first query after the backend died succeeds");
+    let next = tokio::time::timeout(PATIENCE, backend_pid(&database)).await.expect("the pool answers in time");
     assert_ne!(next, backend, "the dead connection went back into the pool");
-    assert_eq!(pool.size(), 1, "the pool replaced the connection rather than adding one");
+    assert_eq!(database.open_connections(), 1, "the pool replaced the connection rather than adding one");
+}
+
+#[tokio::test]
+async fn a_transaction_dropped_without_commit_releases_its_locks_at_once_not_at_the_connections_next_use() {
+    let url = postgres_url();
+    let database = pool_of_one(&url, Duration::from_secs(3600)).await;
+    // A lock key of this test's own: other tests share the server.
+    let key: i64 = rand::random();
+    {
+        let mut connection = database.acquire().await.expect("a connection");
+        let mut transaction = connection.begin().await.expect("BEGIN");
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(key).execute(&mut *transaction).await.expect("locked");
+        // What a cancelled call leaves: the transaction and its connection dropped
+        // mid-way, the pooled connection idle afterwards.
+    }
+
+    // Another session takes the same lock: it waits for the abandoned transaction's
+    // ROLLBACK, which must reach the server without anyone using the pooled connection.
+    let mut other = PgConnection::connect(&url).await.expect("another connection");
+    let mut transaction = other.begin().await.expect("BEGIN");
+    sqlx::query("SET LOCAL lock_timeout = '5s'").execute(&mut *transaction).await.expect("lock_timeout");
+    let locked = sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(key).execute(&mut *transaction).await;
+    assert!(locked.is_ok(), "the abandoned transaction still held its lock after 5s: {locked:?}");
+    transaction.rollback().await.expect("ROLLBACK");
+    // The flushed connection went back into the pool and still works.
+    tokio::time::timeout(PATIENCE, backend_pid(&database)).await.expect("the pool answers in time");
+    assert_eq!(database.open_connections(), 1);
+}
+
+#[tokio::test]
+async fn a_query_on_a_recently_used_pooled_connection_is_one_round_trip_to_the_database() {
+    let url = postgres_url();
+    let (proxy, round_trips) = counting_proxy(&url).await;
+    let database = pool_of_one(&proxy, Duration::from_secs(3600)).await;
+    backend_pid(&database).await; // the statement is prepared once per connection
+
+    const QUERIES: usize = 50;
+    let before = round_trips.load(Ordering::SeqCst);
+    for _ in 0..QUERIES {
+        backend_pid(&database).await;
+    }
+    let trips = round_trips.load(Ordering::SeqCst) - before;
+    // sqlx's own pool pinged every connection it took back: 2 round trips per query.
+    assert!(trips <= QUERIES + QUERIES / 10, "{trips} round trips for {QUERIES} queries");
+    assert!(trips >= QUERIES, "the proxy counted {trips} for {QUERIES} queries: it misses some");
+}
+
+/// A TCP proxy in front of the server of `url`, and the URL through it, counting the
+/// reads of what the client sent: one per round trip when the client waits for each
+/// answer before it sends again.
+async fn counting_proxy(url: &str) -> (String, Arc<AtomicUsize>) {
+    let server: url::Url = url.parse().expect("a URL");
+    let target = format!("{}:{}", server.host_str().expect("a host"), server.port().unwrap_or(5432));
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
+    let mut proxied = server.clone();
+    proxied.set_host(Some("127.0.0.1")).expect("a host");
+    proxied.set_port(Some(listener.local_addr().expect("bound").port())).expect("a port");
+    let reads = Arc::new(AtomicUsize::new(0));
+    let counted = reads.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let server = TcpStream::connect(&target).await.expect("the test PostgreSQL");
+            let (mut from_client, mut to_client) = client.into_split();
+            let (mut from_server, mut to_server) = server.into_split();
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                let mut buffer = vec![0; 64 * 1024];
+                while let Ok(read @ 1..) = from_client.read(&mut buffer).await {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    if to_server.write_all(&buffer[..read]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            tokio::spawn(async move { tokio::io::copy(&mut from_server, &mut to_client).await });
+        }
+    });
+    (proxied.to_string(), reads)
 }

@@ -6,15 +6,9 @@ use std::future::Future;
 use anyhow::Context;
 use api::users::v1::user_service_server::UserServiceServer;
 use platform::{
-    admin::AdminServer,
-    auth::Authenticator,
-    consul::Consul,
-    database::{self, Database},
-    metrics::Metrics,
-    server::GrpcServer,
+    admin::AdminServer, auth::Authenticator, consul::Consul, database::Database, metrics::Metrics, server::GrpcServer,
     shutdown,
 };
-use sqlx::AnyPool;
 
 use crate::{
     config::Config,
@@ -27,7 +21,7 @@ use crate::{
 pub struct App {
     server: GrpcServer,
     admin: AdminServer,
-    pool: AnyPool,
+    database: Database,
 }
 
 impl App {
@@ -41,10 +35,10 @@ impl App {
     /// the message says which.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let authenticator = Authenticator::new(&config.auth).context("read the signing keys (auth.jwks_file)")?;
-        let pool = database::connect(&config.database).await.context("connect to the database (database.url)")?;
-        MIGRATOR.run(&pool).await.context("apply database migrations")?;
+        let database =
+            Database::connect(&config.database, "users").await.context("connect to the database (database.url)")?;
+        database.migrate(&MIGRATOR).await.context("apply database migrations")?;
         let metrics = Metrics::new();
-        let database = Database::new(pool.clone(), "users");
         metrics.register(database.collector()).context("register the pool metrics")?;
         let users = Users::new(UserRepository::new(database.clone()));
         let mut server = GrpcServer::bind(&config.server, api::FILE_DESCRIPTOR_SET, &metrics)
@@ -63,7 +57,7 @@ impl App {
             .await
             .with_context(|| format!("bind {} (admin.host, admin.port)", config.admin.addr()))?;
         tracing::info!(address = %server.local_addr(), admin_address = %admin.local_addr(), "users listening");
-        Ok(Self { server, admin, pool })
+        Ok(Self { server, admin, database })
     }
 
     /// The bound port.
@@ -91,7 +85,7 @@ impl App {
     /// A transport error of the server.
     pub async fn run_until(self, stop: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
         self.admin.serve_while(self.server.serve(stop)).await?;
-        self.pool.close().await;
+        self.database.close().await;
         Ok(())
     }
 }

@@ -12,10 +12,7 @@ use std::num::NonZeroU32;
 
 use anyhow::{Context, anyhow};
 use api::users::v1::user_service_server::UserServiceServer;
-use platform::{
-    config::DatabaseConfig,
-    database::{self, Database},
-};
+use platform::{config::DatabaseConfig, database::Database};
 use tonic::transport::{Server, server::TcpIncoming};
 use users::{
     domain::Users,
@@ -34,9 +31,9 @@ async fn main() -> anyhow::Result<()> {
     if let Ok(size) = std::env::var("BARE_USERS_MAX_CONNECTIONS") {
         config.max_connections = size.parse::<NonZeroU32>().context("BARE_USERS_MAX_CONNECTIONS: a number from 1")?;
     }
-    let pool = database::connect(&config).await.context("connect to BARE_USERS_DATABASE_URL")?;
-    MIGRATOR.run(&pool).await.context("apply database migrations")?;
-    let users = Users::new(UserRepository::new(Database::new(pool, "users")));
+    let database = Database::connect(&config, "users").await.context("connect to BARE_USERS_DATABASE_URL")?;
+    database.migrate(&MIGRATOR).await.context("apply database migrations")?;
+    let users = Users::new(UserRepository::new(database));
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("bind 127.0.0.1:0")?;
     let address = listener.local_addr()?;
