@@ -81,6 +81,12 @@ impl Changes {
         self.via_postgres
     }
 
+    /// Tells every watcher to read its order again, as a lost LISTEN connection does.
+    #[cfg(test)]
+    pub(crate) fn resync(&self) {
+        let _ = self.sender.send(Change::Resync);
+    }
+
     /// Announces a committed change of order `id` to this process's watchers, when
     /// there is no LISTEN/NOTIFY to do it.
     pub fn committed(&self, id: OrderId) {

@@ -130,3 +130,90 @@ impl Drop for Watching {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{num::NonZeroU32, time::Duration};
+
+    use platform::{config::DatabaseConfig, database::Database, email::Email};
+
+    use super::*;
+    use crate::{
+        order::{Cents, Currency, Order, OrderStatus},
+        repository::{Inserted, MIGRATOR},
+    };
+
+    /// Upper bound for what should happen at once: a guard against a hung test, not a wait.
+    const PATIENCE: Duration = Duration::from_secs(10);
+
+    /// The fan-out over an in-memory SQLite database holding `orders` new orders.
+    async fn fan_out(orders: usize) -> (Watchers, Changes, Vec<OrderId>) {
+        let mut config = DatabaseConfig::at("sqlite::memory:".parse().expect("a database URL"));
+        // Each in-memory SQLite connection is its own database: keep one.
+        config.max_connections = NonZeroU32::MIN;
+        let database = Database::connect(&config, "orders").await.expect("in-memory SQLite");
+        database.migrate(&MIGRATOR).await.expect("migrations apply on SQLite");
+        let changes = Changes::local();
+        let repository = OrderRepository::new(database, changes.clone());
+        let mut ids = Vec::new();
+        for _ in 0..orders {
+            let order = Order {
+                id: OrderId::generate(),
+                customer: Email::parse("watch@example.com").expect("valid"),
+                total: Cents::parse(100).expect("positive"),
+                currency: Currency::parse("EUR").expect("ISO 4217"),
+                status: OrderStatus::Created,
+                created_at: OrderRepository::now(),
+            };
+            assert!(matches!(repository.insert(&order, None).await, Ok(Inserted::New)));
+            ids.push(order.id);
+        }
+        (Watchers::start(repository, &changes), changes, ids)
+    }
+
+    async fn next(watching: &mut Watching) -> Update {
+        tokio::time::timeout(PATIENCE, watching.next()).await.expect("an update in time").expect("the fan-out runs")
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_falls_more_than_sixteen_updates_behind_hears_read_again_then_the_updates_still_queued() {
+        let (watchers, changes, ids) = fan_out(1).await;
+        let mut slow = watchers.watch(ids[0]);
+        let mut keeping_up = watchers.watch(ids[0]);
+        for _ in 0..UPDATES_PER_ORDER + 1 {
+            changes.committed(ids[0]);
+            // One change at a time: the stream that keeps up hears each before the next.
+            assert!(matches!(next(&mut keeping_up).await, Update::Events(events) if events.len() == 1));
+        }
+        assert!(matches!(next(&mut slow).await, Update::ReadAgain), "the slow stream missed an update");
+        assert!(matches!(next(&mut slow).await, Update::Events(_)), "then it hears what is still queued");
+    }
+
+    #[tokio::test]
+    async fn a_resync_tells_every_stream_of_every_order_to_read_again_and_a_change_only_that_orders_streams() {
+        let (watchers, changes, ids) = fan_out(2).await;
+        let mut first = watchers.watch(ids[0]);
+        let mut second = watchers.watch(ids[1]);
+        changes.resync();
+        assert!(matches!(next(&mut first).await, Update::ReadAgain));
+        assert!(matches!(next(&mut second).await, Update::ReadAgain));
+
+        changes.committed(ids[1]);
+        assert!(matches!(next(&mut second).await, Update::Events(events) if events[0].order_id == ids[1]));
+        changes.resync();
+        // The first stream's next update is the resync: the change of the other order never reached it.
+        assert!(matches!(next(&mut first).await, Update::ReadAgain));
+    }
+
+    #[tokio::test]
+    async fn the_last_stream_of_an_order_leaving_frees_the_orders_channel() {
+        let (watchers, _changes, ids) = fan_out(1).await;
+        let one = watchers.watch(ids[0]);
+        let other = watchers.watch(ids[0]);
+        assert_eq!(watchers.count(), 2);
+        drop(one);
+        assert_eq!((watchers.count(), watchers.lock().len()), (1, 1));
+        drop(other);
+        assert_eq!((watchers.count(), watchers.lock().len()), (0, 0));
+    }
+}
