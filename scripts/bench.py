@@ -115,7 +115,7 @@ class Server:
         self.log_file = open(self.log_path, "w")
         if isinstance(command, str):
             command = [str(BIN / command)]
-        if not Path(command[0]).is_file():
+        if not Path(command[-1] if command[0] == "taskset" else command[0]).is_file():
             sys.exit(f"bench: {command[0]} not found: build the release binaries (`make release`) "
                      "and run through scripts/bench.sh")
         self.process = subprocess.Popen(
@@ -556,6 +556,9 @@ def main():
     # How each server starts: on first use, so BENCH_CASES starts only what its cases need.
     starters = {
         "users": lambda: Server("users", "users", users_env(), workdir),
+        # Issue 9's one-core case: the server pinned to the last core, the rest free to use every core.
+        "users_one_core": lambda: Server("users_one_core", ["taskset", "-c", str(max(os.sched_getaffinity(0))),
+                                                            str(BIN / "users")], users_env(), workdir),
         "bare_users": lambda: Server("bare_users", "bare_users", {
             "BARE_USERS_DATABASE_URL": users_url, "BARE_USERS_MAX_CONNECTIONS": pool}, workdir),
         "orders": lambda: Server("orders", "orders", orders_env("users"), workdir),
@@ -616,6 +619,8 @@ def main():
             {"name": "Health Check", "servers": ["users"], "call": "grpc.health.v1.Health/Check",
              "data": '{"service": ""}', "proto": health, "target": address("users")},
             {"name": "GetUser", "servers": ["users"], **get_user, "target": address("users")},
+            {"name": "GetUser, users on one core", "servers": ["users_one_core"], **get_user,
+             "target": address("users_one_core")},
             {"name": "GetUser, bare tonic", "servers": ["bare_users"], **get_user, "target": address("bare_users")},
             {"name": "GetUser, grpc-go", "servers": ["grpc_go"], **get_user, "target": address("grpc_go")},
             {"name": "GetUser, connect-go (gRPC)", "servers": ["connect_go"], **get_user,
