@@ -161,32 +161,29 @@ mod tests {
         }
     }
 
-    fn counting_service(
-        calls: Arc<AtomicUsize>,
-    ) -> Gated<impl Service<Request<()>, Response = Response<String>, Error = Infallible>, ClosedPaths> {
-        GateLayer::from(ClosedPaths).layer(tower::service_fn(move |_: Request<()>| {
-            calls.fetch_add(1, Ordering::SeqCst);
-            async { Ok::<_, Infallible>(Response::new("answered".to_owned())) }
-        }))
+    /// The body answering a request to `path` through [`ClosedPaths`], and how many
+    /// calls reached the inner service.
+    async fn answer(path: &str) -> (String, usize) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let inner = tower::service_fn({
+            let calls = calls.clone();
+            move |_: Request<()>| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async { Ok::<_, Infallible>(Response::new("answered".to_owned())) }
+            }
+        });
+        let request = Request::builder().uri(path).body(()).expect("request");
+        let response = GateLayer::from(ClosedPaths).layer(inner).oneshot(request).await.expect("infallible");
+        (response.into_body(), calls.load(Ordering::SeqCst))
     }
 
     #[tokio::test]
     async fn a_refused_request_is_answered_by_the_gate_and_never_reaches_the_inner_service() {
-        let calls = Arc::new(AtomicUsize::new(0));
-        let service = counting_service(calls.clone());
-        let request = Request::builder().uri("/closed/door").body(()).expect("request");
-        let response = service.oneshot(request).await.expect("infallible");
-        assert_eq!(response.body(), "refused");
-        assert_eq!(calls.load(Ordering::SeqCst), 0);
+        assert_eq!(answer("/closed/door").await, ("refused".to_owned(), 0));
     }
 
     #[tokio::test]
     async fn an_admitted_request_gets_the_inner_response_finished_by_its_pass() {
-        let calls = Arc::new(AtomicUsize::new(0));
-        let service = counting_service(calls.clone());
-        let request = Request::builder().uri("/open/door").body(()).expect("request");
-        let response = service.oneshot(request).await.expect("infallible");
-        assert_eq!(response.body(), "answered (tagged)");
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(answer("/open/door").await, ("answered (tagged)".to_owned(), 1));
     }
 }
