@@ -22,7 +22,6 @@ use std::{
     collections::{BTreeMap, HashSet},
     fmt,
     path::{Path, PathBuf},
-    pin::Pin,
     sync::{Arc, Mutex, RwLock},
     task::{Context, Poll},
     time::{Duration, Instant, SystemTime},
@@ -35,7 +34,10 @@ use serde::{Deserialize, Serialize};
 use tonic::Status;
 use tower::{Layer, Service};
 
-use crate::files::FileStamp;
+use crate::{
+    files::FileStamp,
+    gate::{Gate, GateLayer},
+};
 
 /// Path prefix of the health service, always open (probes and balancers hold no token).
 const HEALTH: &str = "/grpc.health.v1.Health/";
@@ -411,62 +413,31 @@ fn describe(kind: &jsonwebtoken::errors::ErrorKind) -> String {
 /// Server layer: answers refused calls (see [`Authenticator::check`]), records the
 /// caller's subject as `enduser.id` on the current (call) span and puts [`Caller`]
 /// in the request's extensions.
-#[derive(Debug, Clone)]
-pub struct AuthLayer {
-    authenticator: Authenticator,
-}
+pub type AuthLayer = GateLayer<Authenticate>;
 
 impl AuthLayer {
     /// The layer over `authenticator`.
     pub fn new(authenticator: Authenticator) -> Self {
-        Self { authenticator }
+        Self::from(Authenticate { authenticator })
     }
 }
 
-impl<S> Layer<S> for AuthLayer {
-    type Service = Authenticate<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Authenticate { inner, authenticator: self.authenticator.clone() }
-    }
-}
-
-/// See [`AuthLayer`].
+/// The check [`AuthLayer`] puts in front of a service.
 #[derive(Debug, Clone)]
-pub struct Authenticate<S> {
-    inner: S,
+pub struct Authenticate {
     authenticator: Authenticator,
 }
 
-impl<S, B, R> Service<Request<B>> for Authenticate<S>
-where
-    S: Service<Request<B>, Response = Response<R>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-    R: Default + Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+impl<B, R: Default> Gate<B, R> for Authenticate {
+    type Pass = ();
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        match self.authenticator.check(request.uri().path(), request.headers()) {
-            Ok(caller) => {
-                if let Some(caller) = caller {
-                    tracing::Span::current().record("enduser.id", caller.subject.as_str());
-                    request.extensions_mut().insert(caller);
-                }
-                Box::pin(self.inner.call(request))
-            }
-            Err(status) => {
-                let response = status.into_http();
-                Box::pin(async move { Ok(response) })
-            }
+    fn admit(&self, request: &mut Request<B>) -> Result<(), Response<R>> {
+        let caller = self.authenticator.check(request.uri().path(), request.headers()).map_err(Status::into_http)?;
+        if let Some(caller) = caller {
+            tracing::Span::current().record("enduser.id", caller.subject.as_str());
+            request.extensions_mut().insert(caller);
         }
+        Ok(())
     }
 }
 

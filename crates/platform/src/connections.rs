@@ -27,6 +27,10 @@ use std::{
     time::Duration,
 };
 
+use crate::{
+    gate::{Gate, GateLayer, Pass},
+    methods::{MethodKind, Methods},
+};
 use bytes::Bytes;
 use futures::{Stream, task::AtomicWaker};
 use http::{Request, Response};
@@ -42,9 +46,6 @@ use tonic::{
     body::Body,
     transport::server::{Connected, TcpConnectInfo},
 };
-use tower::{Layer, Service};
-
-use crate::methods::{MethodKind, Methods};
 
 /// The first wait after `accept` fails for want of resources.
 const FIRST_BACKOFF: Duration = Duration::from_millis(5);
@@ -183,9 +184,9 @@ impl Activity {
     }
 }
 
-/// One open call on a connection; dropping it ends the call.
+/// One open call on a [`Connection`] (see [`TrackCalls`]); dropping it ends the call.
 #[derive(Debug)]
-struct OpenCall(Arc<Activity>);
+pub struct OpenCall(Arc<Activity>);
 
 impl Drop for OpenCall {
     fn drop(&mut self) {
@@ -310,51 +311,30 @@ impl<Io: AsyncWrite + Unpin> AsyncWrite for Connection<Io> {
 /// Counts each call as open on its [`Connection`] from its request until its response
 /// body ends (or is dropped), so the connection's idle timeout only runs between calls.
 /// Also inserts tonic's `TcpConnectInfo`, which [`ConnectionInfo`] replaces.
+pub type TrackCallsLayer = GateLayer<TrackCalls>;
+
+/// The check [`TrackCallsLayer`] puts in front of a service.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct TrackCallsLayer;
+pub struct TrackCalls;
 
-impl<S> Layer<S> for TrackCallsLayer {
-    type Service = TrackCalls<S>;
+impl<B> Gate<B, Body> for TrackCalls {
+    type Pass = Option<OpenCall>;
 
-    fn layer(&self, inner: S) -> Self::Service {
-        TrackCalls { inner }
-    }
-}
-
-/// The service [`TrackCallsLayer`] builds.
-#[derive(Debug, Clone)]
-pub struct TrackCalls<S> {
-    inner: S,
-}
-
-impl<S, B> Service<Request<B>> for TrackCalls<S>
-where
-    S: Service<Request<B>, Response = Response<Body>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-{
-    type Response = Response<Body>;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, S::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: Request<B>) -> Self::Future {
-        let call = request.extensions().get::<ConnectionInfo>().cloned().map(|info| {
+    fn admit(&self, request: &mut Request<B>) -> Result<Option<OpenCall>, Response<Body>> {
+        Ok(request.extensions().get::<ConnectionInfo>().cloned().map(|info| {
             request.extensions_mut().insert(info.tcp);
             info.activity.lock().0 += 1;
             OpenCall(info.activity)
-        });
-        let answer = self.inner.call(request);
-        Box::pin(async move {
-            let response = answer.await?;
-            Ok(match call {
-                Some(call) => hold_until_answered(response, call),
-                None => response,
-            })
-        })
+        }))
+    }
+}
+
+impl Pass<Body> for Option<OpenCall> {
+    fn finish(self, response: Response<Body>) -> Response<Body> {
+        match self {
+            Some(call) => hold_until_answered(response, call),
+            None => response,
+        }
     }
 }
 
@@ -365,80 +345,63 @@ where
 /// ended with RESOURCE_EXHAUSTED (when the client reads again) and everything behind
 /// it is dropped at once. What a stalled stream holds meanwhile is bounded by the
 /// HTTP/2 flow-control window and one message.
-#[derive(Debug, Clone)]
-pub struct StreamLimitLayer {
-    methods: Methods,
-    permits: Arc<Semaphore>,
-    stall_timeout: Duration,
-}
+pub type StreamLimitLayer = GateLayer<StreamLimit>;
 
 impl StreamLimitLayer {
     /// At most `max_open_streams` streaming calls to `methods` at once, each ended
     /// after `stall_timeout` waiting for its client to read.
     pub fn new(methods: Methods, max_open_streams: usize, stall_timeout: Duration) -> Self {
-        Self { methods, permits: Arc::new(Semaphore::new(max_open_streams)), stall_timeout }
+        Self::from(StreamLimit { methods, permits: Arc::new(Semaphore::new(max_open_streams)), stall_timeout })
     }
 }
 
-impl<S> Layer<S> for StreamLimitLayer {
-    type Service = StreamLimit<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        StreamLimit { inner, limit: self.clone() }
-    }
-}
-
-/// The service [`StreamLimitLayer`] builds.
+/// The check [`StreamLimitLayer`] puts in front of a service.
 #[derive(Debug, Clone)]
-pub struct StreamLimit<S> {
-    inner: S,
-    limit: StreamLimitLayer,
+pub struct StreamLimit {
+    methods: Methods,
+    permits: Arc<Semaphore>,
+    stall_timeout: Duration,
 }
 
-impl<S, B> Service<Request<B>> for StreamLimit<S>
-where
-    S: Service<Request<B>, Response = Response<Body>>,
-    S::Future: Send + 'static,
-    S::Error: Send + 'static,
-{
-    type Response = Response<Body>;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, S::Error>> + Send>>;
+impl<B> Gate<B, Body> for StreamLimit {
+    type Pass = Option<StreamPermit>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        let streaming =
-            self.limit.methods.get(request.uri().path()).is_some_and(|method| method.kind != MethodKind::Unary);
-        let permit = if streaming {
-            match self.limit.permits.clone().try_acquire_owned() {
-                Ok(permit) => Some(permit),
-                Err(_) => {
-                    let refused =
-                        Status::unavailable("the server is at its limit of open streams (server.max_open_streams)");
-                    return Box::pin(std::future::ready(Ok(refused.into_http())));
-                }
+    fn admit(&self, request: &mut Request<B>) -> Result<Option<StreamPermit>, Response<Body>> {
+        let streaming = self.methods.get(request.uri().path()).is_some_and(|method| method.kind != MethodKind::Unary);
+        if !streaming {
+            return Ok(None);
+        }
+        match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => Ok(Some(StreamPermit { permit, stall_timeout: self.stall_timeout })),
+            Err(_) => {
+                let refused =
+                    Status::unavailable("the server is at its limit of open streams (server.max_open_streams)");
+                Err(refused.into_http())
             }
-        } else {
-            None
-        };
-        let answer = self.inner.call(request);
-        let stall_timeout = self.limit.stall_timeout;
-        Box::pin(async move {
-            let response = answer.await?;
-            Ok(match permit {
-                // A trailers-only answer (a refusal: shed, unauthenticated, …) has no
-                // stream to pump, and must stay trailers-only: hyper sends the status in
-                // one HEADERS frame with END_STREAM only while the body says it is
-                // empty, and clients read a status in headers without END_STREAM as
-                // the start of a response that never got its trailers (INTERNAL).
-                Some(_) if is_trailers_only(&response) => response,
-                Some(permit) => pump(response, permit, stall_timeout),
-                None => response,
-            })
-        })
+        }
+    }
+}
+
+/// A streaming call's place under [`StreamLimit`]'s cap, held until its response
+/// ends or stalls.
+#[derive(Debug)]
+pub struct StreamPermit {
+    permit: OwnedSemaphorePermit,
+    stall_timeout: Duration,
+}
+
+impl Pass<Body> for Option<StreamPermit> {
+    fn finish(self, response: Response<Body>) -> Response<Body> {
+        match self {
+            // A trailers-only answer (a refusal: shed, unauthenticated, …) has no
+            // stream to pump, and must stay trailers-only: hyper sends the status in
+            // one HEADERS frame with END_STREAM only while the body says it is
+            // empty, and clients read a status in headers without END_STREAM as
+            // the start of a response that never got its trailers (INTERNAL).
+            Some(_) if is_trailers_only(&response) => response,
+            Some(StreamPermit { permit, stall_timeout }) => pump(response, permit, stall_timeout),
+            None => response,
+        }
     }
 }
 
@@ -555,6 +518,7 @@ mod tests {
     use futures::FutureExt;
     use tokio::io::DuplexStream;
     use tokio_stream::StreamExt;
+    use tower::{Layer, Service};
 
     use super::*;
 

@@ -23,6 +23,7 @@ pub mod discovery;
 pub mod email;
 pub mod fault;
 pub mod files;
+pub mod gate;
 pub mod health;
 pub mod id;
 pub mod methods;

@@ -1,11 +1,8 @@
 //! The answers the gRPC protocol asks for where tonic gives others: a non-gRPC content type is refused, an undecodable request is INVALID_ARGUMENT, an oversize one RESOURCE_EXHAUSTED.
 
-use std::task::{Context, Poll};
-
-use futures::future::{self, Either};
+use crate::gate::{Gate, GateLayer};
 use http::{HeaderValue, Request, Response, StatusCode, header::CONTENT_TYPE};
 use tonic::{Code, Status, body::Body};
-use tower::{Layer, Service};
 
 /// The start of the message tonic's protobuf codec gives a request body that does not
 /// decode (invalid UTF-8 in a string, a wrong wire type, a truncated field): prost's
@@ -24,41 +21,21 @@ const OVERSIZE: &str = "Error, decoded message length too large";
 ///
 /// Put it after the layers that translate other protocols (gRPC-Web, Connect) into
 /// gRPC, so it only sees what none of them accepted.
+pub type GrpcOnlyLayer = GateLayer<GrpcOnly>;
+
+/// The check [`GrpcOnlyLayer`] puts in front of a service.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct GrpcOnlyLayer;
+pub struct GrpcOnly;
 
-impl<S> Layer<S> for GrpcOnlyLayer {
-    type Service = GrpcOnly<S>;
+impl<B, R: Default> Gate<B, R> for GrpcOnly {
+    type Pass = ();
 
-    fn layer(&self, inner: S) -> Self::Service {
-        GrpcOnly { inner }
-    }
-}
-
-/// The service [`GrpcOnlyLayer`] builds.
-#[derive(Debug, Clone)]
-pub struct GrpcOnly<S> {
-    inner: S,
-}
-
-impl<S, B> Service<Request<B>> for GrpcOnly<S>
-where
-    S: Service<Request<B>, Response = Response<Body>>,
-{
-    type Response = Response<Body>;
-    type Error = S::Error;
-    type Future = Either<future::Ready<Result<Response<Body>, S::Error>>, S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
+    fn admit(&self, request: &mut Request<B>) -> Result<(), Response<R>> {
         if is_grpc(request.headers().get(CONTENT_TYPE)) {
-            Either::Right(self.inner.call(request))
+            Ok(())
         } else {
             tracing::debug!("refused a request that is not gRPC (HTTP 415)");
-            Either::Left(future::ready(Ok(unsupported_media_type())))
+            Err(unsupported_media_type())
         }
     }
 }
@@ -73,8 +50,8 @@ fn is_grpc(content_type: Option<&HeaderValue>) -> bool {
 }
 
 /// HTTP 415 with a gRPC status, for a request [`GrpcOnlyLayer`] refuses.
-fn unsupported_media_type() -> Response<Body> {
-    let mut response = Status::unimplemented("the content type is not application/grpc").into_http::<Body>();
+fn unsupported_media_type<R: Default>() -> Response<R> {
+    let mut response = Status::unimplemented("the content type is not application/grpc").into_http::<R>();
     *response.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
     response
 }

@@ -11,18 +11,12 @@
 //! be allowed (gRFC A6, "Pushback"); our client waits that long before a retry.
 //! Health and reflection are never limited.
 
-use std::{
-    collections::BTreeMap,
-    fmt,
-    net::IpAddr,
-    num::NonZeroU32,
-    str::FromStr,
-    sync::Arc,
-    task::{Context, Poll},
-    time::Duration,
-};
+use std::{collections::BTreeMap, fmt, net::IpAddr, num::NonZeroU32, str::FromStr, sync::Arc, time::Duration};
 
-use futures::future::{Either, Ready, ready};
+use crate::{
+    auth::Caller,
+    gate::{Gate, GateLayer},
+};
 use governor::{
     DefaultKeyedRateLimiter, Quota, RateLimiter,
     clock::{Clock, DefaultClock},
@@ -30,9 +24,6 @@ use governor::{
 use http::{HeaderValue, Request, Response};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tonic::{Status, transport::server::TcpConnectInfo};
-use tower::{Layer, Service};
-
-use crate::auth::Caller;
 
 /// The response header that tells a client when to retry (gRFC A6).
 pub const PUSHBACK: &str = "grpc-retry-pushback-ms";
@@ -136,22 +127,13 @@ struct Limiters {
 }
 
 /// Server layer: see the module docs.
-#[derive(Clone)]
-pub struct RateLimitLayer {
-    limiters: Option<Arc<Limiters>>,
-}
-
-impl fmt::Debug for RateLimitLayer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RateLimitLayer").field("enabled", &self.limiters.is_some()).finish()
-    }
-}
+pub type RateLimitLayer = GateLayer<RateLimit>;
 
 impl RateLimitLayer {
     /// Limits as `config` says; a layer that passes every call when nothing is limited.
     pub fn new(config: &RateLimitConfig) -> Self {
         if !config.enabled() {
-            return Self { limiters: None };
+            return Self::from(RateLimit { limiters: None });
         }
         let methods = config
             .methods
@@ -164,49 +146,36 @@ impl RateLimitLayer {
             max_callers: usize::try_from(config.max_callers.get()).unwrap_or(usize::MAX),
             clock: DefaultClock::default(),
         };
-        Self { limiters: Some(Arc::new(limiters)) }
+        Self::from(RateLimit { limiters: Some(Arc::new(limiters)) })
     }
 }
 
-impl<S> Layer<S> for RateLimitLayer {
-    type Service = RateLimit<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        RateLimit { inner, limiters: self.limiters.clone() }
-    }
-}
-
-/// See [`RateLimitLayer`].
+/// The check [`RateLimitLayer`] puts in front of a service.
 #[derive(Clone)]
-pub struct RateLimit<S> {
-    inner: S,
+pub struct RateLimit {
     limiters: Option<Arc<Limiters>>,
 }
 
-impl<S, B, R> Service<Request<B>> for RateLimit<S>
-where
-    S: Service<Request<B>, Response = Response<R>>,
-    R: Default,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Either<S::Future, Ready<Result<S::Response, S::Error>>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+impl fmt::Debug for RateLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimit").field("enabled", &self.limiters.is_some()).finish()
     }
+}
 
-    fn call(&mut self, request: Request<B>) -> Self::Future {
+impl<B, R: Default> Gate<B, R> for RateLimit {
+    type Pass = ();
+
+    fn admit(&self, request: &mut Request<B>) -> Result<(), Response<R>> {
         if let Some(limiters) = &self.limiters
-            && let Some(wait) = limiters.check(&request)
+            && let Some(wait) = limiters.check(request)
         {
             let millis = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
             let mut response: Response<R> =
                 Status::resource_exhausted("rate limit exceeded for this caller and method; retry later").into_http();
             response.headers_mut().insert(PUSHBACK, HeaderValue::from(millis));
-            return Either::Right(ready(Ok(response)));
+            return Err(response);
         }
-        Either::Left(self.inner.call(request))
+        Ok(())
     }
 }
 
@@ -251,6 +220,8 @@ where
 
 #[cfg(test)]
 mod tests {
+    use tower::{Layer, Service};
+
     use super::*;
 
     fn request(path: &str, subject: Option<&str>) -> Request<()> {

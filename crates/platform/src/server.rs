@@ -272,7 +272,7 @@ fn stack(
                 // Outermost: tell each connection which calls are open on it, so its idle
                 // timeout (`server.idle_timeout`) only runs while it has none; this also
                 // puts the peer's address (tonic's `TcpConnectInfo`) on every request.
-                .layer(connections::TrackCallsLayer)
+                .layer(connections::TrackCallsLayer::default())
                 // Browsers' preflight and CORS headers (`server.cors_allowed_origins`;
                 // none by default); before Connect, so a refused origin costs no translation.
                 .option_layer(cors(&config.cors_allowed_origins))
@@ -294,7 +294,7 @@ fn stack(
                 // Refuse what is not gRPC (HTTP 415), after gRPC-Web (and any other
                 // protocol) has been translated to it: tonic would decode any body as
                 // protobuf.
-                .layer(protocol::GrpcOnlyLayer)
+                .layer(protocol::GrpcOnlyLayer::default())
                 // A request tonic cannot decode is the client's error: INVALID_ARGUMENT
                 // (tonic says INTERNAL, logged at ERROR) or RESOURCE_EXHAUSTED for one over
                 // the size limit (tonic says OUT_OF_RANGE); inside observe, which logs and

@@ -40,25 +40,31 @@ impl DevAuth {
     /// Env vars turning auth on for a users replica: tokens for audience `users`;
     /// `GetUserByEmail` only for the `users.read` scope (orders).
     pub fn users_env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("USERS_AUTH__MODE", "jwt".to_owned()),
-            ("USERS_AUTH__JWKS_FILE", self.jwks.display().to_string()),
-            ("USERS_AUTH__ISSUER", ISSUER.to_owned()),
-            ("USERS_AUTH__AUDIENCE", "users".to_owned()),
-            ("USERS_AUTH__SCOPES__GETUSERBYEMAIL", "[users.read]".to_owned()),
-        ]
+        let mut env = self.jwt_env(
+            ["USERS_AUTH__MODE", "USERS_AUTH__JWKS_FILE", "USERS_AUTH__ISSUER", "USERS_AUTH__AUDIENCE"],
+            "users",
+        );
+        env.push(("USERS_AUTH__SCOPES__GETUSERBYEMAIL", "[users.read]".to_owned()));
+        env
     }
 
     /// Env vars turning auth on for an orders replica (audience `orders`) and giving
     /// it its token towards users.
     pub fn orders_env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("ORDERS_AUTH__MODE", "jwt".to_owned()),
-            ("ORDERS_AUTH__JWKS_FILE", self.jwks.display().to_string()),
-            ("ORDERS_AUTH__ISSUER", ISSUER.to_owned()),
-            ("ORDERS_AUTH__AUDIENCE", "orders".to_owned()),
-            ("ORDERS_USERS__TOKEN_FILE", self.orders_token.display().to_string()),
-        ]
+        let mut env = self.jwt_env(
+            ["ORDERS_AUTH__MODE", "ORDERS_AUTH__JWKS_FILE", "ORDERS_AUTH__ISSUER", "ORDERS_AUTH__AUDIENCE"],
+            "orders",
+        );
+        env.push(("ORDERS_USERS__TOKEN_FILE", self.orders_token.display().to_string()));
+        env
+    }
+
+    /// A service's `auth` section in JWT mode, verifying this run's tokens for
+    /// `audience`: the values of its `mode`, `jwks_file`, `issuer` and `audience` keys,
+    /// named in that order by `keys` (the service's env var names).
+    fn jwt_env(&self, keys: [&'static str; 4], audience: &str) -> Vec<(&'static str, String)> {
+        let values = ["jwt".to_owned(), self.jwks.display().to_string(), ISSUER.to_owned(), audience.to_owned()];
+        keys.into_iter().zip(values).collect()
     }
 
     /// A short-lived token of subject `subject` for `audience` with `scopes`.
@@ -84,5 +90,33 @@ impl Interceptor for Bearer {
         value.set_sensitive(true);
         request.metadata_mut().insert("authorization", value);
         Ok(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_service_gets_jwt_mode_with_its_own_audience_under_its_own_prefix() {
+        let dir = crate::temp_dir("auth-env");
+        let auth = DevAuth::new(&dir).expect("the key files are written");
+        let jwks = dir.join("jwks.json").display().to_string();
+        let env = [auth.users_env(), auth.orders_env()].concat();
+        let expected = [
+            ("USERS_AUTH__MODE", "jwt"),
+            ("USERS_AUTH__JWKS_FILE", &jwks),
+            ("USERS_AUTH__ISSUER", ISSUER),
+            ("USERS_AUTH__AUDIENCE", "users"),
+            ("USERS_AUTH__SCOPES__GETUSERBYEMAIL", "[users.read]"),
+            ("ORDERS_AUTH__MODE", "jwt"),
+            ("ORDERS_AUTH__JWKS_FILE", &jwks),
+            ("ORDERS_AUTH__ISSUER", ISSUER),
+            ("ORDERS_AUTH__AUDIENCE", "orders"),
+        ];
+        let _ = std::fs::remove_dir_all(&dir);
+        let found: Vec<(&str, &str)> = env.iter().map(|(name, value)| (*name, value.as_str())).take(9).collect();
+        assert_eq!(found, expected);
+        assert_eq!(env[9].0, "ORDERS_USERS__TOKEN_FILE");
     }
 }

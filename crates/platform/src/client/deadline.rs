@@ -1,13 +1,14 @@
 //! The client's deadline step: each call gets the earliest of its configured timeout, the caller's, and what remains of the call being served.
 
 use std::{
+    future::Future,
+    pin::Pin,
     sync::Arc,
-    task::{Context, Poll},
+    task::{Context, Poll, ready},
     time::Duration,
 };
 
-use futures::future::BoxFuture;
-use tokio::time::Instant;
+use tokio::time::{Instant, Timeout};
 use tonic::{Code, Status, body::Body};
 use tower::{Layer, Service, layer::layer_fn};
 
@@ -44,11 +45,10 @@ impl<S> Deadline<S> {
 impl<S> Service<http::Request<Body>> for Deadline<S>
 where
     S: Service<http::Request<Body>, Response = http::Response<Body>, Error = BoxError>,
-    S::Future: Send + 'static,
 {
     type Response = http::Response<Body>;
     type Error = BoxError;
-    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+    type Future = DeadlineFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -64,19 +64,38 @@ where
             deadline = deadline.min(other);
         }
         request.extensions_mut().insert(CallDeadline(deadline));
-        let call = self.inner.call(request);
-        Box::pin(async move {
-            let exceeded = || Status::deadline_exceeded("deadline exceeded before the upstream answered").into();
-            match tokio::time::timeout_at(deadline, call).await {
-                // tonic's own timers (the server's, and the channel's, both set from
-                // our grpc-timeout) end a call at its deadline with CANCELLED; the
-                // caller should see what happened: the deadline passed.
-                Ok(result) if outcome(&result) == Code::Cancelled && Instant::now() + DEADLINE_SLACK >= deadline => {
-                    Err(exceeded())
-                }
-                Ok(result) => result,
-                Err(_) => Err(exceeded()),
+        DeadlineFuture { call: tokio::time::timeout_at(deadline, self.inner.call(request)), deadline }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The answer of a call through [`Deadline`]: the inner call's, or
+    /// DEADLINE_EXCEEDED once its deadline passes.
+    pub struct DeadlineFuture<F> {
+        #[pin]
+        call: Timeout<F>,
+        deadline: Instant,
+    }
+}
+
+impl<F> Future for DeadlineFuture<F>
+where
+    F: Future<Output = Result<http::Response<Body>, BoxError>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let exceeded = || Status::deadline_exceeded("deadline exceeded before the upstream answered").into();
+        Poll::Ready(match ready!(this.call.poll(cx)) {
+            // tonic's own timers (the server's, and the channel's, both set from
+            // our grpc-timeout) end a call at its deadline with CANCELLED; the
+            // caller should see what happened: the deadline passed.
+            Ok(result) if outcome(&result) == Code::Cancelled && Instant::now() + DEADLINE_SLACK >= *this.deadline => {
+                Err(exceeded())
             }
+            Ok(result) => result,
+            Err(_) => Err(exceeded()),
         })
     }
 }

@@ -26,7 +26,11 @@ use http::HeaderValue;
 use tonic::{Code, Status, body::Body};
 use tower::{Service, ServiceBuilder, retry::budget::TpsBudget};
 
-use self::{balance::Balancer, deadline::Deadline, retry::Retry};
+use self::{
+    balance::Balancer,
+    deadline::{Deadline, DeadlineFuture},
+    retry::Retry,
+};
 pub use self::{
     balance::NoHealthyEndpointError,
     config::{
@@ -232,7 +236,7 @@ impl ResilientChannel {
 impl Service<http::Request<Body>> for ResilientChannel {
     type Response = http::Response<Body>;
     type Error = BoxError;
-    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+    type Future = DeadlineFuture<BoxFuture<'static, Result<Self::Response, Self::Error>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.service.poll_ready(cx)
