@@ -223,42 +223,22 @@ mod tests {
 
     use platform::{
         client::{self, ClientConfig},
-        config::DatabaseConfig,
         metrics::Metrics,
     };
     use tokio_stream::StreamExt;
 
     use super::*;
-    use crate::repository::MIGRATOR;
+    use crate::repository::embedded::{self, stored_order};
 
     /// Use cases over an in-memory SQLite database (the embedded path) and a users
     /// client with no endpoints (these tests never reach it).
     async fn embedded_orders() -> (Orders, OrderRepository) {
-        let mut config = DatabaseConfig::at("sqlite::memory:".parse().expect("a database URL"));
-        // Each in-memory SQLite connection is its own database: keep one.
-        config.max_connections = std::num::NonZeroU32::MIN;
-        let database = platform::database::Database::connect(&config, "orders").await.expect("in-memory SQLite");
-        database.migrate(&MIGRATOR).await.expect("migrations apply on SQLite");
-        let changes = Changes::local();
-        let repository = OrderRepository::new(database, changes.clone());
+        let (repository, changes) = embedded::repository().await;
         let channel = client::channel("users", &ClientConfig::with_endpoints(vec![]), None, &Metrics::new(), &[])
             .expect("an empty descriptor set decodes");
         let users = UsersClient::new(channel);
         let orders = Orders::new(repository.clone(), users, PageTokens::new("k"), &changes);
         (orders, repository)
-    }
-
-    async fn stored_order(repository: &OrderRepository) -> Order {
-        let order = Order {
-            id: OrderId::generate(),
-            customer: Email::parse("sqlite@example.com").expect("valid"),
-            total: Cents::parse(100).expect("positive"),
-            currency: Currency::parse("USD").expect("ISO 4217"),
-            status: OrderStatus::Created,
-            created_at: OrderRepository::now(),
-        };
-        assert!(matches!(repository.insert(&order, None).await, Ok(Inserted::New)));
-        order
     }
 
     #[tokio::test]

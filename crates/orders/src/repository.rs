@@ -297,3 +297,37 @@ impl TryFrom<EventRow> for OrderEvent {
 fn storage_error(error: sqlx::Error) -> Error {
     if is_unavailable(&error) { Error::Unavailable(error) } else { Error::Internal(error.into()) }
 }
+
+/// For the crate's unit tests: a repository over an in-memory SQLite database, and orders stored in it.
+#[cfg(test)]
+pub(crate) mod embedded {
+    use platform::{config::DatabaseConfig, database::Database, email::Email};
+
+    use super::*;
+    use crate::order::{Cents, Currency, OrderStatus};
+
+    /// A migrated in-memory SQLite repository (the embedded path) and its local [`Changes`].
+    pub(crate) async fn repository() -> (OrderRepository, Changes) {
+        let mut config = DatabaseConfig::at("sqlite::memory:".parse().expect("a database URL"));
+        // Each in-memory SQLite connection is its own database: keep one.
+        config.max_connections = std::num::NonZeroU32::MIN;
+        let database = Database::connect(&config, "orders").await.expect("in-memory SQLite");
+        database.migrate(&MIGRATOR).await.expect("migrations apply on SQLite");
+        let changes = Changes::local();
+        (OrderRepository::new(database, changes.clone()), changes)
+    }
+
+    /// A new order (status CREATED), stored.
+    pub(crate) async fn stored_order(repository: &OrderRepository) -> Order {
+        let order = Order {
+            id: OrderId::generate(),
+            customer: Email::parse("sqlite@example.com").expect("valid"),
+            total: Cents::parse(100).expect("positive"),
+            currency: Currency::parse("USD").expect("ISO 4217"),
+            status: OrderStatus::Created,
+            created_at: OrderRepository::now(),
+        };
+        assert!(matches!(repository.insert(&order, None).await, Ok(Inserted::New)));
+        order
+    }
+}

@@ -133,40 +133,20 @@ impl Drop for Watching {
 
 #[cfg(test)]
 mod tests {
-    use std::{num::NonZeroU32, time::Duration};
-
-    use platform::{config::DatabaseConfig, database::Database, email::Email};
+    use std::time::Duration;
 
     use super::*;
-    use crate::{
-        order::{Cents, Currency, Order, OrderStatus},
-        repository::{Inserted, MIGRATOR},
-    };
+    use crate::repository::embedded::{self, stored_order};
 
     /// Upper bound for what should happen at once: a guard against a hung test, not a wait.
     const PATIENCE: Duration = Duration::from_secs(10);
 
     /// The fan-out over an in-memory SQLite database holding `orders` new orders.
     async fn fan_out(orders: usize) -> (Watchers, Changes, Vec<OrderId>) {
-        let mut config = DatabaseConfig::at("sqlite::memory:".parse().expect("a database URL"));
-        // Each in-memory SQLite connection is its own database: keep one.
-        config.max_connections = NonZeroU32::MIN;
-        let database = Database::connect(&config, "orders").await.expect("in-memory SQLite");
-        database.migrate(&MIGRATOR).await.expect("migrations apply on SQLite");
-        let changes = Changes::local();
-        let repository = OrderRepository::new(database, changes.clone());
+        let (repository, changes) = embedded::repository().await;
         let mut ids = Vec::new();
         for _ in 0..orders {
-            let order = Order {
-                id: OrderId::generate(),
-                customer: Email::parse("watch@example.com").expect("valid"),
-                total: Cents::parse(100).expect("positive"),
-                currency: Currency::parse("EUR").expect("ISO 4217"),
-                status: OrderStatus::Created,
-                created_at: OrderRepository::now(),
-            };
-            assert!(matches!(repository.insert(&order, None).await, Ok(Inserted::New)));
-            ids.push(order.id);
+            ids.push(stored_order(&repository).await.id);
         }
         (Watchers::start(repository, &changes), changes, ids)
     }
