@@ -139,15 +139,34 @@ impl Database {
     /// SQLite connections run in WAL mode with foreign keys on, so several processes
     /// (the two users replicas of `make demo`) can share one file.
     ///
+    /// A connect that fails for want of the database (refused, reset, TLS: see
+    /// [`is_unavailable`]) is tried again, 50 ms later and then twice as late each time,
+    /// until `config.acquire_timeout` has passed: a database that comes up just after the
+    /// service (a container started alongside it) is still reached.
+    ///
     /// # Errors
-    /// When sqlx refuses an option in the URL, or no connection could be opened within
+    /// When sqlx refuses an option in the URL, the database refuses the connection (bad
+    /// credentials, unknown database), or no connection could be opened within
     /// `config.acquire_timeout`.
     pub async fn connect(config: &DatabaseConfig, name: &str) -> Result<Self, sqlx::Error> {
         let database = Self::connect_lazy(config, name)?;
-        // Not through `acquire`: no call waits here, so nothing to observe or wake.
-        let first = tokio::time::timeout(config.acquire_timeout, database.pool.get()).await;
-        drop(first.map_err(|_| sqlx::Error::PoolTimedOut)?.map_err(pool_error)?);
-        Ok(database)
+        let deadline = tokio::time::Instant::now() + config.acquire_timeout;
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            // Not through `acquire`: no call waits here, so nothing to observe or wake.
+            let first = tokio::time::timeout_at(deadline, database.pool.get()).await;
+            match first.map_err(|_| sqlx::Error::PoolTimedOut)?.map_err(pool_error) {
+                Ok(connection) => {
+                    drop(connection);
+                    return Ok(database);
+                }
+                Err(error) if is_unavailable(&error) && tokio::time::Instant::now() + backoff < deadline => {
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                }
+                Err(error) => return Err(error),
+            }
+        }
     }
 
     /// The pool [`Database::connect`] returns, without opening any connection yet: the

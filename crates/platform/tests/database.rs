@@ -108,16 +108,54 @@ async fn a_query_on_a_recently_used_pooled_connection_is_one_round_trip_to_the_d
     assert!(trips >= QUERIES, "the proxy counted {trips} for {QUERIES} queries: it misses some");
 }
 
-/// A TCP proxy in front of the server of `url`, and the URL through it, counting the
-/// reads of what the client sent: one per round trip when the client waits for each
-/// answer before it sends again.
-async fn counting_proxy(url: &str) -> (String, Arc<AtomicUsize>) {
+#[tokio::test]
+async fn connect_tries_again_while_the_database_refuses_connections_until_it_answers() {
+    let url = postgres_url();
+    let (proxy, refused) = proxy_refusing_first(&url, 2).await;
+    let mut config = DatabaseConfig::at(proxy.parse().expect("a database URL"));
+    config.acquire_timeout = Duration::from_secs(10);
+    let database = Database::connect(&config, "test").await.expect("connected on the third attempt");
+    assert_eq!(refused.load(Ordering::SeqCst), 2, "the first two connections were cut");
+    backend_pid(&database).await;
+}
+
+/// A TCP proxy in front of the server of `url` that cuts its first `refuse` connections
+/// at once, as a database still starting does; and how many it cut.
+async fn proxy_refusing_first(url: &str, refuse: usize) -> (String, Arc<AtomicUsize>) {
+    let (target, listener, proxied) = proxy_listener(url).await;
+    let refused = Arc::new(AtomicUsize::new(0));
+    let counted = refused.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            if counted.load(Ordering::SeqCst) < refuse {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let _ = client.shutdown().await;
+                continue;
+            }
+            let mut server = TcpStream::connect(&target).await.expect("the test PostgreSQL");
+            tokio::spawn(async move { tokio::io::copy_bidirectional(&mut client, &mut server).await });
+        }
+    });
+    (proxied, refused)
+}
+
+/// A listener on a free loopback port, the `host:port` of the server of `url`, and `url`
+/// pointing at the listener instead.
+async fn proxy_listener(url: &str) -> (String, TcpListener, String) {
     let server: url::Url = url.parse().expect("a URL");
     let target = format!("{}:{}", server.host_str().expect("a host"), server.port().unwrap_or(5432));
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("a free port");
     let mut proxied = server.clone();
     proxied.set_host(Some("127.0.0.1")).expect("a host");
     proxied.set_port(Some(listener.local_addr().expect("bound").port())).expect("a port");
+    (target, listener, proxied.to_string())
+}
+
+/// A TCP proxy in front of the server of `url`, and the URL through it, counting the
+/// reads of what the client sent: one per round trip when the client waits for each
+/// answer before it sends again.
+async fn counting_proxy(url: &str) -> (String, Arc<AtomicUsize>) {
+    let (target, listener, proxied) = proxy_listener(url).await;
     let reads = Arc::new(AtomicUsize::new(0));
     let counted = reads.clone();
     tokio::spawn(async move {
@@ -138,5 +176,5 @@ async fn counting_proxy(url: &str) -> (String, Arc<AtomicUsize>) {
             tokio::spawn(async move { tokio::io::copy(&mut from_server, &mut to_client).await });
         }
     });
-    (proxied.to_string(), reads)
+    (proxied, reads)
 }
