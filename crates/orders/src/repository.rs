@@ -6,7 +6,7 @@ use platform::{
     database::{Database, from_micros, is_unavailable, to_micros},
     email::Email,
 };
-use sqlx::{Acquire, Any, FromRow, Transaction};
+use sqlx::{Acquire, Any, FromRow, Transaction, any::AnyArguments, query::Query};
 use tracing::Instrument;
 
 use crate::{
@@ -81,18 +81,12 @@ impl OrderRepository {
         }
         let mut conn = self.db.acquire().await.map_err(|e| self.failed(e))?;
         let mut tx = conn.begin().await.map_err(|e| self.failed(e))?;
-        let created_at = to_micros(order.created_at);
-        let stored = sqlx::query(
+        let stored = with_order(
             "INSERT INTO orders (id, customer_email, total_cents, currency, status, created_at, updated_at, idempotency_key) \
              VALUES ($1, $2, $3, $4, $5, $6, $6, $7) ON CONFLICT (idempotency_key) DO NOTHING",
+            order,
+            key,
         )
-        .bind(order.id.to_string())
-        .bind(order.customer.as_str())
-        .bind(order.total.get())
-        .bind(order.currency.code())
-        .bind(order.status.number())
-        .bind(created_at)
-        .bind(key.map(|k| k.as_str().to_owned()))
         .execute(&mut *tx)
         .instrument(self.db.span("INSERT", "orders"))
         .await
@@ -102,11 +96,7 @@ impl OrderRepository {
             tx.rollback().await.map_err(|e| self.failed(e))?;
             // Back to the pool before the next query takes one (a pool of one would deadlock).
             drop(conn);
-            let key = key.ok_or_else(|| Error::Internal(anyhow::anyhow!("insert without a key stored nothing")))?;
-            let first = self.by_idempotency_key(key).await?;
-            return first
-                .map(Inserted::KeyTaken)
-                .ok_or_else(|| Error::Internal(anyhow::anyhow!("conflicting idempotency key vanished")));
+            return self.key_taken(key).await;
         }
         self.record_event(&mut tx, order.id, order.status, order.created_at).await?;
         tx.commit().await.map_err(|e| self.failed(e))?;
@@ -120,22 +110,16 @@ impl OrderRepository {
     /// own; an idempotency key already taken inserts nothing and notifies no one.
     async fn insert_in_one_statement(&self, order: &Order, key: Option<&IdempotencyKey>) -> Result<Inserted, Error> {
         let mut conn = self.db.acquire().await.map_err(|e| self.failed(e))?;
-        let created_at = to_micros(order.created_at);
-        let stored = sqlx::query(
+        let stored = with_order(
             "WITH stored AS (\
                 INSERT INTO orders (id, customer_email, total_cents, currency, status, created_at, updated_at, idempotency_key) \
                 VALUES ($1, $2, $3, $4, $5, $6, $6, $7) ON CONFLICT (idempotency_key) DO NOTHING \
                 RETURNING id, status, created_at) \
              INSERT INTO order_events (order_id, status, occurred_at) SELECT id, status, created_at FROM stored \
              RETURNING pg_notify($8, order_id)",
+            order,
+            key,
         )
-        .bind(order.id.to_string())
-        .bind(order.customer.as_str())
-        .bind(order.total.get())
-        .bind(order.currency.code())
-        .bind(order.status.number())
-        .bind(created_at)
-        .bind(key.map(|k| k.as_str().to_owned()))
         .bind(CHANNEL)
         .execute(&mut *conn)
         .instrument(self.db.span("INSERT", "orders"))
@@ -144,13 +128,18 @@ impl OrderRepository {
         .rows_affected();
         drop(conn);
         if stored == 0 {
-            let key = key.ok_or_else(|| Error::Internal(anyhow::anyhow!("insert without a key stored nothing")))?;
-            let first = self.by_idempotency_key(key).await?;
-            return first
-                .map(Inserted::KeyTaken)
-                .ok_or_else(|| Error::Internal(anyhow::anyhow!("conflicting idempotency key vanished")));
+            return self.key_taken(key).await;
         }
         Ok(Inserted::New)
+    }
+
+    /// The order idempotency key `key` already names, after an insert with it stored nothing.
+    async fn key_taken(&self, key: Option<&IdempotencyKey>) -> Result<Inserted, Error> {
+        let key = key.ok_or_else(|| Error::Internal(anyhow::anyhow!("insert without a key stored nothing")))?;
+        let first = self.by_idempotency_key(key).await?;
+        first
+            .map(Inserted::KeyTaken)
+            .ok_or_else(|| Error::Internal(anyhow::anyhow!("conflicting idempotency key vanished")))
     }
 
     /// Moves order `id` from `from` to `to` and records the event, in one transaction.
@@ -302,6 +291,23 @@ impl OrderRepository {
             .map_err(|e| self.failed(e))?;
         Ok(())
     }
+}
+
+/// `statement` with `order`'s columns bound as `$1` to `$7`: id, customer_email,
+/// total_cents, currency, status, created_at (also for updated_at), idempotency_key.
+fn with_order<'q>(
+    statement: &'q str,
+    order: &'q Order,
+    key: Option<&IdempotencyKey>,
+) -> Query<'q, Any, AnyArguments<'q>> {
+    sqlx::query(statement)
+        .bind(order.id.to_string())
+        .bind(order.customer.as_str())
+        .bind(order.total.get())
+        .bind(order.currency.code())
+        .bind(order.status.number())
+        .bind(to_micros(order.created_at))
+        .bind(key.map(|k| k.as_str().to_owned()))
 }
 
 fn corrupt(what: &str, id: &str) -> Error {
