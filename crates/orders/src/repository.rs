@@ -54,7 +54,7 @@ struct EventRow {
 
 impl OrderRepository {
     /// A query's `error` as ours, the database's health probe told of it first
-    /// ([`Database::noticed`]).
+    /// ([`Database::noticed`]). Not for `acquire`'s errors: it tells the probe itself.
     fn failed(&self, error: sqlx::Error) -> Error {
         storage_error(self.db.noticed(error))
     }
@@ -79,7 +79,7 @@ impl OrderRepository {
         if self.changes.via_postgres() {
             return self.insert_in_one_statement(order, key).await;
         }
-        let mut conn = self.db.acquire().await.map_err(|e| self.failed(e))?;
+        let mut conn = self.db.acquire().await.map_err(storage_error)?;
         let mut tx = conn.begin().await.map_err(|e| self.failed(e))?;
         let stored = with_order(
             "INSERT INTO orders (id, customer_email, total_cents, currency, status, created_at, updated_at, idempotency_key) \
@@ -109,7 +109,7 @@ impl OrderRepository {
     /// transaction takes four (BEGIN, two INSERTs, COMMIT). A statement is atomic on its
     /// own; an idempotency key already taken inserts nothing and notifies no one.
     async fn insert_in_one_statement(&self, order: &Order, key: Option<&IdempotencyKey>) -> Result<Inserted, Error> {
-        let mut conn = self.db.acquire().await.map_err(|e| self.failed(e))?;
+        let mut conn = self.db.acquire().await.map_err(storage_error)?;
         let stored = with_order(
             "WITH stored AS (\
                 INSERT INTO orders (id, customer_email, total_cents, currency, status, created_at, updated_at, idempotency_key) \
@@ -154,7 +154,7 @@ impl OrderRepository {
         to: OrderStatus,
         at: SystemTime,
     ) -> Result<Option<Order>, Error> {
-        let mut conn = self.db.acquire().await.map_err(|e| self.failed(e))?;
+        let mut conn = self.db.acquire().await.map_err(storage_error)?;
         let mut tx = conn.begin().await.map_err(|e| self.failed(e))?;
         let moved = sqlx::query("UPDATE orders SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4")
             .bind(to.number())
@@ -187,7 +187,7 @@ impl OrderRepository {
     /// # Errors
     /// [`Error::Unavailable`] or [`Error::Internal`].
     pub async fn get(&self, id: OrderId) -> Result<Option<Order>, Error> {
-        let mut conn = self.db.acquire().await.map_err(|e| self.failed(e))?;
+        let mut conn = self.db.acquire().await.map_err(storage_error)?;
         let row = sqlx::query_as::<_, OrderRow>(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
             .bind(id.to_string())
             .fetch_optional(&mut *conn)
@@ -202,7 +202,7 @@ impl OrderRepository {
     /// # Errors
     /// [`Error::Unavailable`] or [`Error::Internal`].
     pub async fn by_idempotency_key(&self, key: &IdempotencyKey) -> Result<Option<Order>, Error> {
-        let mut conn = self.db.acquire().await.map_err(|e| self.failed(e))?;
+        let mut conn = self.db.acquire().await.map_err(storage_error)?;
         let row =
             sqlx::query_as::<_, OrderRow>(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE idempotency_key = $1"))
                 .bind(key.as_str())
@@ -237,7 +237,7 @@ impl OrderRepository {
             sql.push_str(&format!(" AND id > ${}", binds.len()));
         }
         sql.push_str(&format!(" ORDER BY id LIMIT ${}", binds.len() + 1));
-        let mut conn = self.db.acquire().await.map_err(|e| self.failed(e))?;
+        let mut conn = self.db.acquire().await.map_err(storage_error)?;
         let query = binds.into_iter().fold(sqlx::query_as::<_, OrderRow>(&sql), |query, value| query.bind(value));
         let rows = query
             .bind(i64::from(limit))
@@ -253,7 +253,7 @@ impl OrderRepository {
     /// # Errors
     /// [`Error::Unavailable`] or [`Error::Internal`].
     pub async fn events(&self, id: OrderId) -> Result<Vec<OrderEvent>, Error> {
-        let mut conn = self.db.acquire().await.map_err(|e| self.failed(e))?;
+        let mut conn = self.db.acquire().await.map_err(storage_error)?;
         let rows = sqlx::query_as::<_, EventRow>(
             "SELECT order_id, status, occurred_at FROM order_events WHERE order_id = $1 ORDER BY status",
         )

@@ -6,7 +6,10 @@
 
 use std::{
     io,
-    sync::{Arc, Mutex, OnceLock, PoisonError},
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -62,11 +65,11 @@ pub(crate) struct Breaker {
     /// connection before it wakes the probe (`database.health_check_timeout`).
     /// Without a probe the breaker stays closed and calls never wake anything.
     slow_wait: OnceLock<Duration>,
-    /// Set with `slow_wait`: for how long after the breaker closes every connection a
-    /// call takes is pinged first (`database.ping_after_idle`; see [`Database::acquire`]).
-    ping_after_idle: OnceLock<Duration>,
-    /// When the breaker last closed after being open.
-    closed_at: Mutex<Option<Instant>>,
+    /// When the breaker was made: the epoch of `closed_at`.
+    created: Instant,
+    /// When the breaker last closed after being open, in nanoseconds since `created`;
+    /// 0 before it ever did. An atomic: every checkout reads it.
+    closed_at: AtomicU64,
 }
 
 impl Breaker {
@@ -74,16 +77,20 @@ impl Breaker {
     pub(crate) fn set_open(&self, open: bool) -> bool {
         let changed = self.open.send_if_modified(|current| std::mem::replace(current, open) != open);
         if changed && !open {
-            *self.closed_at.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+            self.closed_at.store(self.nanos_since_created().max(1), Ordering::Relaxed);
         }
         changed
     }
 
-    /// Whether the breaker closed less than `ping_after_idle` ago: pooled connections
-    /// released before the outage may be dead yet too recently used for the pool's ping.
-    fn recovering(&self) -> bool {
-        let Some(window) = self.ping_after_idle.get() else { return false };
-        self.closed_at.lock().unwrap_or_else(PoisonError::into_inner).is_some_and(|at| at.elapsed() < *window)
+    /// Whether the breaker closed less than `window` ago: pooled connections released
+    /// before the outage may be dead yet too recently used for the pool's ping.
+    fn recovering(&self, window: Duration) -> bool {
+        let closed_at = self.closed_at.load(Ordering::Relaxed);
+        closed_at != 0 && u128::from(self.nanos_since_created().saturating_sub(closed_at)) < window.as_nanos()
+    }
+
+    fn nanos_since_created(&self) -> u64 {
+        u64::try_from(self.created.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// Completes when a call has woken the probe since the last time this completed.
@@ -97,11 +104,9 @@ impl Breaker {
         self.open.subscribe()
     }
 
-    /// Makes calls wake the probe once they have waited `slow_wait` for a connection,
-    /// and ping their connection while the breaker closed less than `ping_after_idle` ago.
-    pub(crate) fn watched(&self, slow_wait: Duration, ping_after_idle: Duration) {
+    /// Makes calls wake the probe once they have waited `slow_wait` for a connection.
+    pub(crate) fn watched(&self, slow_wait: Duration) {
         let _ = self.slow_wait.set(slow_wait);
-        let _ = self.ping_after_idle.set(ping_after_idle);
     }
 
     /// Wakes the probe (a no-op without one).
@@ -189,8 +194,8 @@ impl Database {
             open: watch::Sender::new(false),
             suspect: Notify::new(),
             slow_wait: OnceLock::new(),
-            ping_after_idle: OnceLock::new(),
-            closed_at: Mutex::new(None),
+            created: Instant::now(),
+            closed_at: AtomicU64::new(0),
         });
         let connector = Connector {
             options: Arc::new(options),
@@ -455,7 +460,7 @@ impl managed::Manager for Connector {
         if metrics.age() >= MAX_LIFETIME {
             return Err(RecycleError::message("older than its maximum lifetime"));
         }
-        if metrics.last_used() >= self.ping_after_idle || self.breaker.recovering() {
+        if metrics.last_used() >= self.ping_after_idle || self.breaker.recovering(self.ping_after_idle) {
             connection.ping().await?;
         }
         Ok(())

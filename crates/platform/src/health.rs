@@ -90,7 +90,7 @@ pub fn watch_database(database: &Database, config: &DatabaseConfig, health: Heal
     let interval = config.health_check_interval;
     let timeout = config.health_check_timeout;
     let database = database.clone();
-    database.breaker().watched(timeout, config.ping_after_idle);
+    database.breaker().watched(timeout);
     let mut probe = Probe { options: database.connect_options(), connection: None };
     tokio::spawn(async move {
         let breaker = database.breaker();

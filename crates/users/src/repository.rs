@@ -31,7 +31,7 @@ struct UserRow {
 
 impl UserRepository {
     /// A query's `error` as ours, the database's health probe told of it first
-    /// ([`Database::noticed`]).
+    /// ([`Database::noticed`]). Not for `acquire`'s errors: it tells the probe itself.
     fn failed(&self, error: sqlx::Error) -> Error {
         storage_error(self.db.noticed(error))
     }
@@ -52,7 +52,7 @@ impl UserRepository {
     /// # Errors
     /// [`Error::EmailTaken`] when the email is taken; [`Error::Unavailable`] or [`Error::Internal`].
     pub async fn insert(&self, user: &User) -> Result<(), Error> {
-        let mut conn = self.db.acquire().await.map_err(|e| self.failed(e))?;
+        let mut conn = self.db.acquire().await.map_err(storage_error)?;
         sqlx::query("INSERT INTO users (id, email, name, created_at) VALUES ($1, $2, $3, $4)")
             .bind(user.id.to_string())
             .bind(user.email.as_str())
@@ -75,7 +75,7 @@ impl UserRepository {
     /// # Errors
     /// [`Error::Unavailable`] or [`Error::Internal`].
     pub async fn get(&self, id: UserId) -> Result<Option<User>, Error> {
-        let mut conn = self.db.acquire().await.map_err(|e| self.failed(e))?;
+        let mut conn = self.db.acquire().await.map_err(storage_error)?;
         let row = sqlx::query_as::<_, UserRow>("SELECT id, email, name, created_at FROM users WHERE id = $1")
             .bind(id.to_string())
             .fetch_optional(&mut *conn)
@@ -90,7 +90,7 @@ impl UserRepository {
     /// # Errors
     /// [`Error::Unavailable`] or [`Error::Internal`].
     pub async fn by_email(&self, email: &Email) -> Result<Option<User>, Error> {
-        let mut conn = self.db.acquire().await.map_err(|e| self.failed(e))?;
+        let mut conn = self.db.acquire().await.map_err(storage_error)?;
         let row = sqlx::query_as::<_, UserRow>("SELECT id, email, name, created_at FROM users WHERE email = $1")
             .bind(email.as_str())
             .fetch_optional(&mut *conn)
