@@ -207,6 +207,13 @@ def psql(url, sql):
     subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", url, "-c", sql], check=True, stdout=subprocess.DEVNULL)
 
 
+def seed_users(url):
+    """Stores SEEDED users, numbered from 0: the ids and emails the ghz templates pick from."""
+    psql(url, f"INSERT INTO users (id, email, name, created_at) SELECT '{ID_PREFIX}' || lpad(i::text, 12, '0'), "
+              f"'user' || i || '@bench.example', 'User ' || i, 0 FROM generate_series(0, {SEEDED - 1}) AS i; "
+              "ANALYZE users")
+
+
 def percentile(sorted_values, share):
     if not sorted_values:
         return None
@@ -604,9 +611,7 @@ def main():
     try:
         server("users")
         log(f"seeding {SEEDED} users")
-        psql(users_url,
-             f"INSERT INTO users (id, email, name, created_at) SELECT '{ID_PREFIX}' || lpad(i::text, 12, '0'), "
-             f"'user' || i || '@bench.example', 'User ' || i, 0 FROM generate_series(0, {SEEDED - 1}) AS i; ANALYZE users")
+        seed_users(users_url)
         health = workdir / "health.proto"
         health.write_text(HEALTH_PROTO)
         users_proto, orders_proto = PROTO / "users/v1/users.proto", PROTO / "orders/v1/orders.proto"

@@ -13,15 +13,17 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(os.environ.get("STACK_BIN_DIR", ROOT / "target" / "release"))
+# The bench's helpers: starting a release binary, psql, seeding, percentiles.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench import CREATE_ORDER_DATA, ROOT, Server, percentile, psql, seed_users  # noqa: E402
+
 GHZ = next((ROOT / ".tools").glob("ghz-*/ghz"), None)
 JAEGER = ROOT / ".tools" / "bin" / "jaeger"
-CREATE_ORDER = '{"customer_email": "user{{randomInt 0 10000}}@bench.example", "total_cents": 1999, "currency": "EUR"}'
 JAEGER_CONFIG = """service:
   extensions: [jaeger_storage, jaeger_query]
   pipelines:
@@ -46,33 +48,10 @@ def free_port():
         return s.getsockname()[1]
 
 
-def psql(url, sql):
-    subprocess.run(["psql", "-q", url, "-c", sql], check=True)
-
-
 def start(name, env, workdir):
-    """Starts a release binary; returns the process and its gRPC address."""
-    log = workdir / f"{name}.log"
-    command = [os.environ.get(f"SA_{name.upper()}", str(BIN / name))]
-    process = subprocess.Popen(command, env={**os.environ, "RUST_LOG": "info", **env},
-                               stdout=open(log, "w"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        for line in log.read_text().splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            address = {**record, **record.get("fields", {})}.get("address")
-            if address:
-                return process, address
-        time.sleep(0.02)
-    sys.exit(f"service-added: {name} did not listen; see {log}")
-
-
-def percentile(values, share):
-    ordered = sorted(values)
-    return ordered[int(share * (len(ordered) - 1))]
+    """Starts the release binary `name` (or the one SA_<NAME> names) and waits until it listens."""
+    override = os.environ.get(f"SA_{name.upper()}")
+    return Server(name, [override] if override else name, env, workdir)
 
 
 def main():
@@ -80,7 +59,7 @@ def main():
     if GHZ is None or not JAEGER.exists():
         sys.exit("service-added: needs ghz (make bench) and jaeger (scripts/install-tools.sh) under .tools/")
     in_flight = sys.argv[1] if len(sys.argv) > 1 else "1"
-    workdir = Path(subprocess.run(["mktemp", "-d"], capture_output=True, text=True, check=True).stdout.strip())
+    workdir = Path(tempfile.mkdtemp(prefix="service-added-"))
     psql(f"{base}/postgres", "CREATE DATABASE users_sa")
     psql(f"{base}/postgres", "CREATE DATABASE orders_sa")
     otlp, query = free_port(), free_port()
@@ -91,25 +70,23 @@ def main():
         if "Everything is ready" in line:
             break
     endpoint = f"http://127.0.0.1:{otlp}"
-    users, users_address = start("users", {
-        "USERS_AUTH__MODE": "none", "USERS_SERVER__PORT": "0", "USERS_ADMIN__PORT": "0",
+    users = start("users", {
+        "USERS_SERVER__PORT": "0", "USERS_ADMIN__PORT": "0",
         "USERS_DATABASE__URL": f"{base}/users_sa", "USERS_TELEMETRY__OTLP_ENDPOINT": endpoint}, workdir)
-    psql(f"{base}/users_sa", "INSERT INTO users (id, email, name, created_at) SELECT '00000000-0000-4000-8000-' || "
-         "lpad(i::text, 12, '0'), 'user' || i || '@bench.example', 'User ' || i, 0 FROM generate_series(0, 9999) AS i")
-    orders, orders_address = start("orders", {
-        "ORDERS_AUTH__MODE": "none", "ORDERS_SERVER__PORT": "0", "ORDERS_ADMIN__PORT": "0",
-        "ORDERS_DATABASE__URL": f"{base}/orders_sa", "ORDERS_USERS__ENDPOINTS": f"[http://{users_address}]",
+    seed_users(f"{base}/users_sa")
+    orders = start("orders", {
+        "ORDERS_SERVER__PORT": "0", "ORDERS_ADMIN__PORT": "0",
+        "ORDERS_DATABASE__URL": f"{base}/orders_sa", "ORDERS_USERS__ENDPOINTS": f"[http://{users.address}]",
         "ORDERS_TELEMETRY__OTLP_ENDPOINT": endpoint}, workdir)
-    ghz = [str(GHZ), "--insecure", "--call", "orders.v1.OrderService/CreateOrder", "--data", CREATE_ORDER,
+    ghz = [str(GHZ), "--insecure", "--call", "orders.v1.OrderService/CreateOrder", "--data", CREATE_ORDER_DATA,
            "--import-paths", str(ROOT / "proto"), "--proto", str(ROOT / "proto/orders/v1/orders.proto"),
            "--connections", "1", "--concurrency", in_flight]
-    subprocess.run([*ghz, "--duration", "1s", orders_address], stdout=subprocess.DEVNULL, check=True)
+    subprocess.run([*ghz, "--duration", "1s", orders.address], stdout=subprocess.DEVNULL, check=True)
     measured_from = time.time()
-    subprocess.run([*ghz, "--duration", "3s", orders_address], stdout=subprocess.DEVNULL, check=True)
+    subprocess.run([*ghz, "--duration", "3s", orders.address], stdout=subprocess.DEVNULL, check=True)
     # Stopping flushes the spans; each export returns once Jaeger stored them.
-    for process in (orders, users):
-        process.terminate()
-        process.wait()
+    for server in (orders, users):
+        server.stop()
     url = (f"http://127.0.0.1:{query}/api/traces?service=orders&operation=orders.v1.OrderService/CreateOrder"
            f"&limit=100000&start={int(measured_from * 1e6)}")
     traces = json.load(urllib.request.urlopen(url))["data"]
@@ -133,7 +110,7 @@ def main():
         added.append(root["duration"] - to_users - to_database)
     if not added:
         sys.exit(f"service-added: no CreateOrder server span among {len(traces)} traces")
-    row = lambda name, values: f"{name} {percentile(values, .5)}/{percentile(values, .9)}"
+    row = lambda name, values: f"{name} {percentile(sorted(values), .5)}/{percentile(sorted(values), .9)}"
     print(f"CreateOrder at 1 x {in_flight}, {len(added)} traces, us p50/p90: " + ", ".join([
         row("server span", server), row("users call", users_time), row("database spans", database),
         row("service-added", added)]))
