@@ -75,7 +75,8 @@ impl Changes {
         self.sender.subscribe()
     }
 
-    /// Whether writers must `pg_notify` inside their transaction (PostgreSQL) rather
+    /// Whether writers must `pg_notify` within their write (PostgreSQL: in the same
+    /// statement or transaction, so it is delivered only if the write commits) rather
     /// than call [`Changes::committed`].
     pub fn via_postgres(&self) -> bool {
         self.via_postgres
