@@ -407,6 +407,8 @@ def machine():
         "kernel": platform.release(),
         "load_average_at_start": os.getloadavg()[0],
         "commit": commit,
+        # Binaries from elsewhere (an older commit's, to compare): the commit above is the harness's only.
+        "binaries": None if BIN == ROOT / "target" / "release" else str(BIN),
         "postgres": subprocess.run(["psql", "--version"], capture_output=True, text=True).stdout.strip(),
     }
 
@@ -421,7 +423,8 @@ def markdown(run):
         f"# Benchmark {run['started']}" + (" (QUICK: 1 short round; harness check, indicative only)" if run["quick"] else ""),
         "",
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux {m['kernel']}, "
-        f"load average {m['load_average_at_start']:.1f} at start; {m['postgres']}; commit {m['commit']}.",
+        f"load average {m['load_average_at_start']:.1f} at start; {m['postgres']}; commit {m['commit']}"
+        + (f", binaries from {m['binaries']}." if m.get("binaries") else "."),
         f"The load generators (ghz for gRPC, vegeta for Connect JSON over HTTP/1.1) and the servers share the "
         f"machine. {run['rounds']} round(s) of {run['duration_s']} s after a "
         f"{run['warmup_s']} s warm-up, medians; latency in ms; CPU in microseconds per call "
