@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """`make bench` driver (run by scripts/bench.sh inside scripts/with-postgres.sh).
 
-Starts the release binaries and the Go baselines (bench/go: grpc-go and connect-go) on
+Starts our binaries (STACK_BIN_DIR) and the Go baselines (bench/go: grpc-go and connect-go) on
 the throwaway PostgreSQL at TEST_DATABASE_URL, seeds users, measures each case in two
 load shapes (warm-up, then ROUNDS rounds, medians) with ghz (gRPC) or vegeta (Connect
 JSON over HTTP/1.1), reads the servers' CPU time and peak RSS from /proc, runs pgbench
@@ -10,7 +10,7 @@ fan-out once (bench/go/cmd/watch-fanout against two orders replicas), and writes
 bench/results/<UTC time>[-quick].md and .json, then prints the table with the ratios.
 
 Env: GHZ, VEGETA, GO_BASELINE and WATCH_FANOUT (the tools and the Go programs, as
-scripts/bench.sh builds them), STACK_BIN_DIR (release binaries), BENCH_QUICK=1 (one short
+scripts/bench.sh builds them), STACK_BIN_DIR (the binaries; default target/production), BENCH_QUICK=1 (one short
 round per case: checks the harness, numbers are indicative only), BENCH_ROUNDS,
 BENCH_DURATION (seconds per round), BENCH_WARMUP (seconds), BENCH_USERS (rows seeded),
 BENCH_WATCHERS (WatchOrder streams), BENCH_KEEP_LOGS=1 (keep the servers' logs),
@@ -51,7 +51,7 @@ POOL = 10
 # connections as calls in flight (8 x 8, 200 x 200).
 SHAPES = [(1, 8), (50, 200)]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-BIN = Path(os.environ.get("STACK_BIN_DIR", ROOT / "target" / "release"))
+BIN = Path(os.environ.get("STACK_BIN_DIR", ROOT / "target" / "production"))
 GHZ = os.environ.get("GHZ", "ghz")
 VEGETA = os.environ.get("VEGETA", "vegeta")
 GO_BASELINE = os.environ.get("GO_BASELINE", str(ROOT / "target" / "bench" / "users-go"))

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make bench`: measures the release binaries with ghz against a throwaway PostgreSQL
+# `make bench`: measures the binaries as they ship (Cargo profile `production`) with ghz against a throwaway PostgreSQL
 # (scripts/bench.py does the measuring; see docs/perf.md). Never part of `make test`.
 # Installs its extra tools itself, pinned and cached under .tools/TOOL-VERSION, built from
 # the Go module proxy: ghz (gRPC load), vegeta (HTTP load for Connect JSON), and the protoc
@@ -43,5 +43,5 @@ mkdir -p target/bench
 (cd bench/go && go build -trimpath -o ../../target/bench/ ./cmd/...)
 
 export GHZ=$ghz VEGETA=$vegeta GO_BASELINE=$PWD/target/bench/users-go WATCH_FANOUT=$PWD/target/bench/watch-fanout
-export STACK_BIN_DIR=${STACK_BIN_DIR:-$PWD/target/release}
+export STACK_BIN_DIR=${STACK_BIN_DIR:-$PWD/target/production}
 exec scripts/with-postgres.sh python3 scripts/bench.py

@@ -2,9 +2,10 @@
 child spans (the call to users and the database statements), per call, from the traces
 Jaeger stores. Not part of `make bench` (it needs Jaeger, which `make test` installs).
 
-Usage, after `make release` and `scripts/install-tools.sh`:
+Usage, after `make bench` (or `cargo build --profile production --bin users --bin orders`) and
+`scripts/install-tools.sh`:
     scripts/with-postgres.sh python3 scripts/service-added.py [IN_FLIGHT]   # default 1
-SA_USERS / SA_ORDERS name other binaries than target/release's. Prints p50/p90 in us of the
+SA_USERS / SA_ORDERS name other binaries than STACK_BIN_DIR's (default target/production). Prints p50/p90 in us of the
 server span, the users call, the database spans and what is left: the service-added time.
 The exporter is on for this run, so its cost is in the figures.
 """
@@ -18,7 +19,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-# The bench's helpers: starting a release binary, psql, seeding, percentiles.
+# The bench's helpers: starting one of our binaries, psql, seeding, percentiles.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import CREATE_ORDER_DATA, ROOT, Server, percentile, psql, seed_users  # noqa: E402
 
@@ -49,7 +50,7 @@ def free_port():
 
 
 def start(name, env, workdir):
-    """Starts the release binary `name` (or the one SA_<NAME> names) and waits until it listens."""
+    """Starts our binary `name` (or the one SA_<NAME> names) and waits until it listens."""
     override = os.environ.get(f"SA_{name.upper()}")
     return Server(name, [override] if override else name, env, workdir)
 
