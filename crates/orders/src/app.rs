@@ -13,7 +13,7 @@ use platform::{
     database::{Backend, Database},
     metrics::Metrics,
     server::GrpcServer,
-    shutdown,
+    shutdown, telemetry,
 };
 use secrecy::ExposeSecret;
 use tokio::task::JoinHandle;
@@ -52,6 +52,7 @@ impl App {
         database.migrate(&MIGRATOR).await.context("apply database migrations")?;
         let metrics = Metrics::new();
         metrics.register(database.collector()).context("register the pool metrics")?;
+        metrics.register(telemetry::collector()).context("register the log metrics")?;
         let (changes, listener) = match config.database.url.backend() {
             Backend::Postgres => {
                 let (changes, task) = Changes::listen(config.database.url.expose_secret())

@@ -22,8 +22,8 @@ async fn main() -> ExitCode {
     };
     match cli.subcommand() {
         Command::Serve => {
-            let tracing = telemetry::start(&config.log, &config.telemetry);
-            cli::serve("orders", tracing, async { App::build(config).await?.run_until_stopped().await }).await
+            let telemetry = telemetry::start(&config.log, &config.telemetry);
+            cli::serve("orders", telemetry, async { App::build(config).await?.run_until_stopped().await }).await
         }
         Command::HealthCheck => cli::health_check("orders", &config.server).await,
         Command::Migrate => cli::migrate("orders", &config.database, &MIGRATOR).await,

@@ -10,7 +10,7 @@ use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus,
 use crate::{
     config::{DatabaseConfig, ServerConfig},
     database::Database,
-    otel::Tracing,
+    telemetry::Telemetry,
 };
 
 /// Exit code of a bad configuration: `EX_CONFIG` from BSD `sysexits.h`.
@@ -66,21 +66,21 @@ pub fn config_error(name: &str, error: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(EX_CONFIG)
 }
 
-/// Runs the service: with `tracing` started (an error there is a bad `log.*` or
+/// Runs the service: with `telemetry` started (an error there is a bad `log.*` or
 /// `telemetry.*` value: [`EX_CONFIG`]), awaits `app` (build, then serve until stopped),
-/// flushes the spans still queued whatever happened, and exits 0, or 1 with one line
-/// when `app` failed.
+/// flushes the spans and log lines still queued whatever happened, and exits 0, or 1
+/// with one line when `app` failed.
 pub async fn serve(
     name: &str,
-    tracing: Result<Tracing, String>,
+    telemetry: Result<Telemetry, String>,
     app: impl Future<Output = anyhow::Result<()>>,
 ) -> ExitCode {
-    let tracing = match tracing {
-        Ok(tracing) => tracing,
+    let telemetry = match telemetry {
+        Ok(telemetry) => telemetry,
         Err(error) => return config_error(name, error),
     };
     let result = app.await;
-    tracing.shutdown().await;
+    telemetry.shutdown().await;
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -5,7 +5,7 @@
 use std::{
     fmt,
     net::{IpAddr, Ipv4Addr, SocketAddr},
-    num::NonZeroU32,
+    num::{NonZeroU32, NonZeroUsize},
     path::Path,
     str::FromStr,
     time::Duration,
@@ -598,6 +598,10 @@ pub struct LogConfig {
     pub level: String,
     /// `json` (one object per line, the default) or `pretty` for a terminal.
     pub format: LogFormat,
+    /// How many log lines may wait for the writer thread (default 8,192; at ~0.5 KiB a
+    /// line, ~4 MiB at most). When stdout is slower than the lines come, lines beyond
+    /// this are dropped, not waited for, and counted in `log_lines_dropped_total`.
+    pub buffered_lines: NonZeroUsize,
 }
 
 /// `log.level` at load: directives `tracing_subscriber::EnvFilter` accepts.
@@ -609,9 +613,12 @@ fn log_filter<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::E
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { level: "info".to_owned(), format: LogFormat::Json }
+        Self { level: "info".to_owned(), format: LogFormat::Json, buffered_lines: DEFAULT_BUFFERED_LOG_LINES }
     }
 }
+
+/// `log.buffered_lines`' default.
+pub const DEFAULT_BUFFERED_LOG_LINES: NonZeroUsize = NonZeroUsize::new(8_192).expect("not zero");
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

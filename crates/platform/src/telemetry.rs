@@ -5,15 +5,25 @@
 //! line written inside a span carries that span's OpenTelemetry `trace_id` and
 //! `span_id` (lowercase hex, as Jaeger shows them), so a log line leads to its trace.
 
-use std::fmt;
+use std::{
+    fmt,
+    num::NonZeroUsize,
+    sync::{Arc, Mutex, OnceLock},
+};
 
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry_sdk::trace::SdkTracer;
+use prometheus::{
+    IntCounter,
+    core::{Collector, Desc},
+    proto::MetricFamily,
+};
 use tracing::{
     Event, Level, Subscriber,
     field::{Field, Visit},
     span::Record,
 };
+use tracing_appender::non_blocking::{ErrorCounter, NonBlocking, NonBlockingBuilder, WorkerGuard};
 use tracing_opentelemetry::OpenTelemetryLayer;
 use tracing_subscriber::{
     EnvFilter, Layer, Registry,
@@ -101,15 +111,102 @@ pub fn init(subscriber: Box<dyn Subscriber + Send + Sync>) {
 }
 
 /// A service's start-up of logs and traces: starts span export per `traces`, then
-/// installs the JSON (or pretty) log subscriber on stdout carrying those spans. Call
-/// once; call [`Tracing::shutdown`] on the result before exiting, to flush spans.
+/// installs the JSON (or pretty) log subscriber carrying those spans, writing to stdout
+/// through [`line_writer`]. Call once; call [`Telemetry::shutdown`] on the result before
+/// exiting, to flush spans and lines.
 ///
 /// # Errors
 /// A one-line message naming the bad key (`telemetry.*` or `log.level`).
-pub fn start(log: &LogConfig, traces: &TelemetryConfig) -> Result<Tracing, String> {
+pub fn start(log: &LogConfig, traces: &TelemetryConfig) -> Result<Telemetry, String> {
     let tracing = Tracing::start(traces)?;
-    init(subscriber(log, tracing.tracer(), std::io::stdout)?);
-    Ok(tracing)
+    let (writer, lines) = line_writer(std::io::stdout(), log.buffered_lines);
+    let _ = DROPPED_LINES.set(writer.error_counter());
+    init(subscriber(log, tracing.tracer(), writer)?);
+    Ok(Telemetry { tracing, lines })
+}
+
+/// What [`start`] started: span export and the log writer thread.
+pub struct Telemetry {
+    tracing: Tracing,
+    lines: WorkerGuard,
+}
+
+impl Telemetry {
+    /// Exports the spans still queued (see [`Tracing::shutdown`]), then writes the log
+    /// lines still queued and stops the writer thread. Blocks for at most about the
+    /// export timeout plus one second.
+    pub async fn shutdown(self) {
+        self.tracing.shutdown().await;
+        let lines = self.lines;
+        // The guard's drop blocks until the writer thread has written what is queued.
+        let _ = tokio::task::spawn_blocking(move || drop(lines)).await;
+    }
+}
+
+/// Log lines leave the calling thread through a bounded queue (`buffered_lines` lines) to
+/// a writer thread, which writes them to `sink` through a 64 KiB buffer: one `write`
+/// per burst of lines instead of one per line, and a slow or blocked `sink` (a full
+/// pipe to the container runtime) never stalls a request. When the queue is full a
+/// line is dropped and counted (see [`collector`]). The price: lines still queued when
+/// the process is killed (`kill -9`, the OOM killer) are lost; at the rates we log the
+/// queue is near empty.
+///
+/// Returns the writer for [`subscriber`] and the guard that, dropped, writes what is
+/// queued and stops the thread (up to one second).
+pub fn line_writer<W: std::io::Write + Send + 'static>(
+    sink: W,
+    buffered_lines: NonZeroUsize,
+) -> (NonBlocking, WorkerGuard) {
+    NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(buffered_lines.get())
+        .thread_name("log-writer")
+        .finish(std::io::BufWriter::with_capacity(64 * 1024, sink))
+}
+
+/// The dropped-line counter of the writer [`start`] installed.
+static DROPPED_LINES: OnceLock<ErrorCounter> = OnceLock::new();
+
+/// `log_lines_dropped_total`, a counter: log lines dropped because the writer's queue
+/// was full (see [`line_writer`]), for the app to add to its registry. It reads the
+/// writer [`start`] installed; 0 when none was (tests).
+pub fn collector() -> DroppedLines {
+    DroppedLines::new(DROPPED_LINES.get().cloned())
+}
+
+/// The `log_lines_dropped_total` family; see [`collector`].
+#[derive(Clone)]
+pub struct DroppedLines {
+    source: Option<ErrorCounter>,
+    counter: IntCounter,
+    // Scrapes may run at once; the counter follows the source under this lock.
+    follow: Arc<Mutex<()>>,
+}
+
+impl DroppedLines {
+    fn new(source: Option<ErrorCounter>) -> Self {
+        let counter = IntCounter::new(
+            "log_lines_dropped_total",
+            "Log lines dropped because the queue to the log writer thread was full (log.buffered_lines).",
+        )
+        .expect("a valid metric name");
+        Self { source, counter, follow: Arc::default() }
+    }
+}
+
+impl Collector for DroppedLines {
+    fn desc(&self) -> Vec<&Desc> {
+        self.counter.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        if let Some(source) = &self.source {
+            let _follow = self.follow.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let dropped = u64::try_from(source.dropped_lines()).unwrap_or(u64::MAX);
+            self.counter.inc_by(dropped.saturating_sub(self.counter.get()));
+        }
+        self.counter.collect()
+    }
 }
 
 /// For tests: logs to stdout when `TEST_LOG` is set, else nowhere; spans get ids but
@@ -117,7 +214,7 @@ pub fn start(log: &LogConfig, traces: &TelemetryConfig) -> Result<Tracing, Strin
 pub fn init_for_tests() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        let config = LogConfig { level: "info".to_owned(), format: LogFormat::Json };
+        let config = LogConfig { level: "info".to_owned(), ..LogConfig::default() };
         let tracer = opentelemetry::trace::TracerProvider::tracer(
             &opentelemetry_sdk::trace::SdkTracerProvider::builder().build(),
             "tests",
@@ -312,7 +409,7 @@ mod tests {
     fn logged(level: &str, log: impl FnOnce()) -> String {
         let sink = Logs::default();
         let tracer = opentelemetry_sdk::trace::SdkTracerProvider::builder().build().tracer("test");
-        let config = LogConfig { level: level.to_owned(), format: LogFormat::Json };
+        let config = LogConfig { level: level.to_owned(), ..LogConfig::default() };
         let writer = sink.clone();
         let subscriber = subscriber(&config, tracer, move || writer.clone()).expect("a valid level");
         tracing::subscriber::with_default(subscriber, log);
@@ -384,5 +481,82 @@ mod tests {
         assert_eq!(lines[0]["message"], "kept");
         assert_eq!(lines[0]["span"]["name"], "rpc");
         assert_eq!(lines[0]["trace_id"].as_str().map(str::len), Some(32), "the span is traced: {}", lines[0]);
+    }
+
+    /// A sink whose first `write` says so on `entered`, then blocks until `release`
+    /// sends; it keeps what it is given.
+    struct BlockedSink {
+        entered: std::sync::mpsc::Sender<()>,
+        release: Option<std::sync::mpsc::Receiver<()>>,
+        written: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl std::io::Write for BlockedSink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if let Some(release) = self.release.take() {
+                let _ = self.entered.send(());
+                let _ = release.recv();
+            }
+            self.written.lock().expect("not poisoned").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn tracer() -> SdkTracer {
+        opentelemetry_sdk::trace::SdkTracerProvider::builder().build().tracer("test")
+    }
+
+    #[test]
+    fn a_blocked_stdout_costs_lines_not_callers_and_the_dropped_lines_are_counted() {
+        let (entered_tx, entered) = std::sync::mpsc::channel();
+        let (release, release_rx) = std::sync::mpsc::channel();
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let sink = BlockedSink { entered: entered_tx, release: Some(release_rx), written: written.clone() };
+        let (writer, guard) = line_writer(sink, NonZeroUsize::new(4).expect("not zero"));
+        let metrics = crate::metrics::Metrics::new();
+        metrics.register(DroppedLines::new(Some(writer.error_counter()))).expect("registered once");
+        let subscriber = subscriber(&LogConfig::default(), tracer(), writer).expect("a valid level");
+
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(n = 0, "first");
+            entered.recv().expect("the writer thread writes the first line and blocks");
+            // The writer is stuck: 4 lines fit in its queue, the other 96 are dropped, and
+            // none of the 100 calls waits.
+            for n in 1..=100 {
+                tracing::info!(n, "while blocked");
+            }
+        });
+
+        assert!(metrics.render().contains("log_lines_dropped_total 96\n"), "{}", metrics.render());
+        release.send(()).expect("the writer thread waits");
+        drop(guard);
+        let written = String::from_utf8(written.lock().expect("not poisoned").clone()).expect("UTF-8");
+        let numbers: Vec<u64> = lines(&written).iter().filter_map(|line| line["n"].as_u64()).collect();
+        assert_eq!(numbers, [0, 1, 2, 3, 4], "the first line and the 4 queued ones, in order");
+    }
+
+    #[test]
+    fn the_log_lines_still_queued_are_written_when_the_guard_is_dropped() {
+        let sink = Logs::default();
+        let (writer, guard) = line_writer(sink.clone(), crate::config::DEFAULT_BUFFERED_LOG_LINES);
+        let subscriber = subscriber(&LogConfig::default(), tracer(), writer).expect("a valid level");
+        tracing::subscriber::with_default(subscriber, || {
+            for n in 0..1_000 {
+                tracing::info!(n, "line");
+            }
+        });
+        drop(guard);
+        assert_eq!(lines(&sink.text()).len(), 1_000);
+    }
+
+    #[test]
+    fn without_a_log_writer_the_dropped_lines_counter_reads_zero() {
+        let metrics = crate::metrics::Metrics::new();
+        metrics.register(DroppedLines::new(None)).expect("registered once");
+        assert!(metrics.render().contains("log_lines_dropped_total 0\n"), "{}", metrics.render());
     }
 }

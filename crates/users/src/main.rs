@@ -22,8 +22,8 @@ async fn main() -> ExitCode {
     };
     match cli.subcommand() {
         Command::Serve => {
-            let tracing = telemetry::start(&config.log, &config.telemetry);
-            cli::serve("users", tracing, async { App::build(config).await?.run_until_stopped().await }).await
+            let telemetry = telemetry::start(&config.log, &config.telemetry);
+            cli::serve("users", telemetry, async { App::build(config).await?.run_until_stopped().await }).await
         }
         Command::HealthCheck => cli::health_check("users", &config.server).await,
         Command::Migrate => cli::migrate("users", &config.database, &MIGRATOR).await,

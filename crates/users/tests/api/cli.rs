@@ -24,6 +24,7 @@ async fn each_bad_config_value_exits_78_naming_the_key_but_no_password() {
             ("TELEMETRY__SAMPLING_RATIO", "1.5", "telemetry.sampling_ratio"),
             ("TELEMETRY__OTLP_ENDPOINT", "jaeger:4317", "telemetry.otlp_endpoint"),
             ("LOG__LEVEL", "info,=[", "log.level"),
+            ("LOG__BUFFERED_LINES", "0", "log.buffered_lines"),
             ("SERVER__TLS__CERT_FILE", "/nonexistent/users.pem", "server.tls.cert_file"),
         ])
         .await;
