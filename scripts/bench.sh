@@ -6,7 +6,8 @@
 # plugins for the Go baselines. Generates their Go code from proto/ into bench/go/gen (not
 # committed) and builds the Go programs of bench/go into target/bench: users-go (the
 # grpc-go and connect-go baselines) and watch-fanout (the WatchOrder fan-out client).
-# BENCH_QUICK=1 runs one short round (a harness check).
+# BENCH_QUICK=1 runs one short round (a harness check). STACK_BIN_DIR=DIR measures the
+# binaries in DIR instead of building target/production's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +28,13 @@ go_tool() {
   fi
   echo "$dir"
 }
+# Our three binaries build in the background while the tools do: the fat-LTO links use one
+# core each, so the Go builds fill the gaps. Skipped when STACK_BIN_DIR names other binaries.
+build=
+if [ -z "${STACK_BIN_DIR:-}" ]; then
+  cargo build --profile production --bin users --bin orders --bin bare_users &
+  build=$!
+fi
 # PostgreSQL (with pgbench) and buf, when missing: a fresh machine needs no `make test` first.
 scripts/install-tools.sh --bench
 ghz=$(go_tool ghz github.com/bojand/ghz/cmd/ghz "$GHZ_VERSION")/ghz
@@ -42,6 +50,9 @@ echo "bench: building bench/go" >&2
 mkdir -p target/bench
 (cd bench/go && go build -trimpath -o ../../target/bench/ ./cmd/...)
 
+if [ -n "$build" ]; then
+  wait "$build" || { echo "bench: cargo build --profile production failed" >&2; exit 1; }
+fi
 export GHZ=$ghz VEGETA=$vegeta GO_BASELINE=$PWD/target/bench/users-go WATCH_FANOUT=$PWD/target/bench/watch-fanout
 export STACK_BIN_DIR=${STACK_BIN_DIR:-$PWD/target/production}
 exec scripts/with-postgres.sh python3 scripts/bench.py
