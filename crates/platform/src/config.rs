@@ -443,6 +443,14 @@ pub struct ServerConfig {
     /// SETTINGS_MAX_CONCURRENT_STREAMS (RFC 9113 6.5.2; default 256, at least 1); a
     /// client queues calls beyond it or opens another connection.
     pub http2_max_concurrent_streams: NonZeroU32,
+    /// Streams a client may reset before the server has taken them (default 256, at
+    /// least 1); one more and the connection is closed with GOAWAY ENHANCE_YOUR_CALM.
+    /// The guard against HTTP/2 "rapid reset" (CVE-2023-44487): such streams no longer
+    /// count against `http2_max_concurrent_streams` but still wait in memory. h2's own
+    /// default, 20, closed connections of well-behaved clients under load: a hedging
+    /// client cancels its losers (gRFC A6), often before a busy server has taken them,
+    /// and every call on the connection failed (docs/perf.md, section 13).
+    pub http2_max_pending_accept_reset_streams: NonZeroU32,
     /// Connections open at once (default 768, at least 1; keep it under the process's
     /// open-file limit, `ulimit -n`). One beyond it is closed as soon as it is accepted,
     /// so its client tries another replica.
@@ -518,6 +526,7 @@ impl ServerConfig {
             http2_keepalive_interval: Duration::from_secs(2 * 60 * 60),
             http2_keepalive_timeout: Duration::from_secs(20),
             http2_max_concurrent_streams: NonZeroU32::new(256).expect("256 is not zero"),
+            http2_max_pending_accept_reset_streams: NonZeroU32::new(256).expect("256 is not zero"),
             max_connections: NonZeroU32::new(768).expect("768 is not zero"),
             max_open_streams: NonZeroU32::new(1024).expect("1024 is not zero"),
             idle_timeout: Duration::from_secs(5 * 60),

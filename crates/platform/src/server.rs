@@ -267,6 +267,12 @@ fn stack(
         // Bound the calls one connection may open at once (SETTINGS_MAX_CONCURRENT_STREAMS):
         // without it one client opened 20,000 streams on one connection.
         .max_concurrent_streams(Some(config.http2_max_concurrent_streams.get()))
+        // Bound the streams a client may reset before we took them (HTTP/2 rapid reset),
+        // well above what a hedging client cancels on a busy server: h2's default of 20
+        // closed our own orders -> users connections under load.
+        .http2_max_pending_accept_reset_streams(
+            usize::try_from(config.http2_max_pending_accept_reset_streams.get()).ok(),
+        )
         .layer(
             ServiceBuilder::new()
                 // Outermost: tell each connection which calls are open on it, so its idle
@@ -460,6 +466,7 @@ mod tests {
     fn a_zero_limit_or_timeout_is_a_config_error_naming_its_key() {
         for (key, zero) in [
             ("http2_max_concurrent_streams", "0"),
+            ("http2_max_pending_accept_reset_streams", "0"),
             ("max_connections", "0"),
             ("max_open_streams", "0"),
             ("idle_timeout", "0s"),

@@ -188,6 +188,88 @@ async fn the_server_advertises_its_limit_of_streams_per_connection() {
     assert_eq!(advertised, Some(7));
 }
 
+/// An HTTP/2 frame: 9-byte header (RFC 9113 4.1), then `payload`.
+fn http2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let length = u32::try_from(payload.len()).expect("a small frame").to_be_bytes();
+    let mut frame = vec![length[1], length[2], length[3], kind, flags];
+    frame.extend_from_slice(&stream.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// A HEADERS frame (END_HEADERS) opening a unary Health Check on `stream`, its header
+/// block in HPACK literals (RFC 7541): POST, http, the path, the authority, the gRPC
+/// content type and `te: trailers`.
+fn health_check_headers(stream: u32, end_stream: bool) -> Vec<u8> {
+    let literal = |block: &mut Vec<u8>, value: &[u8]| {
+        block.push(u8::try_from(value.len()).expect("a short value"));
+        block.extend_from_slice(value);
+    };
+    let mut block = vec![0x83, 0x86]; // :method POST, :scheme http (static table 3 and 6)
+    block.push(0x04); // :path, name from the static table (4), value literal
+    literal(&mut block, b"/grpc.health.v1.Health/Check");
+    block.push(0x01); // :authority (1)
+    literal(&mut block, b"localhost");
+    block.extend_from_slice(&[0x0f, 0x10]); // content-type (31)
+    literal(&mut block, b"application/grpc");
+    block.push(0x00); // a new name
+    literal(&mut block, b"te");
+    literal(&mut block, b"trailers");
+    http2_frame(0x1, 0x4 | u8::from(end_stream), stream, &block)
+}
+
+/// Over one raw HTTP/2 connection, in one write: `cancelled` calls opened and at once
+/// cancelled (HEADERS, then RST_STREAM CANCEL, as a hedged call's loser is), then one
+/// whole Health Check. Returns `Ok` when that check gets its response headers, or the
+/// error code of the GOAWAY that came instead.
+async fn cancel_then_check(server: &Running, cancelled: u32) -> Result<(), u32> {
+    use tokio::io::AsyncWriteExt;
+    let mut socket = server.connect_tcp().await;
+    start_http2(&mut socket).await;
+    let mut frames = Vec::new();
+    for n in 0..cancelled {
+        let stream = 2 * n + 1;
+        frames.extend(health_check_headers(stream, false));
+        frames.extend(http2_frame(0x3, 0, stream, &0x8_u32.to_be_bytes()));
+    }
+    let check = 2 * cancelled + 1;
+    frames.extend(health_check_headers(check, false));
+    frames.extend(http2_frame(0x0, 0x1, check, &[0, 0, 0, 0, 0])); // an empty message, END_STREAM
+    socket.write_all(&frames).await.expect("write the calls");
+    loop {
+        let mut header = [0_u8; 9];
+        tokio::time::timeout(DEADLINE, socket.read_exact(&mut header)).await.expect("in time").expect("a frame");
+        let length = usize::from(header[0]) << 16 | usize::from(header[1]) << 8 | usize::from(header[2]);
+        let mut payload = vec![0_u8; length];
+        socket.read_exact(&mut payload).await.expect("the payload");
+        let stream = u32::from_be_bytes([header[5], header[6], header[7], header[8]]) & 0x7fff_ffff;
+        match header[3] {
+            0x1 if stream == check => return Ok(()),
+            0x7 => return Err(u32::from_be_bytes([payload[4], payload[5], payload[6], payload[7]])),
+            _ => {}
+        }
+    }
+}
+
+/// ENHANCE_YOUR_CALM (RFC 9113 7): what h2 sends when a peer resets too many streams
+/// the server had not yet taken.
+const ENHANCE_YOUR_CALM: u32 = 0xb;
+
+#[tokio::test]
+async fn a_client_that_cancels_a_hundred_calls_before_the_server_took_them_keeps_its_connection() {
+    let server = serve(config(), Users { panics: false }).await;
+    assert_eq!(cancel_then_check(&server, 100).await, Ok(()), "no GOAWAY for cancelled calls");
+}
+
+#[tokio::test]
+async fn more_cancelled_calls_than_http2_max_pending_accept_reset_streams_close_the_connection() {
+    let mut config = config();
+    config.http2_max_pending_accept_reset_streams = NonZeroU32::new(8).expect("not zero");
+    let server = serve(config, Users { panics: false }).await;
+    assert_eq!(cancel_then_check(&server, 20).await, Err(ENHANCE_YOUR_CALM), "the rapid-reset guard holds");
+    assert_eq!(cancel_then_check(&server, 4).await, Ok(()), "under the limit, served");
+}
+
 #[tokio::test]
 async fn a_connection_beyond_max_connections_is_closed_while_the_first_is_served() {
     let mut config = config();
