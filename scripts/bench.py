@@ -116,8 +116,8 @@ class Server:
         if isinstance(command, str):
             command = [str(BIN / command)]
         if not Path(command[-1] if command[0] == "taskset" else command[0]).is_file():
-            sys.exit(f"bench: {command[0]} not found: build the release binaries (`make release`) "
-                     "and run through scripts/bench.sh")
+            sys.exit(f"bench: {command[0]} not found: run `make bench` (it builds them) "
+                     "or scripts/bench.sh")
         self.process = subprocess.Popen(
             command, env={**os.environ, **BENCH_ENV, **env}, stdout=self.log_file, stderr=subprocess.STDOUT
         )
@@ -408,7 +408,7 @@ def machine():
         "load_average_at_start": os.getloadavg()[0],
         "commit": commit,
         # Binaries from elsewhere (an older commit's, to compare): the commit above is the harness's only.
-        "binaries": None if BIN == ROOT / "target" / "release" else str(BIN),
+        "binaries": None if BIN == ROOT / "target" / "production" else str(BIN),
         "postgres": subprocess.run(["psql", "--version"], capture_output=True, text=True).stdout.strip(),
     }
 
