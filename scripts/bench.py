@@ -41,7 +41,7 @@ QUICK = os.environ.get("BENCH_QUICK") == "1"
 # (3 x 5 s), the WatchOrder fan-out (~30 s) and start-up: about 6.5 minutes, so that with the
 # release build and the Go tools a fresh machine finishes in under 15 (docs/perf.md).
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "1" if QUICK else "3"))
-DURATION = int(os.environ.get("BENCH_DURATION", "2" if QUICK else "5"))
+DURATION = int(os.environ.get("BENCH_DURATION", "2" if QUICK else "4"))
 WARMUP = int(os.environ.get("BENCH_WARMUP", "1"))
 SEEDED = int(os.environ.get("BENCH_USERS", "10000"))
 # The pool size of every server under test (the services' default, database.max_connections).
