@@ -27,7 +27,7 @@ use sqlx::{
 use tokio::sync::{Notify, watch};
 
 pub use crate::config::Backend;
-use crate::config::DatabaseConfig;
+use crate::{backoff::Backoff, config::DatabaseConfig};
 
 /// A pool and how long callers waited for its connections: what repositories hold.
 /// Cloning is cheap; clones share the pool and the histogram.
@@ -145,7 +145,7 @@ impl Database {
     /// (the two users replicas of `make demo`) can share one file.
     ///
     /// A connect that fails for want of the database (refused, reset, TLS: see
-    /// [`is_unavailable`]) is tried again, 50 ms later and then twice as late each time,
+    /// [`is_unavailable`]) is tried again after a [`Backoff`] from 50 ms, doubling,
     /// until `config.acquire_timeout` has passed: a database that comes up just after the
     /// service (a container started alongside it) is still reached.
     ///
@@ -156,7 +156,7 @@ impl Database {
     pub async fn connect(config: &DatabaseConfig, name: &str) -> Result<Self, sqlx::Error> {
         let database = Self::connect_lazy(config, name)?;
         let deadline = tokio::time::Instant::now() + config.acquire_timeout;
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = Backoff::new(Duration::from_millis(50), config.acquire_timeout);
         loop {
             // Not through `acquire`: no call waits here, so nothing to observe or wake.
             let first = tokio::time::timeout_at(deadline, database.pool.get()).await;
@@ -165,9 +165,12 @@ impl Database {
                     drop(connection);
                     return Ok(database);
                 }
-                Err(error) if is_unavailable(&error) && tokio::time::Instant::now() + backoff < deadline => {
-                    tokio::time::sleep(backoff).await;
-                    backoff *= 2;
+                Err(error) if is_unavailable(&error) => {
+                    let delay = backoff.next_delay();
+                    if tokio::time::Instant::now() + delay >= deadline {
+                        return Err(error);
+                    }
+                    tokio::time::sleep(delay).await;
                 }
                 Err(error) => return Err(error),
             }

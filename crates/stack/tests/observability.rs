@@ -262,6 +262,10 @@ async fn one_create_order_is_one_trace_in_jaeger_counted_exactly_and_found_from_
     let open = sample(&users_after, "db_client_connections_usage", &users_pool);
     assert!(open >= 1.0, "the pool holds the connection it used: {open}");
     assert!(sample(&users_after, "db_client_connections_max", &users_pool) >= open);
+    // Each app exports the log writer's dropped lines (README, `log.buffered_lines`); none here.
+    for (name, body) in [("users", &users_after), ("orders", &orders_after)] {
+        assert!(body.lines().any(|line| line == "log_lines_dropped_total 0"), "{name} /metrics:\n{body}");
+    }
 
     // Stopping flushes the spans still queued in the batch exporters.
     assert_eq!(orders.stop().await.expect("orders stops"), 0);
