@@ -25,6 +25,21 @@ pub struct ConsulAgent {
     child: Option<Child>,
 }
 
+/// The agent exited before it had a leader.
+#[derive(Debug)]
+pub struct Exited {
+    status: std::process::ExitStatus,
+    log: PathBuf,
+}
+
+impl std::fmt::Display for Exited {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "consul exited ({}) before it had a leader; see {}", self.status, self.log.display())
+    }
+}
+
+impl std::error::Error for Exited {}
+
 /// The consul binary: `$CONSUL`, else the one `make tools` builds.
 pub fn consul_binary() -> PathBuf {
     std::env::var_os("CONSUL")
@@ -33,12 +48,31 @@ pub fn consul_binary() -> PathBuf {
 }
 
 impl ConsulAgent {
-    /// Starts an agent logging to `log_dir/consul.log` and returns once it has a leader.
+    /// Starts an agent logging to `log_dir/consul.log` on free ports and returns once it
+    /// has a leader. A port found free can be taken by another process before the agent
+    /// binds it, and the agent then exits: it is started again on other ports, up to
+    /// three times in all.
     ///
     /// # Errors
-    /// When the binary is missing (run `make tools`), exits, or elects no leader in a minute.
+    /// When the binary is missing (run `make tools`), exits three times, or elects no
+    /// leader in a minute.
     pub async fn start(log_dir: &Path) -> anyhow::Result<Self> {
-        let ports = [free_port()?, free_port()?, free_port()?];
+        let mut attempts = 3;
+        loop {
+            let ports = [free_port()?, free_port()?, free_port()?];
+            match Self::start_on(log_dir, ports).await {
+                Err(error) if attempts > 1 && error.is::<Exited>() => attempts -= 1,
+                started => return started,
+            }
+        }
+    }
+
+    /// [`ConsulAgent::start`] on `ports` (HTTP, Serf LAN, server RPC), without retries.
+    ///
+    /// # Errors
+    /// As [`ConsulAgent::start`]; an agent that exits before it has a leader (a port
+    /// already taken, say) is an [`Exited`] error, at once.
+    pub async fn start_on(log_dir: &Path, ports: [u16; 3]) -> anyhow::Result<Self> {
         let mut agent = Self {
             address: format!("http://127.0.0.1:{}", ports[0]),
             ports,
@@ -70,22 +104,23 @@ impl ConsulAgent {
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("start {}", binary.display()))?;
-        self.child = Some(child);
         let consul = self.client()?;
-        let ready = async {
-            // The agent lists itself as service `consul` once it has a leader.
-            loop {
-                if let Ok(answer) = consul.healthy_instances("consul", 0, Duration::ZERO).await
-                    && !answer.value.is_empty()
-                {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+        let child = self.child.insert(child);
+        let deadline = tokio::time::Instant::now() + START_PATIENCE;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Err(Exited { status, log: self.log_path.clone() }.into());
             }
-        };
-        tokio::time::timeout(START_PATIENCE, ready)
-            .await
-            .with_context(|| format!("consul had no leader within {START_PATIENCE:?}; see {}", self.log_path.display()))
+            // The agent lists itself as service `consul` once it has a leader.
+            let answer = tokio::time::timeout_at(deadline, consul.healthy_instances("consul", 0, Duration::ZERO)).await;
+            match answer {
+                Ok(Ok(answer)) if !answer.value.is_empty() => return Ok(()),
+                Ok(_) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                _ => bail!("consul had no leader within {START_PATIENCE:?}; see {}", self.log_path.display()),
+            }
+        }
     }
 
     /// Kills the agent (SIGKILL): every registration is lost with it.

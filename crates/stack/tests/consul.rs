@@ -12,7 +12,8 @@ use api::users::v1::{CreateUserRequest, user_service_client::UserServiceClient};
 use serde_json::Value;
 use stack::{
     Service,
-    consul::ConsulAgent,
+    consul::{ConsulAgent, Exited},
+    free_port,
     load::{OrderLoad, orders_stored},
     temp_dir, users_env,
 };
@@ -149,6 +150,18 @@ async fn an_instance_killed_and_restarted_on_its_address_leaves_one_consul_entry
     assert_eq!(on_port.len(), 1, "the restart replaced the dead run's entry: {entries}");
     let passing = consul.wait_for("users", PATIENCE, |p| p.iter().all(|i| i.port == port) && p.len() == 1).await;
     passing.expect("one passing entry, the new process's");
+}
+
+/// A free port another process takes before the agent binds it makes the agent exit:
+/// `start` must see the exit (and try other ports), not wait a minute for a leader.
+#[tokio::test]
+async fn an_agent_whose_port_is_taken_is_reported_exited_not_leaderless() {
+    let dir = temp_dir("port-taken");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
+    let serf_lan = taken.local_addr().expect("an address").port();
+    let ports = [free_port().expect("a port"), serf_lan, free_port().expect("a port")];
+    let error = ConsulAgent::start_on(&dir, ports).await.err().expect("consul cannot bind its Serf LAN port");
+    assert!(error.is::<Exited>(), "{error:#}");
 }
 
 #[tokio::test]
