@@ -28,13 +28,13 @@ use tracing_opentelemetry::OpenTelemetryLayer;
 use tracing_subscriber::{
     EnvFilter, Layer, Registry,
     field::RecordFields,
-    filter::{FilterExt, LevelFilter, filter_fn},
+    filter::{FilterExt, LevelFilter, Targets, filter_fn},
     fmt::{
         FmtContext, FormatEvent, FormatFields, FormattedFields, MakeWriter,
         format::Writer,
         time::{FormatTime, SystemTime},
     },
-    layer::SubscriberExt,
+    layer::{Filter, SubscriberExt},
     registry::LookupSpan,
 };
 
@@ -65,14 +65,20 @@ where
 {
     let filter = match std::env::var("RUST_LOG") {
         Ok(directives) if !directives.is_empty() => {
-            EnvFilter::try_new(directives).map_err(|e| format!("invalid RUST_LOG: {e}"))
+            log_filter(&directives).map_err(|e| format!("invalid RUST_LOG: {e}"))
         }
-        _ => EnvFilter::try_new(&config.level).map_err(|e| format!("invalid config key `log.level`: {e}")),
+        _ => log_filter(&config.level).map_err(|e| format!("invalid config key `log.level`: {e}")),
     }?;
-    // Each layer filters for itself. Traces keep spans and events at INFO and above
-    // whatever the log level, so `log.level = "warn"` quiets the logs without emptying
-    // Jaeger; the log layer also sees INFO spans it would filter out, so a WARN line
-    // inside an RPC still names its span.
+    // Each layer filters for itself. Traces keep spans at INFO and above whatever the log
+    // level, so `log.level = "warn"` quiets the logs without emptying Jaeger; the log
+    // layer also sees INFO spans it would filter out, so a WARN line inside an RPC still
+    // names its span.
+    //
+    // Events become span events (the "logs" of a span in Jaeger) at WARN and above only:
+    // an INFO line such as "rpc finished" repeats what its span already holds, and
+    // turning it into a span event (its fields copied into attributes) was a tenth of
+    // the tracing cost of a call (docs/perf.md, section 15). Every line still reaches the
+    // logs, with the span's trace_id.
     //
     // Per span, only what the code sets: no `code.*` location (every RPC span would name
     // the observe layer's line), no `thread.*`, no `target`, no busy/idle times (two clock
@@ -83,7 +89,10 @@ where
         .with_threads(false)
         .with_target(false)
         .with_tracked_inactivity(false)
-        .with_filter(LevelFilter::INFO);
+        .with_filter(
+            filter_fn(|metadata| *metadata.level() <= if metadata.is_span() { Level::INFO } else { Level::WARN })
+                .with_max_level_hint(LevelFilter::INFO),
+        );
     let logs = filter.or(filter_fn(|metadata| metadata.is_span() && *metadata.level() <= Level::INFO));
     let registry = Registry::default().with(traces);
     Ok(match config.format {
@@ -100,6 +109,28 @@ where
             Box::new(registry.with(tracing_subscriber::fmt::layer().pretty().with_writer(sink).with_filter(logs)))
         }
     })
+}
+
+/// The log lines' filter for `directives` (`RUST_LOG` syntax, e.g. `info,sqlx=warn`): a
+/// [`Targets`] filter when they name only targets and levels, which keeps no state per
+/// span, else (span or field directives such as `[grpc.server{rpc.method=GetUser}]=debug`,
+/// or text `Targets` refuses) an [`EnvFilter`], which takes a lock on every enter and exit of every span to know
+/// which spans it matches (docs/perf.md, section 15).
+///
+/// # Errors
+/// When `directives` is not valid `EnvFilter` syntax; the message is `EnvFilter`'s.
+fn log_filter<S>(directives: &str) -> Result<Box<dyn Filter<S> + Send + Sync>, String>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    // `Targets` would read `[span]=level` as a target named "[span]": only `EnvFilter`
+    // knows span and field directives, which all start with `[`.
+    if !directives.contains('[')
+        && let Ok(targets) = directives.parse::<Targets>()
+    {
+        return Ok(FilterExt::boxed(targets));
+    }
+    EnvFilter::try_new(directives).map(FilterExt::boxed).map_err(|e| e.to_string())
 }
 
 /// Installs `subscriber` as the global default. Call once, at start-up.
@@ -481,6 +512,80 @@ mod tests {
         assert_eq!(lines[0]["message"], "kept");
         assert_eq!(lines[0]["span"]["name"], "rpc");
         assert_eq!(lines[0]["trace_id"].as_str().map(str::len), Some(32), "the span is traced: {}", lines[0]);
+    }
+
+    /// Keeps every span that ends, as the exporter would get it.
+    #[derive(Debug, Clone, Default)]
+    struct Ended(Arc<Mutex<Vec<opentelemetry_sdk::trace::SpanData>>>);
+
+    impl opentelemetry_sdk::trace::SpanProcessor for Ended {
+        fn on_start(&self, _: &mut opentelemetry_sdk::trace::Span, _: &opentelemetry::Context) {}
+
+        fn on_end(&self, span: opentelemetry_sdk::trace::SpanData) {
+            self.0.lock().expect("not poisoned").push(span);
+        }
+
+        fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
+            Ok(())
+        }
+
+        fn shutdown_with_timeout(&self, _: std::time::Duration) -> opentelemetry_sdk::error::OTelSdkResult {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn an_info_line_stays_out_of_its_span_while_a_warning_becomes_a_span_event() {
+        let ended = Ended::default();
+        let provider =
+            opentelemetry_sdk::trace::SdkTracerProvider::builder().with_span_processor(ended.clone()).build();
+        let config = LogConfig { level: "info".to_owned(), ..LogConfig::default() };
+        let sink = Logs::default();
+        let writer = sink.clone();
+        let subscriber = subscriber(&config, provider.tracer("test"), move || writer.clone()).expect("a valid level");
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("rpc");
+            let _entered = span.enter();
+            tracing::info!("rpc finished");
+            tracing::warn!(reason = "slow", "retrying");
+        });
+        assert_eq!(lines(&sink.text()).len(), 2, "both lines are logged");
+        let spans = ended.0.lock().expect("not poisoned");
+        assert_eq!(spans.len(), 1);
+        let events: Vec<&str> = spans[0].events.iter().map(|event| event.name.as_ref()).collect();
+        assert_eq!(events, ["retrying"]);
+    }
+
+    #[test]
+    fn a_span_directive_still_filters_lines_by_the_span_they_are_in() {
+        let text = logged("warn,[rpc]=info", || {
+            tracing::info!("outside, filtered out");
+            let span = tracing::info_span!("rpc");
+            let _entered = span.enter();
+            tracing::info!("inside, kept");
+        });
+        let lines = lines(&text);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(lines[0]["message"], "inside, kept");
+    }
+
+    #[test]
+    fn a_target_directive_quiets_that_target_only() {
+        let text = logged("info,noisy=warn", || {
+            tracing::info!(target: "noisy::part", "filtered out");
+            tracing::warn!(target: "noisy::part", "kept");
+            tracing::info!(target: "other", "kept too");
+        });
+        let messages: Vec<Value> = lines(&text).into_iter().map(|line| line["message"].clone()).collect();
+        assert_eq!(messages, ["kept", "kept too"]);
+    }
+
+    #[test]
+    fn a_malformed_level_is_refused_naming_the_key() {
+        let tracer = opentelemetry_sdk::trace::SdkTracerProvider::builder().build().tracer("test");
+        let config = LogConfig { level: "info,[unclosed=debug".to_owned(), ..LogConfig::default() };
+        let error = subscriber(&config, tracer, std::io::sink).err().expect("not a filter");
+        assert!(error.contains("log.level"), "{error}");
     }
 
     /// A sink whose first `write` says so on `entered`, then blocks until `release`
