@@ -416,11 +416,30 @@ impl Call {
         let duration_ms = elapsed.as_secs_f64() * 1e3;
         let (service, method) = (self.labels.service.as_str(), self.labels.method.as_str());
         let protocol = self.protocol.as_str();
+        // The code as go-grpc-middleware's logs and our metrics' `grpc_code` name it
+        // (`OK`, `NotFound`), a static string: no formatting per call.
+        let code_name = crate::metrics::code_name(code);
         self.span.in_scope(|| {
             if matches!(code, Code::Internal | Code::Unknown | Code::DataLoss) {
-                tracing::error!(rpc.system = "grpc", rpc.protocol = protocol, rpc.service = service, rpc.method = method, grpc.code = ?code, duration_ms, "rpc finished");
+                tracing::error!(
+                    rpc.system = "grpc",
+                    rpc.protocol = protocol,
+                    rpc.service = service,
+                    rpc.method = method,
+                    grpc.code = code_name,
+                    duration_ms,
+                    "rpc finished"
+                );
             } else {
-                tracing::info!(rpc.system = "grpc", rpc.protocol = protocol, rpc.service = service, rpc.method = method, grpc.code = ?code, duration_ms, "rpc finished");
+                tracing::info!(
+                    rpc.system = "grpc",
+                    rpc.protocol = protocol,
+                    rpc.service = service,
+                    rpc.method = method,
+                    grpc.code = code_name,
+                    duration_ms,
+                    "rpc finished"
+                );
             }
         });
     }

@@ -301,7 +301,7 @@ async fn one_create_order_is_one_trace_in_jaeger_counted_exactly_and_found_from_
         .expect("orders log")
         .into_iter()
         .find(|line| {
-            line["message"] == "rpc finished" && line["rpc.method"] == "CreateOrder" && line["grpc.code"] == "Ok"
+            line["message"] == "rpc finished" && line["rpc.method"] == "CreateOrder" && line["grpc.code"] == "OK"
         })
         .expect("a log line for the CreateOrder");
     assert_eq!(finished["trace_id"].as_str(), trace["traceID"].as_str());
