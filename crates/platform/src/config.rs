@@ -576,6 +576,18 @@ pub struct DatabaseConfig {
     /// last use fails the one query that next uses it (UNAVAILABLE, which clients retry).
     #[serde(with = "humantime_serde")]
     pub ping_after_idle: Duration,
+    /// A pooled connection opened this long ago is closed when it would next be handed
+    /// out, and a new one opened: memory a backend has accumulated is returned, and a
+    /// replaced database server or load balancer is reached in the end. `"30m"` by default
+    /// (sqlx's `max_lifetime`, pgx's `MaxConnLifetime`; `database.max_lifetime`, more than 0s).
+    #[serde(with = "positive_duration")]
+    pub max_lifetime: Duration,
+    /// A pooled connection not handed out for this long is closed, so a quiet service
+    /// holds no database backends; checked every minute, or every `idle_timeout` when
+    /// that is shorter. `"10m"` by default (sqlx's `idle_timeout`, pgx's
+    /// `MaxConnIdleTime`; `database.idle_timeout`, more than 0s).
+    #[serde(with = "positive_duration")]
+    pub idle_timeout: Duration,
 }
 
 /// `database.max_connections` unless configured.
@@ -584,7 +596,8 @@ const DEFAULT_MAX_CONNECTIONS: NonZeroU32 = NonZeroU32::new(10).expect("10 is no
 impl DatabaseConfig {
     /// Defaults for a database at `url`: 10 connections, 2s acquire timeout, a health
     /// check every 500ms that may take 250ms (an outage is noticed within 750ms), a ping
-    /// before a query on a connection idle for 1s or more.
+    /// before a query on a connection idle for 1s or more, connections replaced after
+    /// 30 minutes and closed after 10 minutes idle.
     pub fn at(url: DatabaseUrl) -> Self {
         Self {
             url,
@@ -593,6 +606,8 @@ impl DatabaseConfig {
             health_check_interval: Duration::from_millis(500),
             health_check_timeout: Duration::from_millis(250),
             ping_after_idle: Duration::from_secs(1),
+            max_lifetime: Duration::from_secs(30 * 60),
+            idle_timeout: Duration::from_secs(10 * 60),
         }
     }
 }
@@ -844,12 +859,15 @@ mod tests {
     }
 
     #[test]
-    fn zero_connections_and_a_zero_acquire_timeout_are_refused_at_load() {
+    fn zero_or_unreadable_pool_settings_are_refused_at_load_naming_the_key() {
         for (variable, value, key) in [
             ("SAMPLE_DATABASE__MAX_CONNECTIONS", "0", "database.max_connections"),
             ("SAMPLE_DATABASE__ACQUIRE_TIMEOUT", "0s", "database.acquire_timeout"),
             ("SAMPLE_DATABASE__HEALTH_CHECK_INTERVAL", "0ms", "database.health_check_interval"),
             ("SAMPLE_DATABASE__HEALTH_CHECK_TIMEOUT", "0s", "database.health_check_timeout"),
+            ("SAMPLE_DATABASE__MAX_LIFETIME", "0s", "database.max_lifetime"),
+            ("SAMPLE_DATABASE__IDLE_TIMEOUT", "0m", "database.idle_timeout"),
+            ("SAMPLE_DATABASE__IDLE_TIMEOUT", "ten minutes", "database.idle_timeout"),
         ] {
             assert_sample_refused::<WithDatabase>(variable, value, key);
         }

@@ -204,13 +204,14 @@ impl Database {
             options: Arc::new(options),
             backend: config.url.backend(),
             ping_after_idle: config.ping_after_idle,
+            max_lifetime: config.max_lifetime,
             breaker: breaker.clone(),
         };
         let size = usize::try_from(config.max_connections.get()).unwrap_or(usize::MAX);
         // Without timeouts or hooks configured, building cannot fail.
         let pool = managed::Pool::builder(connector).max_size(size).build().expect("a pool without timeouts");
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(close_idle(pool.weak()));
+            runtime.spawn(close_idle(pool.weak(), config.idle_timeout));
         }
         Ok(Self {
             pool,
@@ -403,25 +404,17 @@ impl Collector for PoolCollector {
     }
 }
 
-/// A connection older than this is closed when it would next be handed out, and a new
-/// one opened (sqlx's pool default): server-side memory a backend accumulates is returned,
-/// and a replaced database server or load balancer is reached in the end.
-const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
-
-/// A pooled connection not handed out for this long is closed (sqlx's pool default):
-/// a quiet service holds no database backends.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(10 * 60);
-
-/// Closes the pool's connections idle for [`IDLE_TIMEOUT`], checking every minute,
-/// until the pool is closed or dropped.
-async fn close_idle(pool: managed::WeakPool<Connector>) {
-    let mut every_minute = tokio::time::interval(Duration::from_secs(60));
-    every_minute.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    every_minute.tick().await;
+/// Closes the pool's connections not handed out for `idle_timeout`
+/// (`database.idle_timeout`), checking every minute or every `idle_timeout` when that is
+/// shorter, until the pool is closed or dropped.
+async fn close_idle(pool: managed::WeakPool<Connector>, idle_timeout: Duration) {
+    let mut checks = tokio::time::interval(idle_timeout.min(Duration::from_secs(60)));
+    checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    checks.tick().await;
     loop {
-        every_minute.tick().await;
+        checks.tick().await;
         let Some(pool) = pool.upgrade().filter(|pool| !pool.is_closed()) else { return };
-        for connection in pool.retain(|_, metrics| metrics.last_used() < IDLE_TIMEOUT).removed {
+        for connection in pool.retain(|_, metrics| metrics.last_used() < idle_timeout).removed {
             let _ = connection.close().await;
         }
     }
@@ -434,6 +427,8 @@ struct Connector {
     backend: Backend,
     /// `database.ping_after_idle`.
     ping_after_idle: Duration,
+    /// `database.max_lifetime`.
+    max_lifetime: Duration,
     breaker: Arc<Breaker>,
 }
 
@@ -460,7 +455,7 @@ impl managed::Manager for Connector {
     /// network) is then replaced before a query uses it. A connection used more recently
     /// skips the ping, a round trip per query (docs/perf.md).
     async fn recycle(&self, connection: &mut AnyConnection, metrics: &Metrics) -> RecycleResult<sqlx::Error> {
-        if metrics.age() >= MAX_LIFETIME {
+        if metrics.age() >= self.max_lifetime {
             return Err(RecycleError::message("older than its maximum lifetime"));
         }
         if metrics.last_used() >= self.ping_after_idle || self.breaker.recovering(self.ping_after_idle) {

@@ -119,6 +119,55 @@ async fn connect_tries_again_while_the_database_refuses_connections_until_it_ans
     backend_pid(&database).await;
 }
 
+#[tokio::test]
+async fn a_connection_past_its_max_lifetime_is_replaced_when_next_handed_out_and_closed() {
+    let url = postgres_url();
+    let mut config = DatabaseConfig::at(url.parse().expect("a database URL"));
+    config.max_connections = NonZeroU32::MIN;
+    // Every connection is past it by the time it comes back.
+    config.max_lifetime = Duration::from_nanos(1);
+    let database = Database::connect(&config, "test").await.expect("connect to the test PostgreSQL");
+    let first = backend_pid(&database).await;
+    let second = backend_pid(&database).await;
+    assert_ne!(first, second, "the connection outlived database.max_lifetime");
+    assert_eq!(database.open_connections(), 1, "the pool replaced the connection rather than adding one");
+    let mut admin = PgConnection::connect(&url).await.expect("an admin connection");
+    wait_until_backend_gone(&mut admin, first).await;
+}
+
+#[tokio::test]
+async fn a_connection_idle_for_idle_timeout_is_closed_on_both_sides() {
+    let url = postgres_url();
+    let mut config = DatabaseConfig::at(url.parse().expect("a database URL"));
+    config.max_connections = NonZeroU32::MIN;
+    config.idle_timeout = Duration::from_millis(100);
+    let database = Database::connect(&config, "test").await.expect("connect to the test PostgreSQL");
+    let backend = backend_pid(&database).await;
+    let mut admin = PgConnection::connect(&url).await.expect("an admin connection");
+    wait_until_backend_gone(&mut admin, backend).await;
+    assert_eq!(database.open_connections(), 0, "the pool still counts the closed connection");
+    // The pool opens a new one for the next query.
+    assert_ne!(backend_pid(&database).await, backend);
+}
+
+/// Waits, up to [`PATIENCE`], until PostgreSQL no longer lists backend `pid`.
+async fn wait_until_backend_gone(admin: &mut PgConnection, pid: i32) {
+    let gone = async {
+        loop {
+            let listed: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE pid = $1")
+                .bind(pid)
+                .fetch_one(&mut *admin)
+                .await
+                .expect("pg_stat_activity");
+            if listed == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(PATIENCE, gone).await.unwrap_or_else(|_| panic!("backend {pid} is still open"));
+}
+
 /// A TCP proxy in front of the server of `url` that cuts its first `refuse` connections
 /// at once, as a database still starting does; and how many it cut.
 async fn proxy_refusing_first(url: &str, refuse: usize) -> (String, Arc<AtomicUsize>) {
