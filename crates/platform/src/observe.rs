@@ -419,27 +419,26 @@ impl Call {
         // The code as go-grpc-middleware's logs and our metrics' `grpc_code` name it
         // (`OK`, `NotFound`), a static string: no formatting per call.
         let code_name = crate::metrics::code_name(code);
+        // One line, at ERROR for a server fault, else INFO (`event!` takes a constant level).
+        macro_rules! rpc_finished {
+            ($level:expr) => {
+                tracing::event!(
+                    $level,
+                    rpc.system = "grpc",
+                    rpc.protocol = protocol,
+                    rpc.service = service,
+                    rpc.method = method,
+                    grpc.code = code_name,
+                    duration_ms,
+                    "rpc finished"
+                )
+            };
+        }
         self.span.in_scope(|| {
             if matches!(code, Code::Internal | Code::Unknown | Code::DataLoss) {
-                tracing::error!(
-                    rpc.system = "grpc",
-                    rpc.protocol = protocol,
-                    rpc.service = service,
-                    rpc.method = method,
-                    grpc.code = code_name,
-                    duration_ms,
-                    "rpc finished"
-                );
+                rpc_finished!(tracing::Level::ERROR);
             } else {
-                tracing::info!(
-                    rpc.system = "grpc",
-                    rpc.protocol = protocol,
-                    rpc.service = service,
-                    rpc.method = method,
-                    grpc.code = code_name,
-                    duration_ms,
-                    "rpc finished"
-                );
+                rpc_finished!(tracing::Level::INFO);
             }
         });
     }

@@ -29,9 +29,14 @@ fn postgres_url() -> String {
 
 /// A pool of one connection to `url`.
 async fn pool_of_one(url: &str, ping_after_idle: Duration) -> Database {
+    pool_of_one_with(url, |config| config.ping_after_idle = ping_after_idle).await
+}
+
+/// A pool of one connection to `url`, its other settings the defaults as `configure` changes them.
+async fn pool_of_one_with(url: &str, configure: impl FnOnce(&mut DatabaseConfig)) -> Database {
     let mut config = DatabaseConfig::at(url.parse().expect("a database URL"));
     config.max_connections = NonZeroU32::MIN;
-    config.ping_after_idle = ping_after_idle;
+    configure(&mut config);
     Database::connect(&config, "test").await.expect("connect to the test PostgreSQL")
 }
 
@@ -122,11 +127,8 @@ async fn connect_tries_again_while_the_database_refuses_connections_until_it_ans
 #[tokio::test]
 async fn a_connection_past_its_max_lifetime_is_replaced_when_next_handed_out_and_closed() {
     let url = postgres_url();
-    let mut config = DatabaseConfig::at(url.parse().expect("a database URL"));
-    config.max_connections = NonZeroU32::MIN;
     // Every connection is past it by the time it comes back.
-    config.max_lifetime = Duration::from_nanos(1);
-    let database = Database::connect(&config, "test").await.expect("connect to the test PostgreSQL");
+    let database = pool_of_one_with(&url, |config| config.max_lifetime = Duration::from_nanos(1)).await;
     let first = backend_pid(&database).await;
     let second = backend_pid(&database).await;
     assert_ne!(first, second, "the connection outlived database.max_lifetime");
@@ -138,10 +140,7 @@ async fn a_connection_past_its_max_lifetime_is_replaced_when_next_handed_out_and
 #[tokio::test]
 async fn a_connection_idle_for_idle_timeout_is_closed_on_both_sides() {
     let url = postgres_url();
-    let mut config = DatabaseConfig::at(url.parse().expect("a database URL"));
-    config.max_connections = NonZeroU32::MIN;
-    config.idle_timeout = Duration::from_millis(100);
-    let database = Database::connect(&config, "test").await.expect("connect to the test PostgreSQL");
+    let database = pool_of_one_with(&url, |config| config.idle_timeout = Duration::from_millis(100)).await;
     let backend = backend_pid(&database).await;
     let mut admin = PgConnection::connect(&url).await.expect("an admin connection");
     wait_until_backend_gone(&mut admin, backend).await;
