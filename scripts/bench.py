@@ -7,7 +7,8 @@ load shapes (warm-up, then ROUNDS rounds, medians) with ghz (gRPC) or vegeta (Co
 JSON over HTTP/1.1), reads the servers' CPU time and peak RSS from /proc, runs pgbench
 on the same SELECT at the pool's size as the database's ceiling, runs the WatchOrder
 fan-out once (bench/go/cmd/watch-fanout against two orders replicas), and writes
-bench/results/<UTC time>[-quick].md and .json, then prints the table with the ratios.
+bench/results/<UTC time>[-quick].md, .json and .svg (the latency percentiles as a chart), then
+prints the table with the ratios. `bench.py --plot RESULT.json` draws an earlier run's chart.
 
 Env: GHZ, VEGETA, GO_BASELINE and WATCH_FANOUT (the tools and the Go programs, as
 scripts/bench.sh builds them), STACK_BIN_DIR (the binaries; default target/production), BENCH_QUICK=1 (one short
@@ -22,6 +23,7 @@ import base64
 import csv
 import datetime
 import json
+import math
 import os
 import platform
 import random
@@ -474,6 +476,44 @@ def markdown(run):
     return "\n".join(lines) + "\n"
 
 
+def svg(run):
+    """The run's latency percentiles as an SVG chart: a row per case and shape, p50 and p99 as
+    bars on a logarithmic axis (0.1 ms to 1 s), p99.9 as a tick, the values written beside."""
+    from html import escape
+    low, high = -1.0, 3.0  # log10 of the axis ends, in ms
+    label_w, plot_w, values_w, row_h, top = 330, 520, 250, 22, 56
+    rows = [r for r in run["results"] if r["p50_ms"] is not None]
+    width, height = label_w + plot_w + values_w, top + row_h * len(rows) + 30
+
+    def x(ms):
+        share = (min(max(math.log10(max(ms, 1e-9)), low), high) - low) / (high - low)
+        return label_w + share * plot_w
+
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'font-family="sans-serif" font-size="12">',
+        f'<rect width="{width}" height="{height}" fill="white"/>',
+        f'<text x="10" y="20" font-size="14" font-weight="bold">Latency per call, ms (log scale): '
+        f'p50 and p99 bars, p99.9 tick; {escape(run["started"])}, commit {escape(run["machine"]["commit"])}</text>',
+    ]
+    for ms in (0.1, 1, 10, 100, 1000):
+        parts.append(f'<line x1="{x(ms):.1f}" y1="{top - 8}" x2="{x(ms):.1f}" y2="{height - 24}" stroke="#ddd"/>')
+        parts.append(f'<text x="{x(ms):.1f}" y="{top - 12}" text-anchor="middle" fill="#555">{ms:g}</text>')
+    for i, r in enumerate(rows):
+        y = top + i * row_h
+        p50, p99, p999 = r["p50_ms"], r["p99_ms"], r["p999_ms"] or r["p99_ms"]
+        parts += [
+            f'<text x="{label_w - 8}" y="{y + 15}" text-anchor="end">{escape(r["case"])}, {escape(r["shape"])}</text>',
+            f'<rect x="{label_w}" y="{y + 4}" width="{x(p99) - label_w:.1f}" height="14" fill="#f4a261"/>',
+            f'<rect x="{label_w}" y="{y + 4}" width="{x(p50) - label_w:.1f}" height="14" fill="#2a9d8f"/>',
+            f'<line x1="{x(p999):.1f}" y1="{y + 2}" x2="{x(p999):.1f}" y2="{y + 20}" stroke="#264653" stroke-width="2"/>',
+            f'<text x="{label_w + plot_w + 8}" y="{y + 15}" fill="#333">p50 {fmt(p50, 2)}, p99 {fmt(p99, 2)}, '
+            f'p99.9 {fmt(r["p999_ms"], 2)}</text>',
+        ]
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
 def ratio(a, b):
     return None if a is None or not b else a / b
 
@@ -530,6 +570,11 @@ def ratios(results):
 
 
 def main():
+    if len(sys.argv) == 3 and sys.argv[1] == "--plot":
+        # Draw the chart of an earlier run's JSON again, beside it.
+        path = Path(sys.argv[2])
+        path.with_suffix(".svg").write_text(svg(json.loads(path.read_text())))
+        return
     base = os.environ.get("TEST_DATABASE_URL")
     if not base:
         sys.exit("bench: TEST_DATABASE_URL is unset: run through scripts/bench.sh")
@@ -693,12 +738,13 @@ def main():
     (out / f"{stem}.json").write_text(json.dumps(run, indent=2) + "\n")
     table = markdown(run)
     (out / f"{stem}.md").write_text(table)
+    (out / f"{stem}.svg").write_text(svg(run))
     if os.environ.get("BENCH_KEEP_LOGS") == "1":
         log(f"server logs kept in {workdir}")
     else:
         shutil.rmtree(workdir, ignore_errors=True)
     print(table)
-    log(f"wrote bench/results/{stem}.md and .json")
+    log(f"wrote bench/results/{stem}.md, .json and .svg")
 
 
 if __name__ == "__main__":
