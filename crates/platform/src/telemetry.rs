@@ -44,8 +44,9 @@ use crate::{
 };
 
 /// Builds the subscriber: `RUST_LOG` if set, else `config.level`, as the filter of the
-/// log lines; spans (and their events) at INFO and above exported through `tracer`
-/// (see [`crate::otel::Tracing`]) whatever that filter says; JSON lines (event fields at
+/// log lines; spans at INFO and above, with the events at WARN and above inside them as
+/// span events, exported through `tracer` (see [`crate::otel::Tracing`]) whatever that
+/// filter says; JSON lines (event fields at
 /// the top level, plus `timestamp`, `level`, `target`, the current `span` with its
 /// fields, and `trace_id`/`span_id` inside a span) or pretty output, written to `sink`
 /// (stdout in production, a test writer or `std::io::sink` in tests).
@@ -113,9 +114,9 @@ where
 
 /// The log lines' filter for `directives` (`RUST_LOG` syntax, e.g. `info,sqlx=warn`): a
 /// [`Targets`] filter when they name only targets and levels, which keeps no state per
-/// span, else (span or field directives such as `[grpc.server{rpc.method=GetUser}]=debug`,
-/// or text `Targets` refuses) an [`EnvFilter`], which takes a lock on every enter and exit of every span to know
-/// which spans it matches (docs/perf.md, section 15).
+/// span; else (span or field directives such as `[grpc.server{rpc.method=GetUser}]=debug`,
+/// or text `Targets` refuses) an [`EnvFilter`], which takes a lock on every enter and
+/// exit of every span to know which spans it matches (docs/perf.md, section 15).
 ///
 /// # Errors
 /// When `directives` is not valid `EnvFilter` syntax; the message is `EnvFilter`'s.
