@@ -96,6 +96,38 @@ async fn a_transaction_dropped_without_commit_releases_its_locks_at_once_not_at_
 }
 
 #[tokio::test]
+async fn a_dropped_transaction_whose_rollback_cannot_be_sent_closes_its_connection_instead_of_pooling_it() {
+    let url = postgres_url();
+    let database = pool_of_one(&url, Duration::from_secs(3600)).await;
+    let mut admin = PgConnection::connect(&url).await.expect("an admin connection");
+    {
+        let mut connection = database.acquire().await.expect("a connection");
+        let mut transaction = connection.begin().await.expect("BEGIN");
+        let backend: i32 =
+            sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut *transaction).await.expect("a query");
+        // The server side goes away while the transaction is open: the ROLLBACK its drop
+        // queues cannot be flushed.
+        let signalled: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1, 10000)")
+            .bind(backend)
+            .fetch_one(&mut admin)
+            .await
+            .expect("terminate the backend");
+        assert!(signalled, "backend {backend} was not terminated");
+    }
+    // The failed flush closes the connection: the pool no longer counts it (pooled again,
+    // it would be counted until a query found it dead).
+    let closed = async {
+        while database.open_connections() != 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(PATIENCE, closed).await.expect("the connection whose flush failed is still pooled");
+    // The next query gets a new connection.
+    tokio::time::timeout(PATIENCE, backend_pid(&database)).await.expect("the pool answers in time");
+    assert_eq!(database.open_connections(), 1);
+}
+
+#[tokio::test]
 async fn a_query_on_a_recently_used_pooled_connection_is_one_round_trip_to_the_database() {
     let url = postgres_url();
     let (proxy, round_trips) = counting_proxy(&url).await;
