@@ -54,12 +54,7 @@ async fn a_connection_that_died_in_the_pool_is_replaced_before_any_query_uses_it
 
     // What a restarted server or a killed backend leaves behind: an idle pooled connection whose server side is gone.
     let mut admin = PgConnection::connect(&url).await.expect("an admin connection");
-    let signalled: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1, 10000)")
-        .bind(backend)
-        .fetch_one(&mut admin)
-        .await
-        .expect("terminate the pooled connection's backend");
-    assert!(signalled, "backend {backend} was not terminated");
+    terminate_backend(&mut admin, backend).await;
 
     // The ping on acquire finds the dead connection: the pool replaces it and the query
     // runs on a new backend (without the ping, this query failed).
@@ -107,12 +102,7 @@ async fn a_dropped_transaction_whose_rollback_cannot_be_sent_closes_its_connecti
             sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&mut *transaction).await.expect("a query");
         // The server side goes away while the transaction is open: the ROLLBACK its drop
         // queues cannot be flushed.
-        let signalled: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1, 10000)")
-            .bind(backend)
-            .fetch_one(&mut admin)
-            .await
-            .expect("terminate the backend");
-        assert!(signalled, "backend {backend} was not terminated");
+        terminate_backend(&mut admin, backend).await;
     }
     // The failed flush closes the connection: the pool no longer counts it (pooled again,
     // it would be counted until a query found it dead).
@@ -179,6 +169,17 @@ async fn a_connection_idle_for_idle_timeout_is_closed_on_both_sides() {
     assert_eq!(database.open_connections(), 0, "the pool still counts the closed connection");
     // The pool opens a new one for the next query.
     assert_ne!(backend_pid(&database).await, backend);
+}
+
+/// Terminates PostgreSQL backend `pid` (as a restarted server or an administrator does),
+/// waiting up to 10 s for it to exit.
+async fn terminate_backend(admin: &mut PgConnection, pid: i32) {
+    let signalled: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1, 10000)")
+        .bind(pid)
+        .fetch_one(admin)
+        .await
+        .expect("terminate the backend");
+    assert!(signalled, "backend {pid} was not terminated");
 }
 
 /// Waits, up to [`PATIENCE`], until PostgreSQL no longer lists backend `pid`.
