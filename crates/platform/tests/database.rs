@@ -15,6 +15,7 @@ use sqlx::{Connection, PgConnection};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
+    sync::mpsc,
 };
 
 /// Upper bound for what should happen at once: a guard against a hung test, not a wait.
@@ -93,7 +94,8 @@ async fn a_transaction_dropped_without_commit_releases_its_locks_at_once_not_at_
 #[tokio::test]
 async fn a_dropped_transaction_whose_rollback_cannot_be_sent_closes_its_connection_instead_of_pooling_it() {
     let url = postgres_url();
-    let database = pool_of_one(&url, Duration::from_secs(3600)).await;
+    let (proxy, mut closed) = closing_proxy(&url).await;
+    let database = pool_of_one(&proxy, Duration::from_secs(3600)).await;
     let mut admin = PgConnection::connect(&url).await.expect("an admin connection");
     {
         let mut connection = database.acquire().await.expect("a connection");
@@ -104,14 +106,10 @@ async fn a_dropped_transaction_whose_rollback_cannot_be_sent_closes_its_connecti
         // queues cannot be flushed.
         terminate_backend(&mut admin, backend).await;
     }
-    // The failed flush closes the connection: the pool no longer counts it (pooled again,
-    // it would be counted until a query found it dead).
-    let closed = async {
-        while database.open_connections() != 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    tokio::time::timeout(PATIENCE, closed).await.expect("the connection whose flush failed is still pooled");
+    // The failed flush closes the connection (pooled again, it would stay open until a
+    // query found it dead), and the pool no longer counts it.
+    tokio::time::timeout(PATIENCE, closed.recv()).await.expect("the connection whose flush failed is still open");
+    assert_eq!(database.open_connections(), 0);
     // The next query gets a new connection.
     tokio::time::timeout(PATIENCE, backend_pid(&database)).await.expect("the pool answers in time");
     assert_eq!(database.open_connections(), 1);
@@ -148,24 +146,25 @@ async fn connect_tries_again_while_the_database_refuses_connections_until_it_ans
 
 #[tokio::test]
 async fn a_connection_past_its_max_lifetime_is_replaced_when_next_handed_out_and_closed() {
-    let url = postgres_url();
+    let (proxy, mut closed) = closing_proxy(&postgres_url()).await;
     // Every connection is past it by the time it comes back.
-    let database = pool_of_one_with(&url, |config| config.max_lifetime = Duration::from_nanos(1)).await;
+    let database = pool_of_one_with(&proxy, |config| config.max_lifetime = Duration::from_nanos(1)).await;
     let first = backend_pid(&database).await;
     let second = backend_pid(&database).await;
     assert_ne!(first, second, "the connection outlived database.max_lifetime");
     assert_eq!(database.open_connections(), 1, "the pool replaced the connection rather than adding one");
-    let mut admin = PgConnection::connect(&url).await.expect("an admin connection");
-    wait_until_backend_gone(&mut admin, first).await;
+    // The connection `connect` opened and the one `first` ran on were both closed.
+    for _ in 0..2 {
+        tokio::time::timeout(PATIENCE, closed.recv()).await.expect("a replaced connection is still open");
+    }
 }
 
 #[tokio::test]
-async fn a_connection_idle_for_idle_timeout_is_closed_on_both_sides() {
-    let url = postgres_url();
-    let database = pool_of_one_with(&url, |config| config.idle_timeout = Duration::from_millis(100)).await;
+async fn a_connection_idle_for_idle_timeout_is_closed() {
+    let (proxy, mut closed) = closing_proxy(&postgres_url()).await;
+    let database = pool_of_one_with(&proxy, |config| config.idle_timeout = Duration::from_millis(100)).await;
     let backend = backend_pid(&database).await;
-    let mut admin = PgConnection::connect(&url).await.expect("an admin connection");
-    wait_until_backend_gone(&mut admin, backend).await;
+    tokio::time::timeout(PATIENCE, closed.recv()).await.expect("the idle connection is still open");
     assert_eq!(database.open_connections(), 0, "the pool still counts the closed connection");
     // The pool opens a new one for the next query.
     assert_ne!(backend_pid(&database).await, backend);
@@ -180,24 +179,6 @@ async fn terminate_backend(admin: &mut PgConnection, pid: i32) {
         .await
         .expect("terminate the backend");
     assert!(signalled, "backend {pid} was not terminated");
-}
-
-/// Waits, up to [`PATIENCE`], until PostgreSQL no longer lists backend `pid`.
-async fn wait_until_backend_gone(admin: &mut PgConnection, pid: i32) {
-    let gone = async {
-        loop {
-            let listed: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE pid = $1")
-                .bind(pid)
-                .fetch_one(&mut *admin)
-                .await
-                .expect("pg_stat_activity");
-            if listed == 0 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    tokio::time::timeout(PATIENCE, gone).await.unwrap_or_else(|_| panic!("backend {pid} is still open"));
 }
 
 /// A TCP proxy in front of the server of `url` that cuts its first `refuse` connections
@@ -218,6 +199,35 @@ async fn proxy_refusing_first(url: &str, refuse: usize) -> (String, Arc<AtomicUs
         }
     });
     (proxied, refused)
+}
+
+/// A TCP proxy in front of the server of `url`, the URL through it, and a message each
+/// time a client (the pool) closes its side of a proxied connection. What the client
+/// sends after the server has gone is read and dropped, so only the client's own close
+/// counts.
+async fn closing_proxy(url: &str) -> (String, mpsc::UnboundedReceiver<()>) {
+    let (target, listener, proxied) = proxy_listener(url).await;
+    let (closed, closes) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let server = TcpStream::connect(&target).await.expect("the test PostgreSQL");
+            let (mut from_client, mut to_client) = client.into_split();
+            let (mut from_server, mut to_server) = server.into_split();
+            let closed = closed.clone();
+            tokio::spawn(async move {
+                let mut buffer = vec![0; 64 * 1024];
+                while let Ok(read @ 1..) = from_client.read(&mut buffer).await {
+                    let _ = to_server.write_all(&buffer[..read]).await;
+                }
+                let _ = closed.send(());
+            });
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut from_server, &mut to_client).await;
+                let _ = to_client.shutdown().await;
+            });
+        }
+    });
+    (proxied, closes)
 }
 
 /// A listener on a free loopback port, the `host:port` of the server of `url`, and `url`
