@@ -94,8 +94,8 @@ async fn a_transaction_dropped_without_commit_releases_its_locks_at_once_not_at_
 #[tokio::test]
 async fn a_dropped_transaction_whose_rollback_cannot_be_sent_closes_its_connection_instead_of_pooling_it() {
     let url = postgres_url();
-    let (proxy, mut closed) = closing_proxy(&url).await;
-    let database = pool_of_one(&proxy, Duration::from_secs(3600)).await;
+    let mut proxy = watched_proxy(&url).await;
+    let database = pool_of_one(&proxy.url, Duration::from_secs(3600)).await;
     let mut admin = PgConnection::connect(&url).await.expect("an admin connection");
     {
         let mut connection = database.acquire().await.expect("a connection");
@@ -108,7 +108,7 @@ async fn a_dropped_transaction_whose_rollback_cannot_be_sent_closes_its_connecti
     }
     // The failed flush closes the connection (pooled again, it would stay open until a
     // query found it dead), and the pool no longer counts it.
-    tokio::time::timeout(PATIENCE, closed.recv()).await.expect("the connection whose flush failed is still open");
+    tokio::time::timeout(PATIENCE, proxy.closes.recv()).await.expect("the connection whose flush failed is still open");
     assert_eq!(database.open_connections(), 0);
     // The next query gets a new connection.
     tokio::time::timeout(PATIENCE, backend_pid(&database)).await.expect("the pool answers in time");
@@ -118,8 +118,9 @@ async fn a_dropped_transaction_whose_rollback_cannot_be_sent_closes_its_connecti
 #[tokio::test]
 async fn a_query_on_a_recently_used_pooled_connection_is_one_round_trip_to_the_database() {
     let url = postgres_url();
-    let (proxy, round_trips) = counting_proxy(&url).await;
-    let database = pool_of_one(&proxy, Duration::from_secs(3600)).await;
+    let proxy = watched_proxy(&url).await;
+    let round_trips = proxy.reads;
+    let database = pool_of_one(&proxy.url, Duration::from_secs(3600)).await;
     backend_pid(&database).await; // the statement is prepared once per connection
 
     const QUERIES: usize = 50;
@@ -146,25 +147,25 @@ async fn connect_tries_again_while_the_database_refuses_connections_until_it_ans
 
 #[tokio::test]
 async fn a_connection_past_its_max_lifetime_is_replaced_when_next_handed_out_and_closed() {
-    let (proxy, mut closed) = closing_proxy(&postgres_url()).await;
+    let mut proxy = watched_proxy(&postgres_url()).await;
     // Every connection is past it by the time it comes back.
-    let database = pool_of_one_with(&proxy, |config| config.max_lifetime = Duration::from_nanos(1)).await;
+    let database = pool_of_one_with(&proxy.url, |config| config.max_lifetime = Duration::from_nanos(1)).await;
     let first = backend_pid(&database).await;
     let second = backend_pid(&database).await;
     assert_ne!(first, second, "the connection outlived database.max_lifetime");
     assert_eq!(database.open_connections(), 1, "the pool replaced the connection rather than adding one");
     // The connection `connect` opened and the one `first` ran on were both closed.
     for _ in 0..2 {
-        tokio::time::timeout(PATIENCE, closed.recv()).await.expect("a replaced connection is still open");
+        tokio::time::timeout(PATIENCE, proxy.closes.recv()).await.expect("a replaced connection is still open");
     }
 }
 
 #[tokio::test]
 async fn a_connection_idle_for_idle_timeout_is_closed() {
-    let (proxy, mut closed) = closing_proxy(&postgres_url()).await;
-    let database = pool_of_one_with(&proxy, |config| config.idle_timeout = Duration::from_millis(100)).await;
+    let mut proxy = watched_proxy(&postgres_url()).await;
+    let database = pool_of_one_with(&proxy.url, |config| config.idle_timeout = Duration::from_millis(100)).await;
     let backend = backend_pid(&database).await;
-    tokio::time::timeout(PATIENCE, closed.recv()).await.expect("the idle connection is still open");
+    tokio::time::timeout(PATIENCE, proxy.closes.recv()).await.expect("the idle connection is still open");
     assert_eq!(database.open_connections(), 0, "the pool still counts the closed connection");
     // The pool opens a new one for the next query.
     assert_ne!(backend_pid(&database).await, backend);
@@ -201,35 +202,6 @@ async fn proxy_refusing_first(url: &str, refuse: usize) -> (String, Arc<AtomicUs
     (proxied, refused)
 }
 
-/// A TCP proxy in front of the server of `url`, the URL through it, and a message each
-/// time a client (the pool) closes its side of a proxied connection. What the client
-/// sends after the server has gone is read and dropped, so only the client's own close
-/// counts.
-async fn closing_proxy(url: &str) -> (String, mpsc::UnboundedReceiver<()>) {
-    let (target, listener, proxied) = proxy_listener(url).await;
-    let (closed, closes) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let server = TcpStream::connect(&target).await.expect("the test PostgreSQL");
-            let (mut from_client, mut to_client) = client.into_split();
-            let (mut from_server, mut to_server) = server.into_split();
-            let closed = closed.clone();
-            tokio::spawn(async move {
-                let mut buffer = vec![0; 64 * 1024];
-                while let Ok(read @ 1..) = from_client.read(&mut buffer).await {
-                    let _ = to_server.write_all(&buffer[..read]).await;
-                }
-                let _ = closed.send(());
-            });
-            tokio::spawn(async move {
-                let _ = tokio::io::copy(&mut from_server, &mut to_client).await;
-                let _ = to_client.shutdown().await;
-            });
-        }
-    });
-    (proxied, closes)
-}
-
 /// A listener on a free loopback port, the `host:port` of the server of `url`, and `url`
 /// pointing at the listener instead.
 async fn proxy_listener(url: &str) -> (String, TcpListener, String) {
@@ -242,30 +214,45 @@ async fn proxy_listener(url: &str) -> (String, TcpListener, String) {
     (target, listener, proxied.to_string())
 }
 
-/// A TCP proxy in front of the server of `url`, and the URL through it, counting the
-/// reads of what the client sent: one per round trip when the client waits for each
-/// answer before it sends again.
-async fn counting_proxy(url: &str) -> (String, Arc<AtomicUsize>) {
+/// What [`watched_proxy`] sees of the connections through it.
+struct WatchedProxy {
+    /// The URL through the proxy.
+    url: String,
+    /// The reads of what clients sent: one per round trip when a client waits for each
+    /// answer before it sends again.
+    reads: Arc<AtomicUsize>,
+    /// A message each time a client (the pool) closes its side of a connection. What a
+    /// client sends after the server has gone is read and dropped, so only the client's
+    /// own close counts.
+    closes: mpsc::UnboundedReceiver<()>,
+}
+
+/// A TCP proxy in front of the server of `url` that counts reads and reports closes (see
+/// [`WatchedProxy`]).
+async fn watched_proxy(url: &str) -> WatchedProxy {
     let (target, listener, proxied) = proxy_listener(url).await;
     let reads = Arc::new(AtomicUsize::new(0));
+    let (closed, closes) = mpsc::unbounded_channel();
     let counted = reads.clone();
     tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
             let server = TcpStream::connect(&target).await.expect("the test PostgreSQL");
             let (mut from_client, mut to_client) = client.into_split();
             let (mut from_server, mut to_server) = server.into_split();
-            let counted = counted.clone();
+            let (counted, closed) = (counted.clone(), closed.clone());
             tokio::spawn(async move {
                 let mut buffer = vec![0; 64 * 1024];
                 while let Ok(read @ 1..) = from_client.read(&mut buffer).await {
                     counted.fetch_add(1, Ordering::SeqCst);
-                    if to_server.write_all(&buffer[..read]).await.is_err() {
-                        break;
-                    }
+                    let _ = to_server.write_all(&buffer[..read]).await;
                 }
+                let _ = closed.send(());
             });
-            tokio::spawn(async move { tokio::io::copy(&mut from_server, &mut to_client).await });
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut from_server, &mut to_client).await;
+                let _ = to_client.shutdown().await;
+            });
         }
     });
-    (proxied, reads)
+    WatchedProxy { url: proxied, reads, closes }
 }
