@@ -3,14 +3,14 @@
 
 Starts our binaries (STACK_BIN_DIR) and the Go baselines (bench/go: grpc-go and connect-go) on
 the throwaway PostgreSQL at TEST_DATABASE_URL, seeds users, measures each case in two
-load shapes (warm-up, then ROUNDS rounds, medians) with ghz (gRPC) or vegeta (Connect
-JSON over HTTP/1.1), reads the servers' CPU time and peak RSS from /proc, runs pgbench
+load shapes (warm-up, then ROUNDS rounds, medians) with ghz (gRPC), vegeta (Connect
+JSON over HTTP/1.1) or, for the server on one core, h2load (gRPC, one fixed request), reads the servers' CPU time and peak RSS from /proc, runs pgbench
 on the same SELECT at the pool's size as the database's ceiling, runs the WatchOrder
 fan-out once (bench/go/cmd/watch-fanout against two orders replicas), and writes
 bench/results/<UTC time>[-quick].md, .json and .svg (the latency percentiles as a chart), then
 prints the table with the ratios. `bench.py --plot RESULT.json` draws an earlier run's chart.
 
-Env: GHZ, VEGETA, GO_BASELINE and WATCH_FANOUT (the tools and the Go programs, as
+Env: GHZ, VEGETA, H2LOAD, GO_BASELINE and WATCH_FANOUT (the tools and the Go programs, as
 scripts/bench.sh builds them), STACK_BIN_DIR (the binaries; default target/production), BENCH_QUICK=1 (one short
 round per case: checks the harness, numbers are indicative only), BENCH_ROUNDS,
 BENCH_DURATION (seconds per round), BENCH_WARMUP (seconds), BENCH_USERS (rows seeded),
@@ -55,6 +55,7 @@ SHAPES = [(1, 8), (50, 200)]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BIN = Path(os.environ.get("STACK_BIN_DIR", ROOT / "target" / "production"))
 GHZ = os.environ.get("GHZ", "ghz")
+H2LOAD = os.environ.get("H2LOAD", "h2load")
 VEGETA = os.environ.get("VEGETA", "vegeta")
 GO_BASELINE = os.environ.get("GO_BASELINE", str(ROOT / "target" / "bench" / "users-go"))
 WATCH_FANOUT = os.environ.get("WATCH_FANOUT", str(ROOT / "target" / "bench" / "watch-fanout"))
@@ -161,18 +162,31 @@ class Server:
                 return int(line.split()[1])
         return None
 
-    def metric(self, name, labels):
-        """The sum of the samples of `name` on the admin port's /metrics whose labels
-        include every `key="value"` of `labels` (0 when there are none)."""
+    def samples(self, name, labels):
+        """The samples of `name` on the admin port's /metrics whose labels include every
+        `key="value"` of `labels`: a list of (label text, value)."""
         with urllib.request.urlopen(f"http://{self.admin_address}/metrics", timeout=10) as answer:
             text = answer.read().decode()
         wanted = [f'{key}="{value}"' for key, value in labels.items()]
-        total = 0.0
+        found = []
         for line in text.splitlines():
             match = re.match(r"^(\w+)(\{[^}]*\})?\s+(\S+)$", line)
             if match and match[1] == name and all(w in (match[2] or "") for w in wanted):
-                total += float(match[3])
-        return total
+                found.append((match[2] or "", float(match[3])))
+        return found
+
+    def metric(self, name, labels):
+        """The sum of `samples(name, labels)` (0 when there are none)."""
+        return sum(value for _, value in self.samples(name, labels))
+
+    def metric_by(self, name, label, labels):
+        """The sum of `samples(name, labels)` per value of `label`: {value: sum}."""
+        totals = {}
+        for text, value in self.samples(name, labels):
+            found = re.search(rf'\b{label}="([^"]*)"', text)
+            if found:
+                totals[found[1]] = totals.get(found[1], 0) + value
+        return totals
 
     def stop(self):
         self.process.terminate()
@@ -255,6 +269,55 @@ def ghz(case, shape, seconds, workdir):
     }
 
 
+def get_user_request(n):
+    """users.v1.GetUserRequest for seeded user `n`, encoded: field 1 (`id`), a string."""
+    user_id = f"{ID_PREFIX}{n:012d}".encode()
+    return b"\x0a" + bytes([len(user_id)]) + user_id
+
+
+def grpc_frame(message):
+    """`message` (encoded protobuf) as one uncompressed gRPC message: flag 0, then its length
+    as 4 bytes big-endian (gRPC over HTTP/2, "Length-Prefixed-Message")."""
+    return b"\x00" + len(message).to_bytes(4, "big") + message
+
+
+def h2load(case, shape, seconds, workdir):
+    """One h2load run (nghttp2's HTTP/2 load generator, C): as `ghz`, but the request is one
+    fixed gRPC message (`case["body"]`) and h2load costs a fraction of ghz's CPU per call, so
+    it can drive a server core to its limit from the other core. h2load reads no trailers,
+    so the gRPC codes come from the server's `grpc_server_handled_total` (`case["codes"]`,
+    read before and after); latencies are those of the calls answered with HTTP 200."""
+    connections, concurrency = shape
+    body, requests = workdir / "h2load-body.bin", workdir / "h2load-requests.tsv"
+    body.write_bytes(case["body"])
+    requests.unlink(missing_ok=True)  # h2load appends to its log file
+    codes_before = case["codes"]()
+    command = [
+        *case.get("pin", []), H2LOAD, "--clients", str(connections), "--threads", "1",
+        "--max-concurrent-streams", str(concurrency // connections), "--duration", str(seconds),
+        "--data", str(body), "--header", "content-type: application/grpc", "--header", "te: trailers",
+        "--log-file", str(requests), f"http://{case['target']()}/{case['call']}",
+    ]
+    ran = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    finished = re.search(r"finished in ([\d.]+)s, ([\d.]+) req/s", ran.stdout)
+    if ran.returncode != 0 or not finished:
+        raise RuntimeError(f"h2load failed on {case['name']}: {(ran.stderr or ran.stdout).strip()[:500]}")
+    # Columns: start (us since the epoch), HTTP status (-1: no answer), latency (us).
+    rows = [line.split("\t") for line in requests.read_text().splitlines() if line.strip()]
+    latencies = sorted(int(r[2]) / 1e3 for r in rows if r[1] == "200")
+    codes_after = case["codes"]()
+    statuses = {code: round(n - codes_before.get(code, 0)) for code, n in codes_after.items()
+                if n > codes_before.get(code, 0)}
+    return {
+        "count": len(latencies),
+        "rps": float(finished[2]),
+        "p50_ms": percentile(latencies, 0.50),
+        "p99_ms": percentile(latencies, 0.99),
+        "p999_ms": percentile(latencies, 0.999),
+        "statuses": statuses,
+    }
+
+
 def connect_targets(url, workdir):
     """vegeta's JSON targets: a Connect unary POST of GetUser for every seeded id, in a
     shuffled order (fixed seed) that vegeta cycles through, so the ids asked for spread
@@ -308,7 +371,7 @@ def vegeta(case, shape, seconds, workdir):
 def measure(case, shape, servers, postmaster, workdir):
     """Warm-up, then ROUNDS measured rounds; each round also reads server and database CPU,
     and the case's counters (`case["counters"]`: name -> function reading it) before and after."""
-    run = vegeta if case.get("tool") == "vegeta" else ghz
+    run = {"vegeta": vegeta, "h2load": h2load}.get(case.get("tool"), ghz)
     run(case, shape, WARMUP, workdir)
     counters = case.get("counters", {})
     rounds = []
@@ -427,8 +490,8 @@ def markdown(run):
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Linux {m['kernel']}, "
         f"load average {m['load_average_at_start']:.1f} at start; {m['postgres']}; commit {m['commit']}"
         + (f", binaries from {m['binaries']}." if m.get("binaries") else "."),
-        f"The load generators (ghz for gRPC, vegeta for Connect JSON over HTTP/1.1) and the servers share the "
-        f"machine. {run['rounds']} round(s) of {run['duration_s']} s after a "
+        f"The load generators (ghz for gRPC, vegeta for Connect JSON over HTTP/1.1, h2load for the server on one "
+        f"core, pinned to the other cores) and the servers share the machine. {run['rounds']} round(s) of {run['duration_s']} s after a "
         f"{run['warmup_s']} s warm-up, medians; latency in ms; CPU in microseconds per call "
         "(utime+stime from /proc of the server processes / of PostgreSQL). grpc-go and connect-go serve the same "
         "GetUser from the same table with pgx at the same pool size (bench/go).",
@@ -453,7 +516,8 @@ def markdown(run):
     )
     lines.append(
         "- Statuses: Unavailable up to the number in flight per round is consistent with ghz cutting "
-        "calls off when a round's time is up (not checked call by call). Connect JSON statuses are HTTP codes."
+        "calls off when a round's time is up (not checked call by call); h2load's cut-off calls are counted "
+        "by the server, as Canceled. Connect JSON statuses are HTTP codes."
     )
     w = run.get("watch_fanout")
     if w:
@@ -580,6 +644,8 @@ def main():
         sys.exit("bench: TEST_DATABASE_URL is unset: run through scripts/bench.sh")
     if not shutil.which(GHZ):
         sys.exit(f"bench: ghz not found at {GHZ}: run through scripts/bench.sh")
+    if not shutil.which(H2LOAD):
+        sys.exit(f"bench: h2load not found at {H2LOAD}: run through scripts/bench.sh")
     started = datetime.datetime.now(datetime.timezone.utc)
     info = machine()
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
@@ -603,6 +669,9 @@ def main():
         return {"ORDERS_SERVER__PORT": "0", "ORDERS_ADMIN__PORT": "0", "ORDERS_DATABASE__URL": orders_url,
                 "ORDERS_DATABASE__MAX_CONNECTIONS": pool, "ORDERS_USERS__ENDPOINTS": f"[{endpoints}]", **extra}
 
+    cores = sorted(os.sched_getaffinity(0))
+    server_core = cores[-1]
+    load_pin = ["taskset", "-c", ",".join(map(str, cores[:-1]))] if len(cores) > 1 else []
     go_env = {"BENCH_GO_DATABASE_URL": users_url, "BENCH_GO_MAX_CONNECTIONS": pool}
     hedging = {"ORDERS_USERS__HEDGING_POLICY__GETUSERBYEMAIL__MAXATTEMPTS": "2",
                "ORDERS_USERS__HEDGING_POLICY__GETUSERBYEMAIL__HEDGINGDELAY": HEDGING_DELAY}
@@ -611,8 +680,8 @@ def main():
     # How each server starts: on first use, so BENCH_CASES starts only what its cases need.
     starters = {
         "users": lambda: Server("users", "users", users_env(), workdir),
-        # Issue 9's one-core case: the server pinned to the last core, the rest free to use every core.
-        "users_one_core": lambda: Server("users_one_core", ["taskset", "-c", str(max(os.sched_getaffinity(0))),
+        # Issue 9's one-core case: the server pinned to the last core, its load generator to the others.
+        "users_one_core": lambda: Server("users_one_core", ["taskset", "-c", str(server_core),
                                                             str(BIN / "users")], users_env(), workdir),
         "bare_users": lambda: Server("bare_users", "bare_users", {
             "BARE_USERS_DATABASE_URL": users_url, "BARE_USERS_MAX_CONNECTIONS": pool}, workdir),
@@ -672,8 +741,13 @@ def main():
             {"name": "Health Check", "servers": ["users"], "call": "grpc.health.v1.Health/Check",
              "data": '{"service": ""}', "proto": health, "target": address("users")},
             {"name": "GetUser", "servers": ["users"], **get_user, "target": address("users")},
-            # Only at 50 x 200, the shape of issue 9's one-core target: the bench stays under 15 minutes.
-            {"name": "GetUser, users on one core", "servers": ["users_one_core"], **get_user,
+            # Issue 9's one-core target: what one server core serves, so the load comes from h2load
+            # on the other cores (ghz there saturates its core before the server's; docs/perf.md,
+            # section 16). Only at 50 x 200, the target's shape: the bench stays under 15 minutes.
+            {"name": "GetUser, users on one core (h2load)", "servers": ["users_one_core"], "tool": "h2load",
+             "call": get_user["call"], "body": grpc_frame(get_user_request(SEEDED // 2)), "pin": load_pin,
+             "codes": lambda: server("users_one_core").metric_by(
+                 "grpc_server_handled_total", "grpc_code", {"grpc_method": "GetUser"}),
              "target": address("users_one_core"), "shapes": SHAPES[1:]},
             {"name": "GetUser, bare tonic", "servers": ["bare_users"], **get_user, "target": address("bare_users")},
             {"name": "GetUser, grpc-go", "servers": ["grpc_go"], **get_user, "target": address("grpc_go")},

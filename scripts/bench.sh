@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # `make bench`: measures the binaries as they ship (Cargo profile `production`) with ghz against a throwaway PostgreSQL
 # (scripts/bench.py does the measuring; see docs/perf.md). Never part of `make test`.
-# Installs its extra tools itself, pinned and cached under .tools/TOOL-VERSION, built from
-# the Go module proxy: ghz (gRPC load), vegeta (HTTP load for Connect JSON), and the protoc
-# plugins for the Go baselines. Generates their Go code from proto/ into bench/go/gen (not
+# Installs its extra tools itself: h2load (Debian `nghttp2-client`, through install-tools.sh)
+# and, pinned and cached under .tools/TOOL-VERSION, built from the Go module proxy: ghz
+# (gRPC load), vegeta (HTTP load for Connect JSON), and the protoc plugins for the Go
+# baselines. Generates their Go code from proto/ into bench/go/gen (not
 # committed) and builds the Go programs of bench/go into target/bench: users-go (the
 # grpc-go and connect-go baselines) and watch-fanout (the WatchOrder fan-out client).
 # BENCH_QUICK=1 runs one short round (a harness check). STACK_BIN_DIR=DIR measures the
@@ -35,7 +36,7 @@ if [ -z "${STACK_BIN_DIR:-}" ]; then
   cargo build --profile production --bin users --bin orders --bin bare_users &
   build=$!
 fi
-# PostgreSQL (with pgbench) and buf, when missing: a fresh machine needs no `make test` first.
+# PostgreSQL (with pgbench), h2load and buf, when missing: a fresh machine needs no `make test` first.
 scripts/install-tools.sh --bench
 ghz=$(go_tool ghz github.com/bojand/ghz/cmd/ghz "$GHZ_VERSION")/ghz
 vegeta=$(go_tool vegeta github.com/tsenart/vegeta/v12 "$VEGETA_VERSION")/vegeta
@@ -53,6 +54,6 @@ mkdir -p target/bench
 if [ -n "$build" ]; then
   wait "$build" || { echo "bench: cargo build --profile production failed" >&2; exit 1; }
 fi
-export GHZ=$ghz VEGETA=$vegeta GO_BASELINE=$PWD/target/bench/users-go WATCH_FANOUT=$PWD/target/bench/watch-fanout
+export GHZ=$ghz VEGETA=$vegeta H2LOAD=$(command -v h2load) GO_BASELINE=$PWD/target/bench/users-go WATCH_FANOUT=$PWD/target/bench/watch-fanout
 export STACK_BIN_DIR=${STACK_BIN_DIR:-$PWD/target/production}
 exec scripts/with-postgres.sh python3 scripts/bench.py
