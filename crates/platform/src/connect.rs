@@ -12,7 +12,8 @@
 //!   propagates it like a gRPC deadline; `connect-protocol-version`, when sent, must be 1;
 //! - compression `gzip` and `identity` (`content-encoding`/`accept-encoding` for
 //!   unary, `connect-content-encoding`/`connect-accept-encoding` for streams); another
-//!   encoding is `unimplemented`;
+//!   encoding is `unimplemented`; answer messages under [`COMPRESS_MIN_BYTES`] go out
+//!   uncompressed;
 //! - JSON is canonical proto3 JSON through `prost-reflect` over the served descriptor sets.
 //!
 //! gRPC and gRPC-Web requests pass through untouched; any other `POST` content type is
@@ -46,6 +47,15 @@ use crate::deadline;
 /// Largest request message accepted, after decompression (bytes): tonic's default
 /// `max_decoding_message_size`, so Connect and gRPC callers meet the same limit.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Smallest answer message compressed (bytes): a smaller one goes out uncompressed even
+/// to a client that accepts gzip, which the Connect protocol allows (the encoding is the
+/// server's choice among those the client accepts; an enveloped message says in its own
+/// flag whether it is compressed). Below about a kilobyte gzip saves little (its header
+/// and trailer alone are 18 bytes) and each message pays for setting up a compressor
+/// (flate2 zeroes over 200 KiB of state), which was a tenth of a Connect JSON GetUser's
+/// CPU (docs/perf.md, section 16). connect-go's `WithCompressMinBytes` is the same knob.
+pub const COMPRESS_MIN_BYTES: usize = 1024;
 
 /// The protocol a call arrived in; [`ConnectLayer`] puts it in every request's
 /// extensions, and `observe` reports it as `rpc.protocol`.
@@ -407,17 +417,22 @@ impl Compression {
         }
     }
 
-    fn compress(self, data: Bytes) -> Bytes {
+    /// `data` compressed with this compression when it is at least
+    /// [`COMPRESS_MIN_BYTES`] long, and the compression it went out with.
+    fn compress(self, data: Bytes) -> (Self, Bytes) {
         match self {
-            Self::Identity => data,
-            Self::Gzip => {
-                let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-                // Writing to a Vec cannot fail.
-                let _ = encoder.write_all(&data);
-                encoder.finish().unwrap_or_default().into()
-            }
+            Self::Gzip if data.len() >= COMPRESS_MIN_BYTES => (Self::Gzip, gzip(&data)),
+            _ => (Self::Identity, data),
         }
     }
+}
+
+/// `data` in gzip (RFC 1952) at flate2's default level.
+fn gzip(data: &[u8]) -> Bytes {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    // Writing to a Vec cannot fail.
+    let _ = encoder.write_all(data);
+    encoder.finish().unwrap_or_default().into()
 }
 
 fn too_large() -> ConnectError {
@@ -747,7 +762,7 @@ fn unary_response(
         Ok(message) => message,
         Err(error) => return unary_error(&error, &headers),
     };
-    let body = compression.compress(message);
+    let (compression, body) = compression.compress(message);
     let mut response = Response::new(Body::new(Full::new(body)));
     *response.headers_mut() = headers;
     let content_type = format!("application/{}", codec.name());
@@ -1014,9 +1029,9 @@ where
                     for envelope in envelopes {
                         match self.codec.encode_answer(self.method.as_ref(), envelope.data) {
                             Ok(message) => {
-                                let (flags, message) = match self.accept {
-                                    Compression::Gzip => (1, Compression::Gzip.compress(message)),
-                                    Compression::Identity => (0, message),
+                                let (flags, message) = match self.accept.compress(message) {
+                                    (Compression::Gzip, message) => (1, message),
+                                    (Compression::Identity, message) => (0, message),
                                 };
                                 out.extend_from_slice(&connect_envelope(flags, &message));
                             }
@@ -1120,7 +1135,7 @@ mod tests {
 
     #[test]
     fn a_get_query_with_base64_and_gzip_decodes_to_the_message() {
-        let compressed = Compression::Gzip.compress(Bytes::from_static(b"\x0a\x03abc"));
+        let compressed = gzip(b"\x0a\x03abc");
         let query = format!(
             "connect=v1&encoding=proto&base64=1&compression=gzip&message={}",
             URL_SAFE_NO_PAD.encode(&compressed)
@@ -1206,6 +1221,58 @@ mod tests {
         assert_eq!(kind(Method::POST, "application/xml"), Kind::Unsupported);
         assert_eq!(kind(Method::POST, "text/plain"), Kind::Unsupported);
         assert_eq!(kind(Method::GET, ""), Kind::Get);
+    }
+
+    /// `data` gunzipped.
+    fn gunzip(data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(data).read_to_end(&mut out).expect("gzip");
+        out
+    }
+
+    #[tokio::test]
+    async fn a_unary_answer_is_gzipped_for_a_client_that_accepts_it_only_from_the_minimum_size() {
+        for (size, gzipped) in [(COMPRESS_MIN_BYTES - 1, false), (COMPRESS_MIN_BYTES, true)] {
+            let message = Bytes::from(vec![b'a'; size]);
+            let answer =
+                UnaryAnswer { headers: HeaderMap::new(), trailers: HeaderMap::new(), result: Ok(message.clone()) };
+            let response = unary_response(answer, Codec::Proto, None, Compression::Gzip);
+            let encoding = response.headers().get(header::CONTENT_ENCODING).cloned();
+            let body = response.into_body().collect().await.expect("a body").to_bytes();
+            if gzipped {
+                assert_eq!(encoding, Some(HeaderValue::from_static("gzip")), "{size} bytes");
+                assert_eq!(gunzip(&body), message, "{size} bytes");
+            } else {
+                assert_eq!(encoding, None, "{size} bytes");
+                assert_eq!(body, message, "{size} bytes");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn streamed_messages_are_gzipped_one_by_one_only_from_the_minimum_size() {
+        let (small, large) = (Bytes::from(vec![b's'; 10]), Bytes::from(vec![b'l'; COMPRESS_MIN_BYTES]));
+        let mut grpc = BytesMut::new();
+        grpc.extend_from_slice(&grpc_frame(&small));
+        grpc.extend_from_slice(&grpc_frame(&large));
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        let frames =
+            futures::stream::iter([Ok::<_, Infallible>(Frame::data(grpc.freeze())), Ok(Frame::trailers(trailers))]);
+        let mut state = StreamState {
+            body: Box::pin(StreamBody::new(frames)),
+            buffer: BytesMut::new(),
+            done: false,
+            codec: Codec::Proto,
+            accept: Compression::Gzip,
+            method: None,
+        };
+        let mut sent = BytesMut::from(state.next_chunk().await);
+        let envelopes = take_envelopes(&mut sent).expect("whole envelopes");
+        assert_eq!(envelopes.len(), 2, "{envelopes:?}");
+        assert_eq!(envelopes[0], Envelope { flags: 0, data: small });
+        assert_eq!(envelopes[1].flags, 1);
+        assert_eq!(gunzip(&envelopes[1].data), large);
     }
 
     #[test]
