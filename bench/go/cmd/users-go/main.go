@@ -7,7 +7,10 @@
 //	                   go-grpc-middleware/v2 Prometheus metrics, one slog JSON log line per
 //	                   call, panic recovery; grpc.health.v1 registered.
 //	-protocol connect  connect-go on HTTP/1.1 and h2c on one port (Connect, gRPC and
-//	                   gRPC-Web), no interceptors: the handler as connect-go's docs serve it.
+//	                   gRPC-Web), no interceptors: the handler as connect-go's docs serve it,
+//	                   but with WithCompressMinBytes(1024), our services' threshold
+//	                   (connect.COMPRESS_MIN_BYTES), so that neither gzips a GetUser answer
+//	                   for a client that accepts gzip (vegeta, as Go's HTTP client, does).
 //
 // It logs one JSON line with the listening "address" (the bench reads it), serves
 // Prometheus metrics on a second port ("admin_address"), and stops on SIGTERM or SIGINT.
@@ -250,7 +253,7 @@ func (c *connectUsers) GetUser(
 // on one port, as connect-go's getting-started guide does.
 func newConnectServer(store *userStore) *http.Server {
 	mux := http.NewServeMux()
-	mux.Handle(usersv1connect.NewUserServiceHandler(&connectUsers{store: store}))
+	mux.Handle(usersv1connect.NewUserServiceHandler(&connectUsers{store: store}, connect.WithCompressMinBytes(1024)))
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
