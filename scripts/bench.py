@@ -39,9 +39,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICK = os.environ.get("BENCH_QUICK") == "1"
-# A full run: 10 cases x 2 shapes x (1 s warm-up + 3 rounds x 5 s) = 320 s, plus pgbench
-# (3 x 5 s), the WatchOrder fan-out (~30 s) and start-up: about 6.5 minutes, so that with the
-# release build and the Go tools a fresh machine finishes in under 15 (docs/perf.md).
+# A full run: 23 case shapes (12 cases, one of them in one shape) x (1 s warm-up + 3 rounds
+# x 4 s) = 299 s, plus pgbench (3 x 4 s), the WatchOrder fan-out (~30 s) and start-up: about
+# 6 minutes, so that with the `production` build and the Go tools a fresh machine finishes in
+# under 15 (docs/perf.md).
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "1" if QUICK else "3"))
 DURATION = int(os.environ.get("BENCH_DURATION", "2" if QUICK else "4"))
 WARMUP = int(os.environ.get("BENCH_WARMUP", "1"))
@@ -622,6 +623,8 @@ def ratios(results):
         notes.append(compare(full, get("GetUser, connect-go (gRPC)"), "GetUser over gRPC, ours / connect-go"))
         notes.append(compare(get("GetUser, Connect JSON"), get("GetUser, Connect JSON, connect-go"),
                              "GetUser over Connect JSON, ours / connect-go"))
+        notes.append(compare(get("GetUser, Connect JSON"), get("GetUser, Connect JSON, connect-go with interceptors"),
+                             "GetUser over Connect JSON, ours / connect-go with interceptors"))
         notes.append(compare(get("GetUser, Connect JSON"), full, "GetUser, ours: Connect JSON / gRPC"))
         off, on = get("CreateOrder, slow replica, hedging off"), get("CreateOrder, slow replica, hedging on")
         if off and on and on["p99_ms"]:
@@ -693,6 +696,8 @@ def main():
         "orders": lambda: Server("orders", "orders", orders_env("users"), workdir),
         "grpc_go": lambda: Server("grpc_go", [GO_BASELINE, "-protocol", "grpc"], go_env, workdir),
         "connect_go": lambda: Server("connect_go", [GO_BASELINE, "-protocol", "connect"], go_env, workdir),
+        "connect_go_observed": lambda: Server("connect_go_observed", [GO_BASELINE, "-protocol", "connect-observed"],
+                                              go_env, workdir),
         # The hedging case's own replicas and orders, so the other cases' servers stay unloaded.
         "users_a": lambda: Server("users_a", "users", users_env(), workdir),
         "users_slow": lambda: Server("users_slow", "users", users_env(
@@ -763,6 +768,8 @@ def main():
              "targets": connect_url("users")},
             {"name": "GetUser, Connect JSON, connect-go", "servers": ["connect_go"], "tool": "vegeta",
              "protocol": "Connect JSON", "targets": connect_url("connect_go")},
+            {"name": "GetUser, Connect JSON, connect-go with interceptors", "servers": ["connect_go_observed"],
+             "tool": "vegeta", "protocol": "Connect JSON", "targets": connect_url("connect_go_observed")},
             {"name": "CreateOrder (orders -> users)", "servers": ["orders", "users"], **create_order,
              "target": address("orders")},
             {"name": "CreateOrder, slow replica, hedging off", "servers": ["orders_unhedged", *replicas],

@@ -11,6 +11,11 @@
 //	                   but with WithCompressMinBytes(1024), our services' threshold
 //	                   (connect.COMPRESS_MIN_BYTES), so that neither gzips a GetUser answer
 //	                   for a client that accepts gzip (vegeta, as Go's HTTP client, does).
+//	-protocol connect-observed
+//	                   the same connect-go handler with what -protocol grpc has: otelconnect's
+//	                   interceptor (OpenTelemetry tracing with an SDK tracer provider, everything
+//	                   sampled, no exporter; its RPC metrics through the OpenTelemetry
+//	                   Prometheus exporter), one slog JSON log line per call, panic recovery.
 //
 // It logs one JSON line with the listening "address" (the bench reads it), serves
 // Prometheus metrics on a second port ("admin_address"), and stops on SIGTERM or SIGINT.
@@ -33,6 +38,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"connectrpc.com/otelconnect"
 	"github.com/google/uuid"
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
@@ -43,7 +49,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/otel"
+	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	"go.opentelemetry.io/otel/propagation"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -57,7 +65,8 @@ import (
 )
 
 func main() {
-	protocol := flag.String("protocol", "grpc", "grpc (grpc-go with middleware) or connect (connect-go, h2c)")
+	protocol := flag.String("protocol", "grpc",
+		"grpc (grpc-go with middleware), connect (connect-go, h2c) or connect-observed (connect-go with interceptors)")
 	listen := flag.String("listen", "127.0.0.1:0", "address to serve on")
 	flag.Parse()
 	logger := slog.New(slog.NewJSONHandler(os.Stdout, nil))
@@ -84,12 +93,18 @@ func run(protocol, listen string, logger *slog.Logger) error {
 	case "grpc":
 		server := newGRPCServer(store, registry, logger)
 		serve, shutdown = server.Serve, server.GracefulStop
-	case "connect":
-		server := newConnectServer(store)
+	case "connect", "connect-observed":
+		var options []connect.HandlerOption
+		if protocol == "connect-observed" {
+			if options, err = observedConnectOptions(registry, logger); err != nil {
+				return err
+			}
+		}
+		server := newConnectServer(store, options...)
 		serve = server.Serve
 		shutdown = func() { _ = server.Shutdown(context.Background()) }
 	default:
-		return fmt.Errorf("-protocol must be grpc or connect, not %q", protocol)
+		return fmt.Errorf("-protocol must be grpc, connect or connect-observed, not %q", protocol)
 	}
 
 	listener, err := net.Listen("tcp", listen)
@@ -249,13 +264,57 @@ func (c *connectUsers) GetUser(
 	return connect.NewResponse(&usersv1.GetUserResponse{User: user}), nil
 }
 
-// newConnectServer serves the connect-go handler over HTTP/1.1 and HTTP/2 without TLS (h2c)
-// on one port, as connect-go's getting-started guide does.
-func newConnectServer(store *userStore) *http.Server {
+// newConnectServer serves the connect-go handler, with `options`, over HTTP/1.1 and HTTP/2
+// without TLS (h2c) on one port, as connect-go's getting-started guide does.
+func newConnectServer(store *userStore, options ...connect.HandlerOption) *http.Server {
 	mux := http.NewServeMux()
-	mux.Handle(usersv1connect.NewUserServiceHandler(&connectUsers{store: store}, connect.WithCompressMinBytes(1024)))
+	options = append(options, connect.WithCompressMinBytes(1024))
+	mux.Handle(usersv1connect.NewUserServiceHandler(&connectUsers{store: store}, options...))
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
 	return &http.Server{Handler: mux, Protocols: protocols, ReadHeaderTimeout: 10 * time.Second}
+}
+
+// observedConnectOptions gives connect-go what newGRPCServer gives grpc-go: OpenTelemetry
+// tracing and metrics (otelconnect; the metrics registered in `registry` through the
+// OpenTelemetry Prometheus exporter), a JSON log line per call, panic recovery.
+func observedConnectOptions(registry *prometheus.Registry, logger *slog.Logger) ([]connect.HandlerOption, error) {
+	otel.SetTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.AlwaysSample()))))
+	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
+	exporter, err := otelprom.New(otelprom.WithRegisterer(registry))
+	if err != nil {
+		return nil, fmt.Errorf("the Prometheus exporter: %w", err)
+	}
+	otel.SetMeterProvider(sdkmetric.NewMeterProvider(sdkmetric.WithReader(exporter)))
+	observed, err := otelconnect.NewInterceptor()
+	if err != nil {
+		return nil, fmt.Errorf("otelconnect: %w", err)
+	}
+	recovered := func(_ context.Context, _ connect.Spec, _ http.Header, panicked any) error {
+		return connect.NewError(connect.CodeInternal, fmt.Errorf("panic: %v", panicked))
+	}
+	return []connect.HandlerOption{
+		connect.WithInterceptors(observed, logCalls(logger)),
+		connect.WithRecover(recovered),
+	}, nil
+}
+
+// logCalls logs one JSON line per finished unary call, as go-grpc-middleware's logging
+// interceptor does for grpc-go: procedure, protocol, code and duration.
+func logCalls(logger *slog.Logger) connect.UnaryInterceptorFunc {
+	return func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, request connect.AnyRequest) (connect.AnyResponse, error) {
+			start := time.Now()
+			response, err := next(ctx, request)
+			code := "ok"
+			if err != nil {
+				code = connect.CodeOf(err).String()
+			}
+			logger.LogAttrs(ctx, slog.LevelInfo, "finished call",
+				slog.String("procedure", request.Spec().Procedure), slog.String("protocol", request.Peer().Protocol),
+				slog.String("code", code), slog.Duration("duration", time.Since(start)))
+			return response, err
+		}
+	}
 }
