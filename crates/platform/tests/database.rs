@@ -116,6 +116,22 @@ async fn a_dropped_transaction_whose_rollback_cannot_be_sent_closes_its_connecti
 }
 
 #[tokio::test]
+async fn a_connection_with_a_queued_rollback_dropped_outside_any_runtime_is_closed_not_pooled() {
+    let mut proxy = watched_proxy(&postgres_url()).await;
+    let database = pool_of_one(&proxy.url, Duration::from_secs(3600)).await;
+    let mut connection = database.acquire().await.expect("a connection");
+    let transaction = connection.begin().await.expect("BEGIN");
+    // Dropped, the transaction queues its ROLLBACK on the connection, unsent.
+    drop(transaction);
+    // What a test's runtime shutting down does: the connection is dropped where no runtime
+    // can flush that ROLLBACK.
+    let dropped = std::thread::spawn(move || drop(connection)).join();
+    assert!(dropped.is_ok(), "dropping the connection outside a runtime panicked");
+    tokio::time::timeout(PATIENCE, proxy.closes.recv()).await.expect("the unflushed connection is still open");
+    assert_eq!(database.open_connections(), 0, "the unflushed connection went back into the pool");
+}
+
+#[tokio::test]
 async fn a_query_on_a_recently_used_pooled_connection_is_one_round_trip_to_the_database() {
     let url = postgres_url();
     let proxy = watched_proxy(&url).await;
