@@ -408,7 +408,7 @@ impl Collector for PoolCollector {
 /// (`database.idle_timeout`), checking every minute or every `idle_timeout` when that is
 /// shorter, until the pool is closed or dropped.
 async fn close_idle(pool: managed::WeakPool<Connector>, idle_timeout: Duration) {
-    let mut checks = tokio::time::interval(idle_timeout.min(Duration::from_secs(60)));
+    let mut checks = tokio::time::interval(idle_check_period(idle_timeout));
     checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     checks.tick().await;
     loop {
@@ -418,6 +418,12 @@ async fn close_idle(pool: managed::WeakPool<Connector>, idle_timeout: Duration) 
             let _ = connection.close().await;
         }
     }
+}
+
+/// How often [`close_idle`] looks for connections idle `idle_timeout`: every minute, or
+/// every `idle_timeout` when that is shorter (so none stays open much past it).
+fn idle_check_period(idle_timeout: Duration) -> Duration {
+    idle_timeout.min(Duration::from_secs(60))
 }
 
 /// Opens and checks the pool's connections (deadpool's `Manager`).
@@ -566,6 +572,16 @@ mod tests {
         for micros in [0, 1, -1, 1_700_000_000_123_456, -86_400_000_000] {
             assert_eq!(to_micros(from_micros(micros)), micros);
         }
+    }
+
+    #[test]
+    fn idle_connections_are_looked_for_every_minute_or_every_idle_timeout_when_shorter() {
+        let minute = Duration::from_secs(60);
+        let default =
+            crate::config::DatabaseConfig::at("sqlite::memory:".parse().expect("a database URL")).idle_timeout;
+        assert_eq!(idle_check_period(default), minute, "at the default idle_timeout ({default:?})");
+        assert_eq!(idle_check_period(minute), minute);
+        assert_eq!(idle_check_period(Duration::from_millis(100)), Duration::from_millis(100));
     }
 
     #[tokio::test]
