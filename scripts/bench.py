@@ -242,6 +242,19 @@ def percentile(sorted_values, share):
     return sorted_values[index]
 
 
+def run_result(count, rps, latencies, statuses):
+    """What one load run returns: its calls, req/s, the percentiles of `latencies` (sorted,
+    ms) and the statuses counted."""
+    return {
+        "count": count,
+        "rps": rps,
+        "p50_ms": percentile(latencies, 0.50),
+        "p99_ms": percentile(latencies, 0.99),
+        "p999_ms": percentile(latencies, 0.999),
+        "statuses": statuses,
+    }
+
+
 def ghz(case, shape, seconds, workdir):
     """One ghz run; returns its count, req/s, latency percentiles (ms) and status counts."""
     connections, concurrency = shape
@@ -264,14 +277,7 @@ def ghz(case, shape, seconds, workdir):
     statuses = {}
     for d in details:
         statuses[d.get("status", "OK")] = statuses.get(d.get("status", "OK"), 0) + 1
-    return {
-        "count": report["count"],
-        "rps": report["rps"],
-        "p50_ms": percentile(latencies, 0.50),
-        "p99_ms": percentile(latencies, 0.99),
-        "p999_ms": percentile(latencies, 0.999),
-        "statuses": statuses,
-    }
+    return run_result(report["count"], report["rps"], latencies, statuses)
 
 
 def get_user_request(n):
@@ -313,14 +319,7 @@ def h2load(case, shape, seconds, workdir):
     codes_after = case["codes"]()
     statuses = {code: round(n - codes_before.get(code, 0)) for code, n in codes_after.items()
                 if n > codes_before.get(code, 0)}
-    return {
-        "count": len(latencies),
-        "rps": float(finished[2]),
-        "p50_ms": percentile(latencies, 0.50),
-        "p99_ms": percentile(latencies, 0.99),
-        "p999_ms": percentile(latencies, 0.999),
-        "statuses": statuses,
-    }
+    return run_result(len(latencies), float(finished[2]), latencies, statuses)
 
 
 def connect_targets(url, workdir):
@@ -363,14 +362,7 @@ def vegeta(case, shape, seconds, workdir):
         code = f"HTTP {r[1]}" if r[1] != "0" else "no answer"
         statuses[code] = statuses.get(code, 0) + 1
     span = (max(int(r[0]) + int(r[2]) for r in rows) - min(int(r[0]) for r in rows)) / 1e9 if rows else 0
-    return {
-        "count": len(rows),
-        "rps": len(rows) / span if span else 0,
-        "p50_ms": percentile(latencies, 0.50),
-        "p99_ms": percentile(latencies, 0.99),
-        "p999_ms": percentile(latencies, 0.999),
-        "statuses": statuses,
-    }
+    return run_result(len(rows), len(rows) / span if span else 0, latencies, statuses)
 
 
 def measure(case, shape, servers, postmaster, workdir):

@@ -214,11 +214,17 @@ func (g *grpcUsers) GetUser(ctx context.Context, request *usersv1.GetUserRequest
 	return &usersv1.GetUserResponse{User: user}, nil
 }
 
+// useTracing installs the global tracer provider (an SDK one, everything sampled, no
+// exporter, as our services run without an OTLP endpoint) and the W3C propagators.
+func useTracing() {
+	otel.SetTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.AlwaysSample()))))
+	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
+}
+
 // newGRPCServer builds grpc-go with the middleware a Go service usually has: OpenTelemetry
 // tracing (stats handler), Prometheus metrics, a JSON log line per call, panic recovery.
 func newGRPCServer(store *userStore, registry *prometheus.Registry, logger *slog.Logger) *grpc.Server {
-	otel.SetTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.AlwaysSample()))))
-	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
+	useTracing()
 	metrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram())
 	registry.MustRegister(metrics)
 	server := grpc.NewServer(
@@ -280,8 +286,7 @@ func newConnectServer(store *userStore, options ...connect.HandlerOption) *http.
 // tracing and metrics (otelconnect; the metrics registered in `registry` through the
 // OpenTelemetry Prometheus exporter), a JSON log line per call, panic recovery.
 func observedConnectOptions(registry *prometheus.Registry, logger *slog.Logger) ([]connect.HandlerOption, error) {
-	otel.SetTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.AlwaysSample()))))
-	otel.SetTextMapPropagator(propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}))
+	useTracing()
 	exporter, err := otelprom.New(otelprom.WithRegisterer(registry))
 	if err != nil {
 		return nil, fmt.Errorf("the Prometheus exporter: %w", err)
