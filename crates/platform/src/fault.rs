@@ -171,15 +171,14 @@ where
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        let delay = self.faults.next_delay();
-        let answer = match self.faults.next_failure() {
+        let (delay, failure) = (self.faults.next_delay(), self.faults.next_failure());
+        // A call no fault touches (every call, outside tests) is the inner call as it is.
+        if delay.is_none() && failure.is_none() {
+            return Either::Left(self.inner.call(request));
+        }
+        let answer = match failure {
             Some(status) => Err(status),
             None => Ok(self.inner.call(request)),
-        };
-        // A call no fault touches (every call, outside tests) is the inner call as it is.
-        let answer = match (delay, answer) {
-            (None, Ok(call)) => return Either::Left(call),
-            (_, answer) => answer,
         };
         Either::Right(Box::pin(async move {
             if let Some(delay) = delay {
