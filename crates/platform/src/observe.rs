@@ -39,7 +39,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::{
     connect::Protocol,
-    methods::Methods,
+    methods::{MethodKind, Methods},
     metrics::{GrpcMetrics, MethodLabels, Metrics},
     otel,
 };
@@ -274,7 +274,10 @@ where
         };
         Poll::Ready(match result {
             Ok(response) => {
-                let span = call.span.clone();
+                // A unary answer is one message the handler has already made: polling its
+                // body runs none of the service's code, so only a stream's body is polled
+                // inside the span (each enter and exit runs every layer of the subscriber).
+                let span = if call.labels.kind == MethodKind::Unary.label() { Span::none() } else { call.span.clone() };
                 let call = match grpc_status(response.headers()) {
                     // Trailers-only response: the call ends here.
                     Some(code) => {
@@ -294,8 +297,8 @@ where
 }
 
 pin_project! {
-    /// A response body that ends its call when the trailers pass through, polled
-    /// inside the call's span.
+    /// A response body that ends its call when the trailers pass through; a stream's
+    /// body is polled inside the call's span.
     pub struct ObservedBody<B> {
         #[pin]
         inner: B,
