@@ -396,11 +396,22 @@ impl Members {
     }
 }
 
-/// Whether a field's name says it holds a secret.
+/// Whether a field's name says it holds a secret: it contains `password`, `token`,
+/// `secret` or `authorization`, in any case. Runs for every field of every line and
+/// span, so each position is ruled out by its first letter (the four words start
+/// with four different ones) before any word is compared.
 fn is_secret(name: &str) -> bool {
-    ["password", "token", "secret", "authorization"]
-        .iter()
-        .any(|word| name.as_bytes().windows(word.len()).any(|w| w.eq_ignore_ascii_case(word.as_bytes())))
+    let name = name.as_bytes();
+    (0..name.len()).any(|at| {
+        let word: &[u8] = match name[at].to_ascii_lowercase() {
+            b'p' => b"password",
+            b't' => b"token",
+            b's' => b"secret",
+            b'a' => b"authorization",
+            _ => return false,
+        };
+        name[at..].get(..word.len()).is_some_and(|candidate| candidate.eq_ignore_ascii_case(word))
+    })
 }
 
 impl Visit for Members {
@@ -498,6 +509,16 @@ mod tests {
         assert_eq!(span["name"], "rpc");
         assert_eq!(lines[0]["ratio"], 0.5);
         assert_eq!(lines[0]["level"], "INFO");
+    }
+
+    #[test]
+    fn a_field_is_secret_when_its_name_holds_a_secret_word_in_any_case_at_any_place() {
+        for name in ["password", "Authorization", "api_token", "x.PASSWORD.hash", "client_Secret", "tokens"] {
+            assert!(is_secret(name), "{name}");
+        }
+        for name in ["", "rpc.method", "tok", "secre", "passwor", "authorisation", "s", "ta", "grpc.status_code"] {
+            assert!(!is_secret(name), "{name}");
+        }
     }
 
     #[test]
