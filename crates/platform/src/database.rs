@@ -29,6 +29,10 @@ use tokio::sync::{Notify, watch};
 pub use crate::config::Backend;
 use crate::{backoff::Backoff, config::DatabaseConfig};
 
+/// The name of the span [`Database::span`] makes for each query (OpenTelemetry's
+/// database client span; it is named `"{operation} {table}"` in traces).
+pub const QUERY_SPAN: &str = "db.query";
+
 /// A pool and how long callers waited for its connections: what repositories hold.
 /// Cloning is cheap; clones share the pool and the histogram.
 ///
@@ -333,7 +337,7 @@ impl Database {
     /// current span (the RPC's). Never add the statement's parameters: they hold user data.
     pub fn span(&self, operation: &'static str, table: &'static str) -> tracing::Span {
         tracing::info_span!(
-            "db.query",
+            QUERY_SPAN,
             otel.name = format!("{operation} {table}"),
             otel.kind = "client",
             db.system = self.system,
