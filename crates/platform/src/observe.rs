@@ -34,7 +34,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tonic::{Code, Status};
 use tower::{Layer, Service};
-use tracing::{Instrument, Span, field::Empty, instrument::Instrumented};
+use tracing::{Span, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::{
@@ -95,7 +95,7 @@ where
 {
     type Response = Response<ObservedBody<ResBody>>;
     type Error = S::Error;
-    type Future = ObservedFuture<Instrumented<S::Future>, S::Error>;
+    type Future = ObservedFuture<S::Future, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -124,11 +124,11 @@ where
         );
         // A missing or malformed traceparent starts a new trace; the layer is always there.
         let _ = span.set_parent(otel::extract(request.headers()));
-        let mut call = Call::start(Side::Server, span.clone(), self.layer.metrics.clone(), labels, protocol);
+        let mut call = Call::start(Side::Server, span, self.layer.metrics.clone(), labels, protocol);
         let gone = Arc::new(AtomicBool::new(false));
         call.client_gone = Some(gone.clone());
         let request = request.map(|body| ClientGoneBody { inner: body, gone });
-        let future = span.in_scope(|| self.inner.call(request)).instrument(span.clone());
+        let future = call.span.in_scope(|| self.inner.call(request));
         ObservedFuture { inner: future, call: Some(call), classify: |_| Code::Unknown }
     }
 }
@@ -178,7 +178,7 @@ where
 {
     type Response = Response<ObservedBody<ResBody>>;
     type Error = BoxError;
-    type Future = ObservedFuture<Instrumented<MapErr<S::Future, fn(S::Error) -> BoxError>>, BoxError>;
+    type Future = ObservedFuture<MapErr<S::Future, fn(S::Error) -> BoxError>, BoxError>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -201,9 +201,9 @@ where
         );
         otel::inject(&span.context(), request.headers_mut());
         // Our clients speak gRPC only.
-        let call = Call::start(Side::Client, span.clone(), self.layer.metrics.clone(), labels, Protocol::Grpc);
+        let call = Call::start(Side::Client, span, self.layer.metrics.clone(), labels, Protocol::Grpc);
         let to_box: fn(S::Error) -> BoxError = Into::into;
-        let future = span.in_scope(|| self.inner.call(request)).map_err(to_box).instrument(span.clone());
+        let future = call.span.in_scope(|| self.inner.call(request)).map_err(to_box);
         ObservedFuture { inner: future, call: Some(call), classify: client_error_code }
     }
 }
@@ -247,7 +247,9 @@ impl<B: Body> Body for ClientGoneBody<B> {
 }
 
 pin_project! {
-    /// The response future of [`Server`] and [`Client`].
+    /// The response future of [`Server`] and [`Client`], polled inside the call's span.
+    /// (Not `tracing`'s `Instrumented`, which also enters the span to drop the future:
+    /// one more enter and exit of every subscriber layer per call, for nothing to log.)
     pub struct ObservedFuture<F, E> {
         #[pin]
         inner: F,
@@ -265,7 +267,10 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = ready!(this.inner.poll(cx));
+        let result = {
+            let _entered = this.call.as_ref().map(|call| call.span.enter());
+            ready!(this.inner.poll(cx))
+        };
         let Some(call) = this.call.take() else {
             // Polled after completion: a caller bug, but not a reason to panic.
             return Poll::Ready(
@@ -470,6 +475,7 @@ mod tests {
     use tokio::net::TcpListener;
     use tokio_stream::wrappers::TcpListenerStream;
     use tonic::{Request, Response};
+    use tracing::Instrument;
 
     use super::*;
 
