@@ -3,11 +3,10 @@
 use std::time::SystemTime;
 
 use platform::{
-    database::{Database, from_micros, is_unavailable, to_micros},
+    database::{Database, InSpan, from_micros, is_unavailable, to_micros},
     email::Email,
 };
 use sqlx::{Acquire, Any, FromRow, Transaction, any::AnyArguments, query::Query};
-use tracing::Instrument;
 
 use crate::{
     changes::{CHANNEL, Changes},
@@ -88,7 +87,7 @@ impl OrderRepository {
             key,
         )
         .execute(&mut *tx)
-        .instrument(self.db.span("INSERT", "orders"))
+        .in_span(self.db.span("INSERT", "orders"))
         .await
         .map_err(|e| self.failed(e))?
         .rows_affected();
@@ -122,7 +121,7 @@ impl OrderRepository {
         )
         .bind(CHANNEL)
         .execute(&mut *conn)
-        .instrument(self.db.span("INSERT", "orders"))
+        .in_span(self.db.span("INSERT", "orders"))
         .await
         .map_err(|e| self.failed(e))?
         .rows_affected();
@@ -162,7 +161,7 @@ impl OrderRepository {
             .bind(id.to_string())
             .bind(from.number())
             .execute(&mut *tx)
-            .instrument(self.db.span("UPDATE", "orders"))
+            .in_span(self.db.span("UPDATE", "orders"))
             .await
             .map_err(|e| self.failed(e))?
             .rows_affected();
@@ -174,7 +173,7 @@ impl OrderRepository {
         let order = sqlx::query_as::<_, OrderRow>(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
             .bind(id.to_string())
             .fetch_one(&mut *tx)
-            .instrument(self.db.span("SELECT", "orders"))
+            .in_span(self.db.span("SELECT", "orders"))
             .await
             .map_err(|e| self.failed(e))?;
         tx.commit().await.map_err(|e| self.failed(e))?;
@@ -191,7 +190,7 @@ impl OrderRepository {
         let row = sqlx::query_as::<_, OrderRow>(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
             .bind(id.to_string())
             .fetch_optional(&mut *conn)
-            .instrument(self.db.span("SELECT", "orders"))
+            .in_span(self.db.span("SELECT", "orders"))
             .await
             .map_err(|e| self.failed(e))?;
         row.map(Order::try_from).transpose()
@@ -207,7 +206,7 @@ impl OrderRepository {
             sqlx::query_as::<_, OrderRow>(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE idempotency_key = $1"))
                 .bind(key.as_str())
                 .fetch_optional(&mut *conn)
-                .instrument(self.db.span("SELECT", "orders"))
+                .in_span(self.db.span("SELECT", "orders"))
                 .await
                 .map_err(|e| self.failed(e))?;
         row.map(Order::try_from).transpose()
@@ -242,7 +241,7 @@ impl OrderRepository {
         let rows = query
             .bind(i64::from(limit))
             .fetch_all(&mut *conn)
-            .instrument(self.db.span("SELECT", "orders"))
+            .in_span(self.db.span("SELECT", "orders"))
             .await
             .map_err(|e| self.failed(e))?;
         rows.into_iter().map(Order::try_from).collect()
@@ -259,7 +258,7 @@ impl OrderRepository {
         )
         .bind(id.to_string())
         .fetch_all(&mut *conn)
-        .instrument(self.db.span("SELECT", "order_events"))
+        .in_span(self.db.span("SELECT", "order_events"))
         .await
         .map_err(|e| self.failed(e))?;
         rows.into_iter().map(OrderEvent::try_from).collect()
@@ -284,11 +283,7 @@ impl OrderRepository {
         if notify {
             query = query.bind(CHANNEL).bind(id.to_string());
         }
-        query
-            .execute(&mut **tx)
-            .instrument(self.db.span("INSERT", "order_events"))
-            .await
-            .map_err(|e| self.failed(e))?;
+        query.execute(&mut **tx).in_span(self.db.span("INSERT", "order_events")).await.map_err(|e| self.failed(e))?;
         Ok(())
     }
 }

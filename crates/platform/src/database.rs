@@ -5,11 +5,14 @@
 //! sqlx's own pool pings every connection it takes back, one round trip per query.
 
 use std::{
+    future::Future,
     io,
+    pin::Pin,
     sync::{
         Arc, OnceLock,
         atomic::{AtomicU64, Ordering},
     },
+    task::{Context, Poll},
     time::{Duration, Instant},
 };
 
@@ -32,6 +35,38 @@ use crate::{backoff::Backoff, config::DatabaseConfig};
 /// The name of the span [`Database::span`] makes for each query (OpenTelemetry's
 /// database client span; it is named `"{operation} {table}"` in traces).
 pub const QUERY_SPAN: &str = "db.query";
+
+/// Holds a query's span (see [`Database::span`]) open while the query runs.
+pub trait InSpan: Future + Sized {
+    /// `self`, with `span` open from now until it finishes or is dropped. Unlike
+    /// `tracing`'s `instrument`, the span is not entered at each poll (nor to drop the
+    /// future): nothing inside a query logs at INFO, and each enter and exit runs every
+    /// layer of the subscriber, twice per query at least. The span's start and end, which
+    /// OpenTelemetry exports, are the same; a line sqlx writes while the query runs (a
+    /// slow statement, at WARN) belongs to the caller's span.
+    fn in_span(self, span: tracing::Span) -> SpanHeld<Self> {
+        SpanHeld { inner: self, _span: span }
+    }
+}
+
+impl<F: Future> InSpan for F {}
+
+pin_project_lite::pin_project! {
+    /// The future of [`InSpan::in_span`].
+    pub struct SpanHeld<F> {
+        #[pin]
+        inner: F,
+        _span: tracing::Span,
+    }
+}
+
+impl<F: Future> Future for SpanHeld<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.project().inner.poll(cx)
+    }
+}
 
 /// A pool and how long callers waited for its connections: what repositories hold.
 /// Cloning is cheap; clones share the pool and the histogram.
@@ -331,10 +366,11 @@ impl Database {
         error
     }
 
-    /// A span for one query on this database, to `.instrument()` the query's future
-    /// with: OpenTelemetry's database conventions (`db.system`, `db.operation` such as
-    /// `SELECT`, `db.sql.table`), named `"{operation} {table}"`. It is a child of the
-    /// current span (the RPC's). Never add the statement's parameters: they hold user data.
+    /// A span for one query on this database, to hold over the query's future with
+    /// [`InSpan::in_span`]: OpenTelemetry's database conventions (`db.system`,
+    /// `db.operation` such as `SELECT`, `db.sql.table`), named `"{operation} {table}"`.
+    /// It is a child of the current span (the RPC's). Never add the statement's
+    /// parameters: they hold user data.
     pub fn span(&self, operation: &'static str, table: &'static str) -> tracing::Span {
         tracing::info_span!(
             QUERY_SPAN,

@@ -3,11 +3,10 @@
 use std::time::SystemTime;
 
 use platform::{
-    database::{Database, from_micros, is_unavailable, to_micros},
+    database::{Database, InSpan, from_micros, is_unavailable, to_micros},
     email::Email,
 };
 use sqlx::{FromRow, error::ErrorKind};
-use tracing::Instrument;
 
 use crate::user::{Error, User, UserId, UserName};
 
@@ -59,7 +58,7 @@ impl UserRepository {
             .bind(user.name.as_str())
             .bind(to_micros(user.created_at))
             .execute(&mut *conn)
-            .instrument(self.db.span("INSERT", "users"))
+            .in_span(self.db.span("INSERT", "users"))
             .await
             .map_err(|e| match &e {
                 sqlx::Error::Database(db) if db.kind() == ErrorKind::UniqueViolation => {
@@ -79,7 +78,7 @@ impl UserRepository {
         let row = sqlx::query_as::<_, UserRow>("SELECT id, email, name, created_at FROM users WHERE id = $1")
             .bind(id.to_string())
             .fetch_optional(&mut *conn)
-            .instrument(self.db.span("SELECT", "users"))
+            .in_span(self.db.span("SELECT", "users"))
             .await
             .map_err(|e| self.failed(e))?;
         row.map(User::try_from).transpose()
@@ -94,7 +93,7 @@ impl UserRepository {
         let row = sqlx::query_as::<_, UserRow>("SELECT id, email, name, created_at FROM users WHERE email = $1")
             .bind(email.as_str())
             .fetch_optional(&mut *conn)
-            .instrument(self.db.span("SELECT", "users"))
+            .in_span(self.db.span("SELECT", "users"))
             .await
             .map_err(|e| self.failed(e))?;
         row.map(User::try_from).transpose()
