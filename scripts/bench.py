@@ -81,6 +81,12 @@ HEDGE_BUDGET = "0.1"
 SLOW_DELAY = "50ms"
 HEDGING_DELAY = os.environ.get("BENCH_HEDGING_DELAY", "7ms")
 WATCH_CASE = "WatchOrder fan-out"
+# Instructions per call under callgrind (Valgrind): deterministic to about 1%, where CPU time
+# moves 8% between runs of the same binaries, so the stack's cost against bare tonic shows
+# to a few percent (docs/perf.md, section 17). GetUser only, after a warm-up of 500 calls.
+INSTRUCTIONS_CASE = "GetUser instructions per call (callgrind)"
+INSTRUCTION_CALLS = 500 if QUICK else 3000
+VALGRIND = os.environ.get("VALGRIND", "valgrind")
 PROTO = ROOT / "proto"
 # grpc.health.v1 (github.com/grpc/grpc-proto), the part ghz needs: it is not in proto/.
 HEALTH_PROTO = """syntax = "proto3";
@@ -123,7 +129,8 @@ class Server:
         self.log_file = open(self.log_path, "w")
         if isinstance(command, str):
             command = [str(BIN / command)]
-        if not Path(command[-1] if command[0] == "taskset" else command[0]).is_file():
+        # taskset and valgrind run the binary named last.
+        if not Path(command[-1] if Path(command[0]).name in ("taskset", "valgrind") else command[0]).is_file():
             sys.exit(f"bench: {command[0]} not found: run `make bench` (it builds them) "
                      "or scripts/bench.sh")
         self.process = subprocess.Popen(
@@ -320,6 +327,43 @@ def h2load(case, shape, seconds, workdir):
     statuses = {code: round(n - codes_before.get(code, 0)) for code, n in codes_after.items()
                 if n > codes_before.get(code, 0)}
     return run_result(len(latencies), float(finished[2]), latencies, statuses)
+
+
+def instructions_per_call(server, body, call, workdir):
+    """User-space instructions `server` (started under callgrind) runs per call of `call`
+    with the gRPC request `body`, from h2load (10 connections x 4 streams): callgrind's
+    counters are zeroed after 500 calls, then dumped after INSTRUCTION_CALLS more. Every
+    thread of the process counts (the log writer and the span exporter too); the kernel's
+    share (sockets, scheduling) does not."""
+    request = workdir / "instructions-body.bin"
+    request.write_bytes(body)
+
+    def calls(n):
+        ran = subprocess.run([
+            H2LOAD, "--clients", "10", "--threads", "1", "--max-concurrent-streams", "4", "--requests", str(n),
+            "--data", str(request), "--header", "content-type: application/grpc", "--header", "te: trailers",
+            f"http://{server.address}/{call}",
+        ], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        succeeded = re.search(r"(\d+) succeeded", ran.stdout)
+        if ran.returncode != 0 or not succeeded:
+            raise RuntimeError(f"h2load failed on {server.name}: {(ran.stderr or ran.stdout).strip()[:500]}")
+        return int(succeeded[1])
+
+    control = str(Path(shutil.which(VALGRIND) or VALGRIND).with_name("callgrind_control"))
+    pid = server.process.pid
+    calls(500)
+    subprocess.run([control, "--zero", str(pid)], check=True, stdout=subprocess.DEVNULL)
+    answered = calls(INSTRUCTION_CALLS)
+    # The dump is written to callgrind.PID.1 (the --callgrind-out-file pattern, then .1).
+    dump = workdir / f"callgrind.{pid}.1"
+    subprocess.run([control, "--dump", str(pid)], check=True, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        totals = re.search(r"^(?:summary|totals): (\d+)", dump.read_text() if dump.exists() else "", re.M)
+        if totals:
+            return {"calls": answered, "instructions_per_call": int(totals[1]) / answered}
+        time.sleep(0.1)
+    raise RuntimeError(f"callgrind wrote no dump for {server.name} within 60 s")
 
 
 def connect_targets(url, workdir):
@@ -526,6 +570,14 @@ def markdown(run):
             f"watcher p50 {fmt(w['p50_ms'], 2)} ms, p99 {fmt(w['p99_ms'], 2)} ms, max {fmt(w['max_ms'], 2)} ms; "
             f"orders' resident memory {fmt(w['rss_kib_per_watcher'], 1)} KiB per watcher; stream errors: {errors}."
         )
+    i = run.get("instructions")
+    if i:
+        users, bare = i["users"]["instructions_per_call"], i["bare_users"]["instructions_per_call"]
+        lines.append(
+            f"- {INSTRUCTIONS_CASE}: the stack {fmt(users)}, bare tonic {fmt(bare)}: **{users / bare:.2f}x** "
+            f"(user space, every thread; {i['users']['calls']:,} calls of one fixed request after 500, h2load 10 x 4; "
+            "deterministic to about 1%, where CPU time per call moves about 8% between runs)."
+        )
     pg = run.get("pgbench")
     if pg:
         lines.append(
@@ -677,6 +729,7 @@ def main():
                "ORDERS_USERS__HEDGING_POLICY__GETUSERBYEMAIL__HEDGINGDELAY": HEDGING_DELAY, **budget}
     # Room for the fan-out's streams (the defaults cap open streams at 1,024 per process).
     streams = {"ORDERS_SERVER__MAX_OPEN_STREAMS": str(WATCHERS + 1000)}
+    callgrind = [VALGRIND, "--tool=callgrind", f"--callgrind-out-file={workdir}/callgrind.%p"]
     # How each server starts: on first use, so BENCH_CASES starts only what its cases need.
     starters = {
         "users": lambda: Server("users", "users", users_env(), workdir),
@@ -684,6 +737,10 @@ def main():
         "users_one_core": lambda: Server("users_one_core", ["taskset", "-c", str(server_core),
                                                             str(BIN / "users")], users_env(), workdir),
         "bare_users": lambda: Server("bare_users", "bare_users", {
+            "BARE_USERS_DATABASE_URL": users_url, "BARE_USERS_MAX_CONNECTIONS": pool}, workdir),
+        # The instructions case: each binary under callgrind (about 50 times slower).
+        "users_callgrind": lambda: Server("users_callgrind", [*callgrind, str(BIN / "users")], users_env(), workdir),
+        "bare_users_callgrind": lambda: Server("bare_users_callgrind", [*callgrind, str(BIN / "bare_users")], {
             "BARE_USERS_DATABASE_URL": users_url, "BARE_USERS_MAX_CONNECTIONS": pool}, workdir),
         "orders": lambda: Server("orders", "orders", orders_env("users"), workdir),
         "grpc_go": lambda: Server("grpc_go", [GO_BASELINE, "-protocol", "grpc"], go_env, workdir),
@@ -769,14 +826,14 @@ def main():
             {"name": "CreateOrder, slow replica, hedging on", "servers": ["orders_hedged", *replicas],
              **create_order, "target": address("orders_hedged"), "counters": slow_counters("orders_hedged")},
         ]
-        names = [c["name"] for c in cases] + [WATCH_CASE]
+        names = [c["name"] for c in cases] + [WATCH_CASE, INSTRUCTIONS_CASE]
         wanted = os.environ.get("BENCH_CASES")
         if wanted:
-            known = {c["name"] for c in cases} | {WATCH_CASE}
+            known = {c["name"] for c in cases} | {WATCH_CASE, INSTRUCTIONS_CASE}
             names = [wanted] if wanted in known else [n.strip() for n in wanted.split(";" if ";" in wanted else ",")]
             unknown = set(names) - known
             if unknown:
-                sys.exit(f"bench: unknown BENCH_CASES {sorted(unknown)}; cases: {[c['name'] for c in cases] + [WATCH_CASE]}")
+                sys.exit(f"bench: unknown BENCH_CASES {sorted(unknown)}; cases: {[c['name'] for c in cases] + [WATCH_CASE, INSTRUCTIONS_CASE]}")
             cases = [c for c in cases if c["name"] in names]
         results = []
         for case in cases:
@@ -789,6 +846,14 @@ def main():
         if WATCH_CASE in names:
             log(f"{WATCH_CASE}: {WATCHERS} watchers over 2 orders replicas")
             watch = watch_fanout([server("orders_watch_a"), server("orders_watch_b")])
+        instructions = None
+        if INSTRUCTIONS_CASE in names:
+            log(f"{INSTRUCTIONS_CASE}: {INSTRUCTION_CALLS} calls each")
+            body, call = grpc_frame(get_user_request(SEEDED // 2)), get_user["call"]
+            instructions = {name: instructions_per_call(server(f"{name}_callgrind"), body, call, workdir)
+                            for name in ("users", "bare_users")}
+            for name in ("users_callgrind", "bare_users_callgrind"):
+                servers.pop(name).stop()
         log("pgbench")
         ceiling = pgbench(users_url, workdir)
         start_ms = {name: s.start_ms for name, s in servers.items()}
@@ -808,6 +873,7 @@ def main():
         "results": results,
         "pgbench": ceiling,
         "watch_fanout": watch,
+        "instructions": instructions,
         "ratios": ratios(results),
         "start_ms": start_ms,
     }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make bench`: measures the binaries as they ship (Cargo profile `production`) with ghz against a throwaway PostgreSQL
 # (scripts/bench.py does the measuring; see docs/perf.md). Never part of `make test`.
-# Installs its extra tools itself: h2load (Debian `nghttp2-client`, through install-tools.sh)
+# Installs its extra tools itself: h2load (Debian `nghttp2-client`) and Valgrind, through install-tools.sh,
 # and, pinned and cached under .tools/TOOL-VERSION, built from the Go module proxy: ghz
 # (gRPC load), vegeta (HTTP load for Connect JSON), and the protoc plugins for the Go
 # baselines. Generates their Go code from proto/ into bench/go/gen (not

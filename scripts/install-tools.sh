@@ -12,7 +12,7 @@
 #   kustomize, kubernetes-validate, check-jsonschema   `make deploy-lint`: scripts/install-deploy-tools.sh
 # Re-running is cheap: each step is skipped when its pinned version is present.
 # `--bench`: only what `make bench` needs of these (PostgreSQL with pgbench, buf), and h2load
-# (Debian `nghttp2-client`), which `make test` does not need; the bench
+# (Debian `nghttp2-client`) and Valgrind, which `make test` does not need; the bench
 # builds its own Go tools (scripts/bench.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,8 +41,10 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 missing=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 command -v curl >/dev/null || missing+=(curl)
-# h2load (nghttp2's HTTP/2 load generator): `make bench`'s one-core case only.
+# h2load (nghttp2's HTTP/2 load generator): `make bench`'s one-core and instructions cases;
+# Valgrind (callgrind): its instructions case.
 [ "${1:-}" = --bench ] && { command -v h2load >/dev/null || missing+=(nghttp2-client); }
+[ "${1:-}" = --bench ] && { command -v callgrind_control >/dev/null || missing+=(valgrind); }
 if [ ${#missing[@]} -gt 0 ]; then
   echo "install-tools: ${missing[*]} (Debian)"
   as_root apt-get update -qq
