@@ -309,8 +309,8 @@ where
             let context = opentelemetry::Context::current();
             let span_context = context.span().span_context().clone();
             if span_context.is_valid() {
-                line.put_raw("trace_id", &span_context.trace_id().to_string());
-                line.put_raw("span_id", &span_context.span_id().to_string());
+                line.put_hex("trace_id", &span_context.trace_id().to_bytes());
+                line.put_hex("span_id", &span_context.span_id().to_bytes());
             }
         }
         writer.write_char('{')?;
@@ -375,18 +375,40 @@ impl Members {
         self.string(value);
     }
 
-    /// A member whose value is text that needs no escaping (timestamps, levels, hex ids).
-    fn put_raw(&mut self, key: &str, value: &str) {
-        self.key(key);
-        self.text.push(b'"');
-        self.text.extend_from_slice(value.as_bytes());
+    /// A member of the formatter's own whose key and value need no escaping (a fixed
+    /// key; a timestamp, a level).
+    fn put_raw(&mut self, key: &'static str, value: &str) {
+        if !self.text.is_empty() {
+            self.text.push(b',');
+        }
+        for part in [b"\"", key.as_bytes(), b"\":\"", value.as_bytes(), b"\""] {
+            self.text.extend_from_slice(part);
+        }
+    }
+
+    /// A member of the formatter's own whose value is `bytes` in lowercase hex (a trace or
+    /// span id, as W3C Trace Context writes it), with no string formatted on the way.
+    fn put_hex(&mut self, key: &'static str, bytes: &[u8]) {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        self.put_raw(key, "");
+        self.text.pop();
+        for byte in bytes {
+            self.text.extend_from_slice(&[DIGITS[usize::from(byte >> 4)], DIGITS[usize::from(byte & 0xf)]]);
+        }
         self.text.push(b'"');
     }
 
     /// A field, written as `value` unless its name says it holds a secret (`password`,
-    /// `token`, `secret`, `authorization`): then as `"[redacted]"`.
+    /// `token`, `secret`, `authorization`): then as `"[redacted]"`. `otel.*` fields are
+    /// left out.
     fn field(&mut self, field: &Field, value: impl FnOnce(&mut Self)) {
         let name = field.name();
+        // `otel.name`, `otel.kind`, `otel.status_code`: what the OpenTelemetry layer
+        // makes of a span (its name repeats `rpc.service`/`rpc.method`), not data; left
+        // out, they cost nothing to write for every span.
+        if name.starts_with("otel.") {
+            return;
+        }
         self.key(name);
         if is_secret(name) {
             self.text.extend_from_slice(b"\"[redacted]\"");
@@ -547,6 +569,33 @@ mod tests {
         assert_eq!(slow["trace_id"], before["trace_id"], "one trace");
         let span_id = slow["span_id"].as_str().expect("a span id");
         assert_ne!(span_id, before["span_id"].as_str().expect("a span id"), "the query's own span");
+    }
+
+    #[test]
+    fn the_opentelemetry_layers_fields_stay_out_of_the_line_and_the_rest_stays_in() {
+        let text = logged("info", || {
+            let span = tracing::info_span!("grpc.server", otel.name = "a.B/C", otel.kind = "server", rpc.method = "C");
+            let _entered = span.enter();
+            tracing::info!(otel.status_code = "ERROR", grpc.code = "OK", "rpc finished");
+        });
+        let lines = lines(&text);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(!text.contains("otel."), "{text}");
+        assert_eq!(lines[0]["span"]["rpc.method"], "C", "{}", lines[0]);
+        assert_eq!(lines[0]["grpc.code"], "OK");
+        assert_eq!(lines[0]["message"], "rpc finished");
+    }
+
+    #[test]
+    fn ids_are_written_in_lowercase_hex_with_every_leading_zero() {
+        let mut members = Members::default();
+        members.put_raw("level", "INFO");
+        members.put_hex("span_id", &[0x00, 0xab, 0x0f, 0x90]);
+        assert_eq!(members.as_str().expect("UTF-8"), r#""level":"INFO","span_id":"00ab0f90""#);
+        let id = opentelemetry::trace::TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").expect("an id");
+        let mut members = Members::default();
+        members.put_hex("trace_id", &id.to_bytes());
+        assert_eq!(members.as_str().expect("UTF-8"), format!(r#""trace_id":"{id}""#));
     }
 
     #[test]
