@@ -6,11 +6,12 @@ the throwaway PostgreSQL at TEST_DATABASE_URL, seeds users, measures each case i
 load shapes (warm-up, then ROUNDS rounds, medians) with ghz (gRPC), vegeta (Connect
 JSON over HTTP/1.1) or, for the server on one core, h2load (gRPC, one fixed request), reads the servers' CPU time and peak RSS from /proc, runs pgbench
 on the same SELECT at the pool's size as the database's ceiling, runs the WatchOrder
-fan-out once (bench/go/cmd/watch-fanout against two orders replicas), and writes
+fan-out once (bench/go/cmd/watch-fanout against two orders replicas) and GetUser's
+instructions per call under callgrind (ours and bare tonic), and writes
 bench/results/<UTC time>[-quick].md, .json and .svg (the latency percentiles as a chart), then
 prints the table with the ratios. `bench.py --plot RESULT.json` draws an earlier run's chart.
 
-Env: GHZ, VEGETA, H2LOAD, GO_BASELINE and WATCH_FANOUT (the tools and the Go programs, as
+Env: GHZ, VEGETA, H2LOAD, VALGRIND, GO_BASELINE and WATCH_FANOUT (the tools and the Go programs, as
 scripts/bench.sh builds them), STACK_BIN_DIR (the binaries; default target/production), BENCH_QUICK=1 (one short
 round per case: checks the harness, numbers are indicative only), BENCH_ROUNDS,
 BENCH_DURATION (seconds per round), BENCH_WARMUP (seconds), BENCH_USERS (rows seeded),
@@ -40,8 +41,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 # A full run: 23 case shapes (12 cases, one of them in one shape) x (1 s warm-up + 3 rounds
-# x 4 s) = 299 s, plus pgbench (3 x 4 s), the WatchOrder fan-out (~30 s) and start-up: about
-# 6 minutes, so that with the `production` build and the Go tools a fresh machine finishes in
+# x 4 s) = 299 s, plus pgbench (3 x 4 s), the WatchOrder fan-out (~30 s), the instructions
+# case (~40 s) and start-up: about 6 minutes, so that with the `production` build and the Go tools a fresh machine finishes in
 # under 15 (docs/perf.md).
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "1" if QUICK else "3"))
 DURATION = int(os.environ.get("BENCH_DURATION", "2" if QUICK else "4"))
