@@ -82,7 +82,7 @@ HEDGE_BUDGET = "0.1"
 SLOW_DELAY = "50ms"
 HEDGING_DELAY = os.environ.get("BENCH_HEDGING_DELAY", "7ms")
 WATCH_CASE = "WatchOrder fan-out"
-# Instructions per call under callgrind (Valgrind): deterministic to about 1%, where CPU time
+# Instructions per call under callgrind (Valgrind): repeatable to 1-3%, where CPU time
 # moves 8% between runs of the same binaries, so the stack's cost against bare tonic shows
 # to a few percent (docs/perf.md, section 17). GetUser only, after a warm-up of 500 calls.
 INSTRUCTIONS_CASE = "GetUser instructions per call (callgrind)"
@@ -577,7 +577,7 @@ def markdown(run):
         lines.append(
             f"- {INSTRUCTIONS_CASE}: the stack {fmt(users)}, bare tonic {fmt(bare)}: **{users / bare:.2f}x** "
             f"(user space, every thread; {i['users']['calls']:,} calls of one fixed request after 500, h2load 10 x 4; "
-            "deterministic to about 1%, where CPU time per call moves about 8% between runs)."
+            "repeatable to 1-3%, where CPU time per call moves about 8% between runs)."
         )
     pg = run.get("pgbench")
     if pg:
