@@ -384,16 +384,17 @@ impl Members {
         }
     }
 
-    /// A member of the formatter's own whose value is `bytes` in lowercase hex (a trace or
-    /// span id, as W3C Trace Context writes it), with no string formatted on the way.
+    /// A member of the formatter's own whose value is `bytes` (at most 16: a trace or span
+    /// id) in lowercase hex, as W3C Trace Context writes it, with no string formatted on
+    /// the way.
     fn put_hex(&mut self, key: &'static str, bytes: &[u8]) {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        self.put_raw(key, "");
-        self.text.pop();
-        for byte in bytes {
-            self.text.extend_from_slice(&[DIGITS[usize::from(byte >> 4)], DIGITS[usize::from(byte & 0xf)]]);
+        let mut digits = [0; 32];
+        if let Some(digits) = digits.get_mut(..bytes.len() * 2)
+            && hex::encode_to_slice(bytes, digits).is_ok()
+            && let Ok(digits) = std::str::from_utf8(digits)
+        {
+            self.put_raw(key, digits);
         }
-        self.text.push(b'"');
     }
 
     /// A field, written as `value` unless its name says it holds a secret (`password`,
