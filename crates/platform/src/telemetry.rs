@@ -91,10 +91,11 @@ where
             filter_fn(|metadata| *metadata.level() <= if metadata.is_span() { Level::INFO } else { Level::WARN })
                 .with_max_level_hint(LevelFilter::INFO),
         );
-    // A query's span is left out of the logs: a line inside it names the RPC's span, and
-    // the span's fields are not written out as JSON for every query (a tenth of a
-    // GetUser's instructions went to formatting the fields of the two spans it makes).
-    // Its trace and span ids are still the line's: they come from OpenTelemetry.
+    // A query's span is left out of the logs, so its fields are not written out as JSON
+    // for every query (a tenth of a GetUser's instructions went to formatting the fields
+    // of the two spans it makes). Queries hold their span without entering it
+    // (`database::InSpan`), so a line written during one is the RPC's, ids included; one
+    // inside an entered query span names the RPC's span and carries the query's ids.
     let logs = filter
         .or(filter_fn(|metadata| metadata.is_span() && *metadata.level() <= Level::INFO))
         .and(filter_fn(|metadata| !(metadata.is_span() && metadata.name() == database::QUERY_SPAN)));
@@ -573,6 +574,24 @@ mod tests {
         assert_eq!(slow["trace_id"], before["trace_id"], "one trace");
         let span_id = slow["span_id"].as_str().expect("a span id");
         assert_ne!(span_id, before["span_id"].as_str().expect("a span id"), "the query's own span");
+    }
+
+    #[test]
+    fn a_line_written_while_a_query_holds_its_span_is_the_rpcs_with_its_ids() {
+        use crate::database::InSpan;
+        let text = logged("info", || {
+            let rpc = tracing::info_span!("rpc", method = "GetUser");
+            let _rpc = rpc.enter();
+            tracing::info!("before");
+            let query = tracing::info_span!(database::QUERY_SPAN, db.operation = "SELECT");
+            futures::executor::block_on(async { tracing::warn!("slow") }.in_span(query));
+        });
+        let lines = lines(&text);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        let (before, slow) = (&lines[0], &lines[1]);
+        assert_eq!(slow["span"]["name"], "rpc", "{slow}");
+        assert_eq!(slow["trace_id"], before["trace_id"]);
+        assert_eq!(slow["span_id"], before["span_id"], "the query's span is held, not entered");
     }
 
     #[test]
