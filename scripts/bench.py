@@ -42,8 +42,8 @@ ROOT = Path(__file__).resolve().parent.parent
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 # A full run: 23 case shapes (12 cases, one of them in one shape) x (1 s warm-up + 3 rounds
 # x 4 s) = 299 s, plus pgbench (3 x 4 s), the WatchOrder fan-out (~30 s), the instructions
-# case (~40 s) and start-up: about 6 minutes, so that with the `production` build and the Go tools a fresh machine finishes in
-# under 15 (docs/perf.md).
+# case (~40 s) and start-up: about 6 minutes, so that with the `production` build and the Go
+# tools a fresh machine finishes in under 15 (docs/perf.md).
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "1" if QUICK else "3"))
 DURATION = int(os.environ.get("BENCH_DURATION", "2" if QUICK else "4"))
 WARMUP = int(os.environ.get("BENCH_WARMUP", "1"))
@@ -731,18 +731,18 @@ def main():
     # Room for the fan-out's streams (the defaults cap open streams at 1,024 per process).
     streams = {"ORDERS_SERVER__MAX_OPEN_STREAMS": str(WATCHERS + 1000)}
     callgrind = [VALGRIND, "--tool=callgrind", f"--callgrind-out-file={workdir}/callgrind.%p"]
+    bare_env = {"BARE_USERS_DATABASE_URL": users_url, "BARE_USERS_MAX_CONNECTIONS": pool}
     # How each server starts: on first use, so BENCH_CASES starts only what its cases need.
     starters = {
         "users": lambda: Server("users", "users", users_env(), workdir),
         # Issue 9's one-core case: the server pinned to the last core, its load generator to the others.
         "users_one_core": lambda: Server("users_one_core", ["taskset", "-c", str(server_core),
                                                             str(BIN / "users")], users_env(), workdir),
-        "bare_users": lambda: Server("bare_users", "bare_users", {
-            "BARE_USERS_DATABASE_URL": users_url, "BARE_USERS_MAX_CONNECTIONS": pool}, workdir),
+        "bare_users": lambda: Server("bare_users", "bare_users", bare_env, workdir),
         # The instructions case: each binary under callgrind (about 50 times slower).
         "users_callgrind": lambda: Server("users_callgrind", [*callgrind, str(BIN / "users")], users_env(), workdir),
-        "bare_users_callgrind": lambda: Server("bare_users_callgrind", [*callgrind, str(BIN / "bare_users")], {
-            "BARE_USERS_DATABASE_URL": users_url, "BARE_USERS_MAX_CONNECTIONS": pool}, workdir),
+        "bare_users_callgrind": lambda: Server("bare_users_callgrind", [*callgrind, str(BIN / "bare_users")], bare_env,
+                                               workdir),
         "orders": lambda: Server("orders", "orders", orders_env("users"), workdir),
         "grpc_go": lambda: Server("grpc_go", [GO_BASELINE, "-protocol", "grpc"], go_env, workdir),
         "connect_go": lambda: Server("connect_go", [GO_BASELINE, "-protocol", "connect"], go_env, workdir),
@@ -827,14 +827,14 @@ def main():
             {"name": "CreateOrder, slow replica, hedging on", "servers": ["orders_hedged", *replicas],
              **create_order, "target": address("orders_hedged"), "counters": slow_counters("orders_hedged")},
         ]
-        names = [c["name"] for c in cases] + [WATCH_CASE, INSTRUCTIONS_CASE]
+        # The load cases, then the two measured once, not per shape.
+        names = known = [c["name"] for c in cases] + [WATCH_CASE, INSTRUCTIONS_CASE]
         wanted = os.environ.get("BENCH_CASES")
         if wanted:
-            known = {c["name"] for c in cases} | {WATCH_CASE, INSTRUCTIONS_CASE}
             names = [wanted] if wanted in known else [n.strip() for n in wanted.split(";" if ";" in wanted else ",")]
-            unknown = set(names) - known
+            unknown = set(names) - set(known)
             if unknown:
-                sys.exit(f"bench: unknown BENCH_CASES {sorted(unknown)}; cases: {[c['name'] for c in cases] + [WATCH_CASE, INSTRUCTIONS_CASE]}")
+                sys.exit(f"bench: unknown BENCH_CASES {sorted(unknown)}; cases: {known}")
             cases = [c for c in cases if c["name"] in names]
         results = []
         for case in cases:
