@@ -17,7 +17,9 @@ round per case: checks the harness, numbers are indicative only), BENCH_ROUNDS,
 BENCH_DURATION (seconds per round), BENCH_WARMUP (seconds), BENCH_USERS (rows seeded),
 BENCH_WATCHERS (WatchOrder streams), BENCH_KEEP_LOGS=1 (keep the servers' logs),
 BENCH_CASES (one case name, or names separated by `;`; a list without `;` is split at
-commas; default all).
+commas; default all but the optional ones, which only BENCH_CASES runs: grpc-go's Health
+Check and grpc-go without middleware, the Go side of the two ratios issue 9 sets against
+bare tonic, measured on demand to keep a full run under 15 minutes).
 """
 
 import base64
@@ -664,7 +666,18 @@ def ratios(results):
                 f"Database part of GetUser at {full['shape']}: {full['server_cpu_us_per_call'] - health['server_cpu_us_per_call']:.0f} us "
                 "of server CPU per call (GetUser minus Health Check)."
             )
-        notes.append(compare(full, get("GetUser, grpc-go"), "GetUser, ours / grpc-go"))
+        go, go_bare, go_health = get("GetUser, grpc-go"), get("GetUser, grpc-go without middleware"), get("Health Check, grpc-go")
+        if go and go_bare and go_bare["server_cpu_us_per_call"]:
+            notes.append(
+                f"grpc-go's middleware at {go['shape']}: GetUser costs {go['server_cpu_us_per_call'] / go_bare['server_cpu_us_per_call']:.2f}x "
+                f"the CPU per call of grpc-go without it, at {go['rps'] / go_bare['rps']:.2f}x its throughput."
+            )
+        if go and go_health and go["server_cpu_us_per_call"] is not None:
+            notes.append(
+                f"Database part of grpc-go's GetUser at {go['shape']}: {go['server_cpu_us_per_call'] - go_health['server_cpu_us_per_call']:.0f} us "
+                "of server CPU per call (GetUser minus Health Check)."
+            )
+        notes.append(compare(full, go, "GetUser, ours / grpc-go"))
         notes.append(compare(full, get("GetUser, connect-go (gRPC)"), "GetUser over gRPC, ours / connect-go"))
         notes.append(compare(get("GetUser, Connect JSON"), get("GetUser, Connect JSON, connect-go"),
                              "GetUser over Connect JSON, ours / connect-go"))
@@ -745,6 +758,7 @@ def main():
                                                workdir),
         "orders": lambda: Server("orders", "orders", orders_env("users"), workdir),
         "grpc_go": lambda: Server("grpc_go", [GO_BASELINE, "-protocol", "grpc"], go_env, workdir),
+        "grpc_go_bare": lambda: Server("grpc_go_bare", [GO_BASELINE, "-protocol", "grpc-bare"], go_env, workdir),
         "connect_go": lambda: Server("connect_go", [GO_BASELINE, "-protocol", "connect"], go_env, workdir),
         "connect_go_observed": lambda: Server("connect_go_observed", [GO_BASELINE, "-protocol", "connect-observed"],
                                               go_env, workdir),
@@ -812,6 +826,11 @@ def main():
              "target": address("users_one_core"), "shapes": SHAPES[1:]},
             {"name": "GetUser, bare tonic", "servers": ["bare_users"], **get_user, "target": address("bare_users")},
             {"name": "GetUser, grpc-go", "servers": ["grpc_go"], **get_user, "target": address("grpc_go")},
+            # Optional: what grpc-go's middleware costs, and grpc-go's database part.
+            {"name": "GetUser, grpc-go without middleware", "servers": ["grpc_go_bare"], **get_user,
+             "target": address("grpc_go_bare"), "optional": True},
+            {"name": "Health Check, grpc-go", "servers": ["grpc_go"], "call": "grpc.health.v1.Health/Check",
+             "data": '{"service": ""}', "proto": health, "target": address("grpc_go"), "optional": True},
             {"name": "GetUser, connect-go (gRPC)", "servers": ["connect_go"], **get_user,
              "target": address("connect_go")},
             {"name": "GetUser, Connect JSON", "servers": ["users"], "tool": "vegeta", "protocol": "Connect JSON",
@@ -836,6 +855,8 @@ def main():
             if unknown:
                 sys.exit(f"bench: unknown BENCH_CASES {sorted(unknown)}; cases: {known}")
             cases = [c for c in cases if c["name"] in names]
+        else:
+            cases = [c for c in cases if not c.get("optional")]
         results = []
         for case in cases:
             for name in case["servers"]:

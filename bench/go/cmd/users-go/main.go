@@ -6,6 +6,10 @@
 //	                   sampled, no exporter, as our services run without an OTLP endpoint),
 //	                   go-grpc-middleware/v2 Prometheus metrics, one slog JSON log line per
 //	                   call, panic recovery; grpc.health.v1 registered.
+//	-protocol grpc-bare
+//	                   the same grpc-go server with no middleware at all (no tracing,
+//	                   metrics, logging or recovery): what -protocol grpc's middleware
+//	                   costs, as bare_users measures our stack's.
 //	-protocol connect  connect-go on HTTP/1.1 and h2c on one port (Connect, gRPC and
 //	                   gRPC-Web), no interceptors: the handler as connect-go's docs serve it,
 //	                   but with WithCompressMinBytes(1024), our services' threshold
@@ -66,7 +70,8 @@ import (
 
 func main() {
 	protocol := flag.String("protocol", "grpc",
-		"grpc (grpc-go with middleware), connect (connect-go, h2c) or connect-observed (connect-go with interceptors)")
+		"grpc (grpc-go with middleware), grpc-bare (grpc-go without), connect (connect-go, h2c) or "+
+			"connect-observed (connect-go with interceptors)")
 	listen := flag.String("listen", "127.0.0.1:0", "address to serve on")
 	flag.Parse()
 	logger := slog.New(slog.NewJSONHandler(os.Stdout, nil))
@@ -93,6 +98,9 @@ func run(protocol, listen string, logger *slog.Logger) error {
 	case "grpc":
 		server := newGRPCServer(store, registry, logger)
 		serve, shutdown = server.Serve, server.GracefulStop
+	case "grpc-bare":
+		server := newBareGRPCServer(store)
+		serve, shutdown = server.Serve, server.GracefulStop
 	case "connect", "connect-observed":
 		var options []connect.HandlerOption
 		if protocol == "connect-observed" {
@@ -104,7 +112,7 @@ func run(protocol, listen string, logger *slog.Logger) error {
 		serve = server.Serve
 		shutdown = func() { _ = server.Shutdown(context.Background()) }
 	default:
-		return fmt.Errorf("-protocol must be grpc, connect or connect-observed, not %q", protocol)
+		return fmt.Errorf("-protocol must be grpc, grpc-bare, connect or connect-observed, not %q", protocol)
 	}
 
 	listener, err := net.Listen("tcp", listen)
@@ -238,6 +246,15 @@ func newGRPCServer(store *userStore, registry *prometheus.Registry, logger *slog
 	usersv1.RegisterUserServiceServer(server, &grpcUsers{store: store})
 	healthpb.RegisterHealthServer(server, health.NewServer())
 	metrics.InitializeMetrics(server)
+	return server
+}
+
+// newBareGRPCServer builds grpc-go with the same services and no middleware: the
+// baseline -protocol grpc's middleware is measured against.
+func newBareGRPCServer(store *userStore) *grpc.Server {
+	server := grpc.NewServer()
+	usersv1.RegisterUserServiceServer(server, &grpcUsers{store: store})
+	healthpb.RegisterHealthServer(server, health.NewServer())
 	return server
 }
 
