@@ -26,7 +26,7 @@ test: tools lint release
 
 ## bench: ghz, vegeta and h2load against the binaries as they ship (Cargo profile `production`) and the Go
 ## baselines (bench/go) on a throwaway PostgreSQL; writes bench/results/ (BENCH_QUICK=1: one short
-## round; about 6 minutes in full). Builds only the binaries it runs, while its tools build, so a
+## round; about 5 minutes in full). Builds only the binaries it runs, while its tools build, so a
 ## fresh machine is done in under 15 minutes.
 bench:
 	STACK_BIN_DIR= scripts/bench.sh

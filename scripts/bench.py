@@ -43,11 +43,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 # A full run: 23 case shapes (12 cases, one of them in one shape) x (1 s warm-up + 3 rounds
-# x 4 s) = 299 s, plus pgbench (3 x 4 s), the WatchOrder fan-out (~30 s), the instructions
-# case (~40 s) and start-up: about 6 minutes, so that with the `production` build and the Go
-# tools a fresh machine finishes in under 15 (docs/perf.md).
+# x 3 s) = 230 s, plus pgbench (3 x 3 s), the WatchOrder fan-out (~30 s), the instructions
+# case (~40 s) and start-up: about 5 minutes, so that with the `production` build and the Go
+# tools a fresh machine finishes in under 15 (docs/perf.md, section 18; runs before
+# 2026-12-06 15:10 UTC had rounds of 4 s).
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "1" if QUICK else "3"))
-DURATION = int(os.environ.get("BENCH_DURATION", "2" if QUICK else "4"))
+DURATION = int(os.environ.get("BENCH_DURATION", "2" if QUICK else "3"))
 WARMUP = int(os.environ.get("BENCH_WARMUP", "1"))
 SEEDED = int(os.environ.get("BENCH_USERS", "10000"))
 # The pool size of every server under test (the services' default, database.max_connections).

@@ -25,15 +25,22 @@ go_tool() {
   local dir=$PWD/.tools/$1-$3
   if [ ! -x "$dir/$1" ]; then
     echo "bench: $1 $3 (go install)" >&2
-    GOBIN=$dir GOFLAGS=-mod=mod go install "$2@$3" >&2
+    GOBIN=$dir GOFLAGS=-mod=mod $GO_LOW install -ldflags="-s -w" "$2@$3" >&2
   fi
   echo "$dir"
 }
 # Our three binaries build in the background while the tools do: the fat-LTO links use one
 # core each, so the Go builds fill the gaps. Skipped when STACK_BIN_DIR names other binaries.
+# The production build is the longer path (about 9 minutes alone on 2 cores, the last 3 of
+# them one fat-LTO link per binary), so the Go builds run at the lowest priority and take
+# the time a core would idle; without symbol tables (`-s -w`: less to link, nothing here
+# reads them). Three jobs on two cores, so the three links start together: with two, the
+# longest (orders', about 3 minutes) waited for a slot and ran last, alone. docs/perf.md,
+# section 18.
+GO_LOW="nice -n 19 go"
 build=
 if [ -z "${STACK_BIN_DIR:-}" ]; then
-  cargo build --profile production --bin users --bin orders --bin bare_users &
+  cargo build --profile production --jobs 3 --bin users --bin orders --bin bare_users &
   build=$!
 fi
 # PostgreSQL (with pgbench), h2load and buf, when missing: a fresh machine needs no `make test` first.
@@ -49,7 +56,7 @@ rm -rf bench/go/gen
 PATH=$plugins:$PATH .tools/bin/buf generate --template bench/go/buf.gen.yaml
 echo "bench: building bench/go" >&2
 mkdir -p target/bench
-(cd bench/go && go build -trimpath -o ../../target/bench/ ./cmd/...)
+(cd bench/go && $GO_LOW build -trimpath -ldflags="-s -w" -o ../../target/bench/ ./cmd/...)
 
 if [ -n "$build" ]; then
   wait "$build" || { echo "bench: cargo build --profile production failed" >&2; exit 1; }
