@@ -29,14 +29,13 @@ go_tool() {
   fi
   echo "$dir"
 }
-# Our three binaries build in the background while the tools do: the fat-LTO links use one
-# core each, so the Go builds fill the gaps. Skipped when STACK_BIN_DIR names other binaries.
-# The production build is the longer path (about 9 minutes alone on 2 cores, the last 3 of
-# them one fat-LTO link per binary), so the Go builds run at the lowest priority and take
-# the time a core would idle; without symbol tables (`-s -w`: less to link, nothing here
-# reads them). Three jobs on two cores, so the three links start together: with two, the
-# longest (orders', about 3 minutes) waited for a slot and ran last, alone. docs/perf.md,
-# section 18.
+# Our three binaries build in the background while the tools do (skipped when STACK_BIN_DIR
+# names other binaries). The production build is the longer path: about 9 minutes alone on
+# 2 cores, the last 3 of them one single-threaded fat-LTO link per binary. So the Go builds
+# run at the lowest priority and take the time a core would idle, without symbol tables
+# (`-s -w`: less to link, nothing here reads them); and cargo runs three jobs, so the three
+# links start together (with two, orders', the longest at about 3 minutes, waited for a
+# slot and ran last, alone). docs/perf.md, section 18.
 GO_LOW="nice -n 19 go"
 build=
 if [ -z "${STACK_BIN_DIR:-}" ]; then
