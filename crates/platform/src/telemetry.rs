@@ -2,8 +2,10 @@
 //!
 //! One subscriber carries both: JSON log lines (or pretty ones) and the
 //! `tracing-opentelemetry` layer that turns spans into OpenTelemetry spans. Every JSON
-//! line written inside a span carries that span's OpenTelemetry `trace_id` and
-//! `span_id` (lowercase hex, as Jaeger shows them), so a log line leads to its trace.
+//! line written inside a span carries the OpenTelemetry `trace_id` and `span_id` of the
+//! innermost span it was written in (lowercase hex, as Jaeger shows them), so a log line
+//! leads to its trace. A query's span (`database::QUERY_SPAN`) is left out of the lines:
+//! a line inside one names the RPC's span and carries the query's ids.
 
 use std::{
     fmt::{self, Write as _},
