@@ -104,11 +104,12 @@ pub(crate) struct Breaker {
     /// connection before it wakes the probe (`database.health_check_timeout`).
     /// Without a probe the breaker stays closed and calls never wake anything.
     slow_wait: OnceLock<Duration>,
-    /// When the breaker was made: the epoch of `closed_at`.
+    /// When the breaker was made: the epoch of `distrusted_at`.
     created: Instant,
-    /// When the breaker last closed after being open, in nanoseconds since `created`;
-    /// 0 before it ever did. An atomic: every checkout reads it.
-    closed_at: AtomicU64,
+    /// When pooled connections were last put in doubt (the breaker closed after being
+    /// open, or a query found the database gone: [`Database::noticed`]), in nanoseconds
+    /// since `created`; 0 before that ever happened. An atomic: every checkout reads it.
+    distrusted_at: AtomicU64,
 }
 
 impl Breaker {
@@ -116,16 +117,22 @@ impl Breaker {
     pub(crate) fn set_open(&self, open: bool) -> bool {
         let changed = self.open.send_if_modified(|current| std::mem::replace(current, open) != open);
         if changed && !open {
-            self.closed_at.store(self.nanos_since_created().max(1), Ordering::Relaxed);
+            self.distrust_pooled();
         }
         changed
     }
 
-    /// Whether the breaker closed less than `window` ago: pooled connections released
-    /// before the outage may be dead yet too recently used for the pool's ping.
+    /// Puts the pooled connections in doubt from now: see [`Breaker::recovering`].
+    fn distrust_pooled(&self) {
+        self.distrusted_at.store(self.nanos_since_created().max(1), Ordering::Relaxed);
+    }
+
+    /// Whether the breaker closed, or a query found the database gone, less than
+    /// `window` ago: pooled connections released before the outage, and the one that
+    /// query ran on, may be dead yet too recently used for the pool's ping.
     fn recovering(&self, window: Duration) -> bool {
-        let closed_at = self.closed_at.load(Ordering::Relaxed);
-        closed_at != 0 && u128::from(self.nanos_since_created().saturating_sub(closed_at)) < window.as_nanos()
+        let since = self.distrusted_at.load(Ordering::Relaxed);
+        since != 0 && u128::from(self.nanos_since_created().saturating_sub(since)) < window.as_nanos()
     }
 
     fn nanos_since_created(&self) -> u64 {
@@ -237,7 +244,7 @@ impl Database {
             suspect: Notify::new(),
             slow_wait: OnceLock::new(),
             created: Instant::now(),
-            closed_at: AtomicU64::new(0),
+            distrusted_at: AtomicU64::new(0),
         });
         let connector = Connector {
             options: Arc::new(options),
@@ -359,8 +366,13 @@ impl Database {
     /// database cannot be reached ([`is_unavailable`]), it wakes the health probe as a
     /// failed acquire does, so a connection that died unnoticed (reused within
     /// `database.ping_after_idle`, so not pinged) turns the service NOT_SERVING at once.
+    /// It also has every pooled connection pinged when next handed out, for
+    /// `database.ping_after_idle` from now: the connection the query ran on, and others
+    /// of the same server, may be dead (a terminated backend, a restarted server) and
+    /// would fail the next calls too.
     pub fn noticed(&self, error: sqlx::Error) -> sqlx::Error {
         if is_unavailable(&error) {
+            self.breaker.distrust_pooled();
             self.breaker.suspect();
         }
         error
@@ -495,8 +507,10 @@ impl managed::Manager for Connector {
     /// closed and the next idle one tried, or a new one opened.
     ///
     /// Pinged (one round trip) only when it was last handed out `ping_after_idle` or more
-    /// ago (pgx's rule), or when the breaker closed less than that ago (connections
-    /// released before an outage may be dead yet too recently used for the first rule):
+    /// ago (pgx's rule), or when the breaker closed or a query found the database gone
+    /// ([`Database::noticed`]) less than that ago (connections released before an
+    /// outage, or the one that query ran on, may be dead yet too recently used for the
+    /// first rule):
     /// one that died while idle (a restarted server, a terminated backend, a cut
     /// network) is then replaced before a query uses it. A connection used more recently
     /// skips the ping, a round trip per query (docs/perf.md).

@@ -213,6 +213,24 @@ async fn a_query_whose_backend_is_terminated_under_it_is_unavailable_with_sqlsta
 }
 
 #[tokio::test]
+async fn a_connection_whose_query_found_its_backend_gone_is_replaced_before_the_next_query_uses_it() {
+    let url = postgres_url();
+    // Recently used: the rule for idle connections does not ping it.
+    let database = pool_of_one(&url, Duration::from_secs(3600)).await;
+    let mut admin = PgConnection::connect(&url).await.expect("an admin connection");
+    let (backend, query) = sleep_in_flight(&database, &mut admin).await;
+    terminate_backend(&mut admin, backend).await;
+    let error = tokio::time::timeout(PATIENCE, query).await.expect("the query ended in time").expect("ran");
+    // What the repositories do with a query's error; the dead connection is back in the pool.
+    let error = database.noticed(error.expect_err("the query's backend was terminated"));
+    assert!(is_unavailable(&error), "{error:?}");
+
+    let next = tokio::time::timeout(PATIENCE, backend_pid(&database)).await.expect("the pool answers in time");
+    assert_ne!(next, backend, "the dead connection was handed out again");
+    assert_eq!(database.open_connections(), 1, "the pool replaced the connection rather than adding one");
+}
+
+#[tokio::test]
 async fn a_query_in_flight_when_the_server_stops_in_fast_mode_is_unavailable_and_so_is_the_next_one() {
     let cluster = OwnCluster::start().await;
     let database = pool_of_one(&cluster.url, Duration::from_secs(3600)).await;

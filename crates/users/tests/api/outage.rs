@@ -110,7 +110,7 @@ async fn a_call_that_meets_an_outage_before_the_probe_does_makes_health_report_i
 }
 
 #[tokio::test]
-async fn a_call_whose_connection_the_database_terminated_is_unavailable_not_internal() {
+async fn a_call_whose_connection_the_database_terminated_is_unavailable_not_internal_and_the_next_is_served() {
     // Pooled connections are not pinged again within the hour: the call's query meets
     // the terminated backend, as a call in flight during a server restart does.
     let app = spawn_app_with(|config| config.database.ping_after_idle = Duration::from_secs(3600)).await;
@@ -130,7 +130,12 @@ async fn a_call_whose_connection_the_database_terminated_is_unavailable_not_inte
     .expect("terminate the service's backends");
     assert!(!terminated.is_empty() && terminated.iter().all(|&done| done), "terminated: {terminated:?}");
 
-    let status = app.client.clone().get_user(GetUserRequest { id }).await.expect_err("its connection is gone");
+    let get = GetUserRequest { id: id.clone() };
+    let status = app.client.clone().get_user(get.clone()).await.expect_err("its connection is gone");
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert_eq!(status.message(), "database unavailable");
+    // The dead connection went back into the pool, but is pinged and replaced before
+    // the next call uses it, not an hour later.
+    let found = app.client.clone().get_user(get).await.expect("served on a new connection").into_inner();
+    assert_eq!(found.user.expect("the user").id, id);
 }
