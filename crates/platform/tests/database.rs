@@ -198,15 +198,7 @@ async fn a_connection_idle_for_idle_timeout_is_closed() {
 
 #[tokio::test]
 async fn a_query_whose_backend_is_terminated_under_it_is_unavailable_with_sqlstate_57p01() {
-    let url = postgres_url();
-    let database = pool_of_one(&url, Duration::from_secs(3600)).await;
-    let mut admin = PgConnection::connect(&url).await.expect("an admin connection");
-    let (backend, query) = sleep_in_flight(&database, &mut admin).await;
-
-    terminate_backend(&mut admin, backend).await;
-
-    let error = tokio::time::timeout(PATIENCE, query).await.expect("the query ended in time").expect("ran");
-    let error = error.expect_err("the query's backend was terminated");
+    let (_, _, error) = query_whose_backend_was_terminated(&postgres_url()).await;
     assert_eq!(sqlstate(&error).as_deref(), Some("57P01"), "admin_shutdown: {error:?}");
     assert_eq!(StorageFailure::of(&error), StorageFailure::Unavailable, "{error:?}");
     assert!(is_unavailable(&error), "{error:?}");
@@ -214,15 +206,10 @@ async fn a_query_whose_backend_is_terminated_under_it_is_unavailable_with_sqlsta
 
 #[tokio::test]
 async fn a_connection_whose_query_found_its_backend_gone_is_replaced_before_the_next_query_uses_it() {
-    let url = postgres_url();
-    // Recently used: the rule for idle connections does not ping it.
-    let database = pool_of_one(&url, Duration::from_secs(3600)).await;
-    let mut admin = PgConnection::connect(&url).await.expect("an admin connection");
-    let (backend, query) = sleep_in_flight(&database, &mut admin).await;
-    terminate_backend(&mut admin, backend).await;
-    let error = tokio::time::timeout(PATIENCE, query).await.expect("the query ended in time").expect("ran");
+    // Recently used, the connection is not pinged by the rule for idle ones.
+    let (database, backend, error) = query_whose_backend_was_terminated(&postgres_url()).await;
     // What the repositories do with a query's error; the dead connection is back in the pool.
-    let error = database.noticed(error.expect_err("the query's backend was terminated"));
+    let error = database.noticed(error);
     assert!(is_unavailable(&error), "{error:?}");
 
     let next = tokio::time::timeout(PATIENCE, backend_pid(&database)).await.expect("the pool answers in time");
@@ -291,6 +278,18 @@ async fn a_serialization_failure_between_two_transactions_is_aborted_with_sqlsta
 /// The SQLSTATE of an error the server answered with.
 fn sqlstate(error: &sqlx::Error) -> Option<String> {
     error.as_database_error().and_then(|error| error.code()).map(|code| code.into_owned())
+}
+
+/// A pool of one connection to `url`, pinged only after an hour idle, whose query
+/// `SELECT pg_sleep(30)` had its backend terminated under it; and that backend's pid and
+/// the query's error.
+async fn query_whose_backend_was_terminated(url: &str) -> (Database, i32, sqlx::Error) {
+    let database = pool_of_one(url, Duration::from_secs(3600)).await;
+    let mut admin = PgConnection::connect(url).await.expect("an admin connection");
+    let (backend, query) = sleep_in_flight(&database, &mut admin).await;
+    terminate_backend(&mut admin, backend).await;
+    let error = tokio::time::timeout(PATIENCE, query).await.expect("the query ended in time").expect("ran");
+    (database, backend, error.expect_err("the query's backend was terminated"))
 }
 
 /// Starts `SELECT pg_sleep(30)` on a connection of `database`; returns its backend's pid,
