@@ -14,15 +14,23 @@ CHECK_JSONSCHEMA := $(TOOLS)/bin/check-jsonschema
 # 1.27) and the newest kubernetes-validate knows.
 KUBERNETES_VERSIONS := 1.31.0 1.37.0
 
-.PHONY: demo test tools lint deploy-lint fmt release breaking up down bench
+.PHONY: demo test compose-test tools lint deploy-lint fmt release breaking up down bench
 
 ## demo: users x2 + orders on the embedded default (SQLite, static endpoints), real traffic, a summary.
 demo: release
 	$(STACK_BIN_DIR)/demo
 
-## test: install what is missing, lint, then unit, integration (PostgreSQL) and system tests.
+## test: install what is missing, lint, then unit, integration (PostgreSQL) and system tests,
+## then the compose stack on a real Docker engine.
 test: tools lint release
 	scripts/with-postgres.sh cargo test --workspace
+	$(MAKE) --no-print-directory compose-test
+
+## compose-test: docker-compose.yml and deploy/Dockerfile as shipped, on a real Docker engine
+## (installed and started when missing; stand-ins for upstream images no registry serves here):
+## the images built, the stack up, traffic, a rolling replacement and outages under load.
+compose-test:
+	scripts/compose-test.sh
 
 ## bench: ghz, vegeta and h2load against the binaries as they ship (Cargo profile `production`) and the Go
 ## baselines (bench/go) on a throwaway PostgreSQL; writes bench/results/ (BENCH_QUICK=1: one short
@@ -31,7 +39,8 @@ test: tools lint release
 bench:
 	STACK_BIN_DIR= scripts/bench.sh
 
-## tools: PostgreSQL, buf, grpcurl, Consul, Jaeger, promtool and connectconformance, pinned, installed only when missing.
+## tools: PostgreSQL, buf, grpcurl, Consul, Jaeger, Prometheus, promtool, connectconformance, Docker
+## and Compose v2, pinned, installed only when missing.
 tools:
 	scripts/install-tools.sh
 
