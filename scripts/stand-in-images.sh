@@ -142,10 +142,10 @@ for image in $(sed -n 's/^ *image: *\([^ ]*\).*/\1/p' docker-compose.yml | sort 
     stack/*) ;; # ours: built from deploy/Dockerfile
     postgres:*-trixie) stand_in "$image" postgres "trixie postgresql-${image#postgres:}" ;;
     hashicorp/consul:*) tool_stand_in "$image" consul consul version ;;
-    # Jaeger's binary carries no version when built from its module (install-tools.sh pins
-    # module v1.76.0, which is release 2.13.0, beside JAEGER_VERSION).
+    # Jaeger's and Prometheus' binaries carry no version when built from their modules: the
+    # release each pin stands for is said beside it in install-tools.sh.
     jaegertracing/jaeger:*) tool_stand_in "$image" jaeger jaeger ;;
-    prom/prometheus:*) tool_stand_in "$image" prometheus prometheus --version ;;
+    prom/prometheus:*) tool_stand_in "$image" prometheus prometheus ;;
     *) docker image inspect "$image" >/dev/null 2>&1 ||
       echo "stand-in-images: no stand-in for $image (it cannot be built offline here): services that use it cannot start" ;;
   esac
