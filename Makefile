@@ -49,6 +49,7 @@ lint:
 ## kustomize overlay against the Kubernetes schemas (strict: unknown fields fail), Prometheus' config.
 deploy-lint:
 	scripts/install-deploy-tools.sh
+	deploy/k8s/overlays/dev/dev-secrets.sh
 	$(CHECK_JSONSCHEMA) --builtin-schema vendor.compose-spec docker-compose.yml
 	set -eo pipefail; for overlay in deploy/k8s/overlays/*/; do \
 	  manifests=$$($(KUSTOMIZE) build "$$overlay"); \
