@@ -5,7 +5,8 @@
 #   deploy/k8s/cluster.sh up      etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
 #                                 containerd (its own socket, root and state), kubelet, kube-proxy
 #                                 (iptables), then CoreDNS and metrics-server as Deployments in
-#                                 kube-system; waits for the node and both add-ons Ready
+#                                 kube-system, and a default StorageClass with four local
+#                                 PersistentVolumes; waits for the node and both add-ons Ready
 #   deploy/k8s/cluster.sh down    stops everything `up` started and removes what it created:
 #                                 pods (CNI teardown), interfaces, iptables chains, mounts,
 #                                 cgroups, state directory
@@ -364,6 +365,40 @@ EOF
   wait_for 120 "node $NODE_NAME Ready" kubectl wait --for=condition=Ready "node/$NODE_NAME" --timeout=5s
 }
 
+# storage_up: a default StorageClass and a few PersistentVolumes on directories of the
+# state directory (no provisioner runs here), so that a claim like dev PostgreSQL's binds.
+# The directories are world-writable (sticky): pods run as non-root users of their own.
+storage_up() {
+  local i
+  {
+    cat <<EOF
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: local
+  annotations: {storageclass.kubernetes.io/is-default-class: "true"}
+provisioner: kubernetes.io/no-provisioner
+volumeBindingMode: WaitForFirstConsumer
+EOF
+    for i in 1 2 3 4; do
+      mkdir -p -m 1777 "$DIR/volumes/pv$i"
+      cat <<EOF
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata:
+  name: local-pv$i
+spec:
+  storageClassName: local
+  capacity: {storage: 10Gi}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: Retain
+  hostPath: {path: $DIR/volumes/pv$i, type: Directory}
+EOF
+    done
+  } | kubectl apply -f - >/dev/null
+}
+
 addons_up() {
   local file
   for file in deploy/k8s/cluster/*.yaml; do
@@ -391,6 +426,7 @@ up() {
   control_plane_up
   node_up
   log "node $NODE_NAME Ready $((SECONDS - started))s after start"
+  storage_up
   addons_up
   log "up in $((SECONDS - started))s: export KUBECONFIG=$KUBECONFIG"
 }
