@@ -14,7 +14,7 @@ CHECK_JSONSCHEMA := $(TOOLS)/bin/check-jsonschema
 # 1.27) and the newest kubernetes-validate knows.
 KUBERNETES_VERSIONS := 1.31.0 1.37.0
 
-.PHONY: demo test compose-test tools lint deploy-lint fmt release breaking up down bench
+.PHONY: demo test compose-test tools lint deploy-lint fmt release breaking up down bench k8s-tools k8s-up k8s-down k8s-smoke
 
 ## demo: users x2 + orders on the embedded default (SQLite, static endpoints), real traffic, a summary.
 demo: release
@@ -58,6 +58,7 @@ lint:
 ## kustomize overlay against the Kubernetes schemas (strict: unknown fields fail), Prometheus' config.
 deploy-lint:
 	scripts/install-deploy-tools.sh
+	deploy/k8s/overlays/dev/dev-secrets.sh
 	$(CHECK_JSONSCHEMA) --builtin-schema vendor.compose-spec docker-compose.yml
 	set -eo pipefail; for overlay in deploy/k8s/overlays/*/; do \
 	  manifests=$$($(KUSTOMIZE) build "$$overlay"); \
@@ -87,3 +88,15 @@ up:
 	docker compose up --build --detach --wait
 down:
 	docker compose down
+
+## k8s-tools: the local cluster's components, pinned, built once under .tools/kubernetes-VERSION.
+## k8s-up / k8s-down: a single-node cluster as local processes (root; deploy/k8s/cluster.sh);
+## k8s-smoke: a pod, a Service through CoreDNS and kube-proxy, and Pod Security on it.
+k8s-tools:
+	scripts/install-k8s.sh
+k8s-up: k8s-tools
+	deploy/k8s/cluster.sh up
+k8s-down:
+	deploy/k8s/cluster.sh down
+k8s-smoke:
+	deploy/k8s/cluster.sh smoke

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what `make test` needs when it is missing, pinned, idempotently:
-#   PostgreSQL server  Debian package `postgresql`; curl (the gRPC-Web system test)
+#   PostgreSQL server  Debian package `postgresql`; curl (the gRPC-Web system test); openssl
+#                      (the dev overlay's throwaway auth files, deploy/k8s/overlays/dev/dev-secrets.sh)
 #   buf                npm `@bufbuild/buf`, under .tools/npm
 #   TypeScript client  the npm packages of crates/stack/tests/typescript (`npm ci` from its committed
 #                      lock file), under .tools/typescript-LOCKHASH, linked as its node_modules
@@ -46,6 +47,8 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 missing=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 command -v curl >/dev/null || missing+=(curl)
+# openssl: the dev overlay's throwaway auth material (deploy/k8s/overlays/dev/dev-secrets.sh, run by deploy-lint).
+command -v openssl >/dev/null || missing+=(openssl)
 # h2load (nghttp2's HTTP/2 load generator): `make bench`'s one-core and instructions cases;
 # Valgrind (callgrind): its instructions case.
 [ "${1:-}" = --bench ] && { command -v h2load >/dev/null || missing+=(nghttp2-client); }

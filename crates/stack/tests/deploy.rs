@@ -62,13 +62,15 @@ struct Loaded {
     sections: BTreeSet<String>,
     /// `server.drain_period + server.shutdown_grace`: how long a stop may take.
     drain_and_grace: Duration,
+    /// The whole config as it would be written back (secrets redacted by the config).
+    config: serde_json::Value,
 }
 
 impl Loaded {
     fn of<T: Serialize>(config: &T, server: &ServerConfig) -> Self {
         let value = serde_json::to_value(config).expect("a loaded config serialises");
         let sections = value.as_object().expect("a config is a table").keys().cloned().collect();
-        Loaded { sections, drain_and_grace: server.drain_period + server.shutdown_grace }
+        Loaded { sections, drain_and_grace: server.drain_period + server.shutdown_grace, config: value }
     }
 }
 
@@ -314,6 +316,31 @@ fn every_env_var_in_the_kubernetes_manifests_is_a_config_key_the_services_accept
     let names: BTreeSet<&str> = settings.iter().map(|s| s.name.as_str()).collect();
     for expected in ["USERS_DATABASE__URL", "ORDERS_PAGING__TOKEN_SECRET", "ORDERS_USERS__RESOLVER"] {
         assert!(names.contains(expected), "the scan missed {expected}: found {names:?}");
+    }
+}
+
+/// Secure by default: a service without `auth` settings answers every business RPC
+/// UNAUTHENTICATED, so manifests that set none make a deployment that serves nothing (as
+/// deploy/k8s did before issue 26). The base sets them for every overlay: JWT auth with a
+/// JWKS file, an issuer and an audience, and orders' token towards users as a file.
+#[test]
+fn the_kubernetes_manifests_turn_auth_on_and_give_orders_its_token_towards_users() {
+    let settings = kubernetes_settings();
+    for service in Service::ALL {
+        let file = kubernetes_config_file(service);
+        let loads = load_with(service, Some(&file), &settings).unwrap_or_else(|error| panic!("{error}"));
+        for loaded in loads {
+            let auth = &loaded.config["auth"];
+            assert_eq!(auth["mode"], "jwt", "{}: auth.mode in {auth}", service.name());
+            for key in ["jwks_file", "issuer", "audience"] {
+                assert!(auth[key].is_string(), "{}: auth.{key} is not set by the manifests: {auth}", service.name());
+            }
+            assert_eq!(auth["audience"], service.name(), "{}: tokens for another audience", service.name());
+            if service == Service::Orders {
+                let users = &loaded.config["users"];
+                assert!(users["token_file"].is_string(), "orders has no users.token_file: {users}");
+            }
+        }
     }
 }
 

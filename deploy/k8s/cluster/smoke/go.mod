@@ -1,0 +1,3 @@
+module k8s-local/smoke
+
+go 1.24
