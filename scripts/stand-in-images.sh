@@ -25,8 +25,8 @@ TOOLS=$PWD/.tools
 RECIPES=scripts/stand-ins
 
 # The Debian mirror this machine's apt uses (override: DEBIAN_MIRROR).
-mirror=${DEBIAN_MIRROR:-$(sed -n 's/^URIs: *\([^ ]*\).*/\1/p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -n 1)}
-[ -n "$mirror" ] || mirror=$(awk '$1 == "deb" { print $2; exit }' /etc/apt/sources.list 2>/dev/null)
+mirror=${DEBIAN_MIRROR:-$(sed -n '/^URIs:/{s/^URIs: *\([^ ]*\).*/\1/p;q}' /etc/apt/sources.list.d/debian.sources 2>/dev/null)}
+[ -n "$mirror" ] || mirror=$(awk '$1 == "deb" { print $2; exit }' /etc/apt/sources.list 2>/dev/null || true)
 [ -n "$mirror" ] || { echo "stand-in-images: no Debian mirror in apt's sources; set DEBIAN_MIRROR" >&2; exit 1; }
 
 # recipe_hash NAME IDENTITY: what a stand-in is made of (its recipe folder, and IDENTITY: the
@@ -126,7 +126,7 @@ tool_stand_in() {
   pinned=$(basename "$(dirname "$(readlink -f "$path")")")
   shift 3
   if [ $# -gt 0 ]; then
-    version=$("$path" "$@" 2>&1 | head -n 1)
+    version=$("$path" "$@" 2>&1 | sed -n 1p) # sed reads it all: no SIGPIPE under pipefail
     tag=${image##*:}
     case "$version" in
       *"${tag#v}"*) ;;
