@@ -241,7 +241,7 @@ async fn the_compose_stack_as_shipped_serves_the_demo_traffic_survives_replaceme
     one_create_order_is_one_trace_in_jaeger_with_spans_of_both_services(&stack, &trace_id).await;
     prometheus_scrapes_all_four_replicas_and_counts_every_call(&stack, create_order_calls).await;
     consul_lists_two_passing_instances_of_each_service(&stack).await;
-    each_service_container_runs_as_65532_on_a_read_only_root_without_a_shell(&stack).await;
+    each_container_runs_as_its_pinned_uid_and_the_services_on_a_read_only_root_without_a_shell(&stack).await;
     a_rolling_replacement_of_every_replica_under_load_fails_no_call(&stack).await;
     killing_a_users_container_under_load_fails_no_call(&stack).await;
     a_database_restart_under_load_answers_unavailable_never_internal_and_loses_nothing(&stack).await;
@@ -361,23 +361,38 @@ async fn consul_lists_two_passing_instances_of_each_service(stack: &Stack) {
     }
 }
 
-async fn each_service_container_runs_as_65532_on_a_read_only_root_without_a_shell(stack: &Stack) {
+async fn each_container_runs_as_its_pinned_uid_and_the_services_on_a_read_only_root_without_a_shell(stack: &Stack) {
     for service in REPLICAS {
         let id = stack.container(service).await;
-        let inspected =
-            docker(&["inspect", "--format", "{{.State.Pid}} {{.HostConfig.ReadonlyRootfs}} {{.Config.User}}", &id])
-                .await;
-        let fields: Vec<&str> = inspected.split_whitespace().collect();
-        assert_eq!(fields.get(1..), Some(&["true", "65532:65532"][..]), "{service}: read-only root, image user 65532");
-        // The process itself, as the kernel sees it: real, effective, saved and fs uid.
-        let status = std::fs::read_to_string(format!("/proc/{}/status", fields[0])).expect("the process's status");
-        let uids = status.lines().find_map(|line| line.strip_prefix("Uid:")).expect("a Uid line");
-        assert!(uids.split_whitespace().all(|uid| uid == "65532"), "{service} runs as uid 65532: Uid:{uids}");
+        let inspected = docker(&["inspect", "--format", "{{.HostConfig.ReadonlyRootfs}} {{.Config.User}}", &id]).await;
+        assert_eq!(inspected, "true 65532:65532", "{service}: read-only root, image user 65532");
+        let uids = process_uids(&id).await;
+        assert!(uids.iter().all(|uid| uid == "65532"), "{service} runs as uid 65532: {uids:?}");
         let shell =
             Command::new("docker").args(["exec", &id, "/bin/sh", "-c", "true"]).output().await.expect("docker runs");
         assert!(!shell.status.success(), "{service}'s image has no shell");
     }
     println!("images: {REPLICAS:?} run as uid 65532, read-only root filesystem, no /bin/sh");
+
+    // The third-party images run as the uids the Kubernetes manifests pin for them.
+    for (service, manifest) in
+        [("postgres", "deploy/k8s/overlays/dev/postgres.yaml"), ("consul", "deploy/k8s/components/consul/consul.yaml")]
+    {
+        let pinned = std::fs::read_to_string(stack.root.join(manifest)).expect("the manifest");
+        let pinned = pinned.lines().find_map(|line| line.trim().strip_prefix("runAsUser:")).expect("a runAsUser");
+        let uid = process_uids(&stack.container(service).await).await.remove(0);
+        assert_eq!(uid, pinned.trim(), "{service} runs as the runAsUser {manifest} gives it");
+        println!("images: {service} runs as uid {uid}, as {manifest} expects");
+    }
+}
+
+/// The uids of a container's first process as the kernel reports them: real, effective,
+/// saved and filesystem.
+async fn process_uids(container: &str) -> Vec<String> {
+    let pid = docker(&["inspect", "--format", "{{.State.Pid}}", container]).await;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the process's status");
+    let uids = status.lines().find_map(|line| line.strip_prefix("Uid:")).expect("a Uid line");
+    uids.split_whitespace().map(str::to_owned).collect()
 }
 
 async fn a_rolling_replacement_of_every_replica_under_load_fails_no_call(stack: &Stack) {
