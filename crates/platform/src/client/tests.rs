@@ -14,7 +14,7 @@ use api::users::v1::{
     user_service_client::UserServiceClient,
     user_service_server::{UserService, UserServiceServer},
 };
-use http::Uri;
+use http::{HeaderValue, Uri};
 use tokio::{net::TcpListener, sync::watch, time::Instant};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Code, Request, Response, Status};
