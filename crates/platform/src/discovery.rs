@@ -163,7 +163,7 @@ fn publish_set(publish: &watch::Sender<Vec<Uri>>, name: &str, mut uris: Vec<Uri>
 mod tests {
     use super::*;
 
-    use crate::test_support::dns::DnsZone;
+    use testkit::DnsZone;
 
     /// The URIs `http://{ip}:50051/` of these IPv4 addresses, as the resolver publishes them.
     fn uris(addresses: &[[u8; 4]]) -> Vec<Uri> {

@@ -39,6 +39,4 @@ pub mod server;
 pub mod shutdown;
 pub mod status;
 pub mod telemetry;
-#[cfg(any(test, feature = "test-support"))]
-pub mod test_support;
 pub mod tls;

@@ -427,7 +427,7 @@ mod tests {
         assert!(accepted.get_ref().nodelay().expect("readable option"), "Nagle's algorithm is still on");
     }
 
-    use crate::{config::assert_sample_refused, test_support::ServerSection as Sample};
+    use crate::config::{Sample, assert_sample_refused};
 
     #[test]
     fn a_request_limit_of_zero_is_a_config_error_naming_the_key() {

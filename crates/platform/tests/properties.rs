@@ -8,10 +8,10 @@ use platform::{
     deadline::{encode_timeout, parse_timeout},
     email::Email,
     id::Id,
-    test_support::ServerSection,
 };
 use proptest::prelude::*;
 use prost::Message;
+use testkit::ServerSection;
 
 /// Decodes `bytes` as `M`; a panic fails the property, an error is a fine answer.
 fn decodes<M: Message + Default>(bytes: &[u8]) {

@@ -10,13 +10,14 @@ use api::users::v1::{
     user_service_server::{UserService, UserServiceServer},
 };
 use platform::{
-    auth::{AuthConfig, Authenticator, DevIssuer},
+    auth::{AuthConfig, Authenticator},
     config::ServerConfig,
     metrics::Metrics,
     rate_limit::RateLimitConfig,
     server::GrpcServer,
 };
 use secrecy::ExposeSecret;
+use testkit::DevIssuer;
 use tokio::{sync::Notify, time::Instant};
 use tonic::{Code, Request, Response, Status, transport::Channel};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};

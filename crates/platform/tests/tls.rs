@@ -10,8 +10,9 @@ use platform::{
     discovery,
     metrics::Metrics,
     server::GrpcServer,
-    tls::{ClientTls, DevCa, ServerTls},
+    tls::{ClientTls, ServerTls},
 };
+use testkit::DevCa;
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     sync::oneshot,

@@ -1,9 +1,10 @@
 //! Unit tests of token checks, key rotation, the layer's answers and the client token.
 
-use std::convert::Infallible;
+use std::{convert::Infallible, time::SystemTime};
 
 use http::HeaderMap;
 use secrecy::ExposeSecret;
+use testkit::DevIssuer;
 use tonic::Code;
 
 use super::*;
