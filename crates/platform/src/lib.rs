@@ -14,7 +14,6 @@ pub mod backoff;
 pub mod cli;
 pub mod client;
 pub mod config;
-pub mod connect;
 pub mod connections;
 pub mod consul;
 pub mod database;

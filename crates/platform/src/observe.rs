@@ -37,8 +37,9 @@ use tower::{Layer, Service};
 use tracing::{Span, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use connect::Protocol;
+
 use crate::{
-    connect::Protocol,
     methods::{MethodKind, Methods},
     metrics::{GrpcMetrics, MethodLabels, Metrics},
     otel,

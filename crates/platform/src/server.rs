@@ -11,7 +11,7 @@ use tower::{BoxError, ServiceBuilder, limit::GlobalConcurrencyLimitLayer, load_s
 use crate::{
     auth::{self, Authenticator},
     config::{DatabaseConfig, ServerConfig},
-    connect, connections,
+    connections,
     consul::{AgentServiceRegistration, Consul},
     database::Database,
     deadline,

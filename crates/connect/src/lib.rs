@@ -8,8 +8,8 @@
 //! - server streaming: `POST` with `application/connect+proto` / `+json`, messages in
 //!   5-byte envelopes (flag `0x01` compressed, `0x02` end of stream), the end-stream
 //!   message carrying the error and the trailers;
-//! - `connect-timeout-ms` becomes `grpc-timeout`, so [`crate::deadline`] enforces and
-//!   propagates it like a gRPC deadline; `connect-protocol-version`, when sent, must be 1;
+//! - `connect-timeout-ms` becomes `grpc-timeout` ([`timeout`]), so the server's deadline
+//!   layer (`platform::deadline`) enforces and propagates it like a gRPC deadline; `connect-protocol-version`, when sent, must be 1;
 //! - compression `gzip` and `identity` (`content-encoding`/`accept-encoding` for
 //!   unary, `connect-content-encoding`/`connect-accept-encoding` for streams); another
 //!   encoding is `unimplemented`; answer messages under [`COMPRESS_MIN_BYTES`] go out
@@ -42,7 +42,7 @@ use prost_reflect::{DescriptorPool, DeserializeOptions, DynamicMessage, MessageD
 use tonic::{Code, body::Body};
 use tower::{BoxError, Layer, Service};
 
-use crate::deadline;
+pub mod timeout;
 
 /// Largest request message accepted, after decompression (bytes): tonic's default
 /// `max_decoding_message_size`, so Connect and gRPC callers meet the same limit.
@@ -624,7 +624,7 @@ fn grpc_headers(connect: &HeaderMap) -> Result<HeaderMap, ConnectError> {
         }
     }
     if let Some(timeout) = connect.get("connect-timeout-ms") {
-        headers.insert(deadline::GRPC_TIMEOUT, deadline::encode_timeout(parse_timeout_ms(timeout)?));
+        headers.insert(timeout::GRPC_TIMEOUT, timeout::encode_timeout(parse_timeout_ms(timeout)?));
     }
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
     headers.insert(header::TE, HeaderValue::from_static("trailers"));
@@ -1165,7 +1165,7 @@ mod tests {
         connect.insert("connect-timeout-ms", HeaderValue::from_static("1500"));
         connect.insert("x-user", HeaderValue::from_static("kept"));
         let grpc = grpc_headers(&connect).expect("valid");
-        let timeout = deadline::parse_timeout(grpc.get(deadline::GRPC_TIMEOUT).expect("set")).expect("parses");
+        let timeout = timeout::parse_timeout(grpc.get(timeout::GRPC_TIMEOUT).expect("set")).expect("parses");
         assert_eq!(timeout, Duration::from_millis(1500));
         assert_eq!(grpc.get("x-user").expect("metadata kept"), "kept");
         assert!(grpc.get("connect-timeout-ms").is_none());
