@@ -3,12 +3,12 @@
 use std::path::Path;
 
 use platform::{
-    admin::AdminConfig,
     auth::AuthConfig,
     client::ClientConfig,
     config::{ConfigError, DatabaseConfig, InvalidKey, LogConfig, ServerConfig},
     consul::ConsulConfig,
-    otel::TelemetryConfig,
+    observability::admin::AdminConfig,
+    observability::traces::TelemetryConfig,
     rate_limit::RateLimitConfig,
     registration::RegistrationConfig,
 };

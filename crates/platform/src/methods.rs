@@ -10,7 +10,7 @@ use std::{collections::HashMap, sync::Arc};
 use prost::Message;
 use prost_types::{FileDescriptorSet, method_options::IdempotencyLevel};
 
-use crate::metrics::MethodLabels;
+use crate::observability::metrics::MethodLabels;
 
 /// The `grpc_type`, `grpc_service` and `grpc_method` label value (and span
 /// `rpc.service`/`rpc.method`) of every call to a method the descriptors do not know.

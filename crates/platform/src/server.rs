@@ -17,8 +17,9 @@ use crate::{
     deadline,
     health::{self, Health},
     methods::Methods,
-    metrics::Metrics,
-    observe, protocol,
+    observability::layer,
+    observability::metrics::Metrics,
+    protocol,
     rate_limit::{RateLimitConfig, RateLimitLayer},
     recover,
     registration::{Registered, RegistrationConfig},
@@ -292,7 +293,7 @@ fn stack(
                 // grpc_server_* metrics, and one log line at its end inside that span;
                 // outermost after gRPC-Web so the span covers every layer below, and
                 // calls shed for overload are logged and counted too.
-                .layer(observe::ServerLayer::new(metrics, &descriptor_sets, local_addr))
+                .layer(layer::ServerLayer::new(metrics, &descriptor_sets, local_addr))
                 // Remember each call's deadline, so the calls it makes upstream
                 // carry what remains of it (deadline propagation), and answer
                 // DEADLINE_EXCEEDED when it passes (tonic alone says CANCELLED).

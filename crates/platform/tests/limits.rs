@@ -21,7 +21,7 @@ use http_body_util::{BodyExt, Full};
 use platform::{
     auth::{AuthConfig, Authenticator},
     config::ServerConfig,
-    metrics::Metrics,
+    observability::metrics::Metrics,
     server::GrpcServer,
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};

@@ -12,7 +12,7 @@ use api::users::v1::{
 use platform::{
     auth::{AuthConfig, Authenticator},
     config::ServerConfig,
-    metrics::Metrics,
+    observability::metrics::Metrics,
     rate_limit::RateLimitConfig,
     server::GrpcServer,
 };

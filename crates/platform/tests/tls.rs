@@ -8,7 +8,7 @@ use platform::{
     client::{ClientConfig, ResilientChannel},
     config::ServerConfig,
     discovery,
-    metrics::Metrics,
+    observability::metrics::Metrics,
     server::GrpcServer,
     tls::{ClientTls, ServerTls},
 };

@@ -3,12 +3,12 @@
 use std::path::Path;
 
 use platform::{
-    admin::AdminConfig,
     auth::AuthConfig,
     config::{ConfigError, DatabaseConfig, LogConfig, ServerConfig},
     consul::ConsulConfig,
     fault::TestingConfig,
-    otel::TelemetryConfig,
+    observability::admin::AdminConfig,
+    observability::traces::TelemetryConfig,
     rate_limit::RateLimitConfig,
     registration::RegistrationConfig,
 };

@@ -33,7 +33,7 @@ fn with_token<T>(message: T, token: &str) -> Request<T> {
 /// `issuer`; orders calls users with `orders_token`. Returns both addresses and
 /// the senders that stop them.
 async fn spawn_secured(issuer: &DevIssuer, orders_token: Option<&str>) -> (String, String, Vec<oneshot::Sender<()>>) {
-    platform::telemetry::init_for_tests();
+    platform::observability::logs::init_for_tests();
     let jwks = std::env::temp_dir().join(format!("orders-api-jwks-{}.json", uuid::Uuid::new_v4().simple()));
     issuer.write_jwks(&jwks).expect("written");
 

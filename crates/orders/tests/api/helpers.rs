@@ -69,7 +69,7 @@ pub async fn spawn_stack() -> TestStack {
 /// One users service requiring client certificates (`server`) and one orders service
 /// calling it over mTLS as `client` says; the test's own users client as `test_client` says.
 pub async fn spawn_stack_over_mtls(server: ServerTls, client: ClientTls, test_client: ClientTls) -> TestStack {
-    platform::telemetry::init_for_tests();
+    platform::observability::logs::init_for_tests();
     let (users_address, users_stop) = start_users_with(Some(server)).await;
     let users_address = users_address.replace("http://", "https://");
     let orders_database_url = testkit::fresh_postgres_database("orders_test").await;
@@ -92,7 +92,7 @@ pub async fn spawn_orders_with_users_at(users_endpoint: String, timeout: Duratio
 
 /// A users service, and an orders service calling it (or `users_endpoint`, if given).
 async fn spawn(users_endpoint: Option<String>, timeout: Option<Duration>) -> TestStack {
-    platform::telemetry::init_for_tests();
+    platform::observability::logs::init_for_tests();
     let (users_address, users_stop) = start_users().await;
     let orders_database_url = testkit::fresh_postgres_database("orders_test").await;
     let endpoint = users_endpoint.unwrap_or_else(|| users_address.clone());

@@ -6,7 +6,7 @@
 
 use prometheus::{IntCounter, IntCounterVec, Opts};
 
-use crate::metrics::Metrics;
+use crate::observability::metrics::Metrics;
 
 /// The counters of one upstream's channel, each labelled `upstream`. Cloning is
 /// cheap; clones count into the same counters.

@@ -46,13 +46,13 @@ use crate::{
     consul::Consul,
     discovery::{self, Resolver},
     methods::Methods,
-    metrics::Metrics,
-    observe,
+    observability::layer,
+    observability::metrics::Metrics,
 };
 
 /// What [`channel`] returns and a generated client runs over: the observing layer
 /// (span, `traceparent`, `grpc_client_*` call metrics) over a [`ResilientChannel`].
-pub type Channel = observe::Client<ResilientChannel>;
+pub type Channel = layer::Client<ResilientChannel>;
 
 /// A snapshot of a channel's counters and endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,7 +129,7 @@ pub fn channel(
     channel
         .register_metrics(metrics)
         .map_err(|source| ChannelError::Metrics { upstream: upstream.to_owned(), source })?;
-    let observe = observe::ClientLayer::with_methods(metrics, methods, upstream);
+    let observe = layer::ClientLayer::with_methods(metrics, methods, upstream);
     Ok(tower::Layer::layer(&observe, channel))
 }
 

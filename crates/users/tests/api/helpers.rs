@@ -44,7 +44,7 @@ pub async fn spawn_app() -> TestApp {
 
 /// As [`spawn_app`], with `customise` applied to the config last.
 pub async fn spawn_app_with(customise: impl FnOnce(&mut Config)) -> TestApp {
-    platform::telemetry::init_for_tests();
+    platform::observability::logs::init_for_tests();
     let database_url = testkit::fresh_postgres_database("users_test").await;
     let mut config = Config::default();
     config.server.port = 0;

@@ -39,12 +39,12 @@ use tracing_subscriber::{
 use crate::{
     config::{LogConfig, LogFormat},
     database,
-    otel::{TelemetryConfig, Tracing},
+    observability::traces::{TelemetryConfig, Tracing},
 };
 
 /// Builds the subscriber: `RUST_LOG` if set, else `config.level`, as the filter of the
 /// log lines; spans at INFO and above, with the events at WARN and above inside them as
-/// span events, exported through `tracer` (see [`crate::otel::Tracing`]) whatever that
+/// span events, exported through `tracer` (see [`crate::observability::traces::Tracing`]) whatever that
 /// filter says; JSON lines (event fields at
 /// the top level, plus `timestamp`, `level`, `target`, the current `span` with its
 /// fields, and `trace_id`/`span_id` inside a span) or pretty output, written to `sink`
@@ -746,7 +746,7 @@ mod tests {
         let written = Arc::new(Mutex::new(Vec::new()));
         let sink = BlockedSink { entered: entered_tx, release: Some(release_rx), written: written.clone() };
         let (writer, guard) = line_writer(sink, NonZeroUsize::new(4).expect("not zero"));
-        let metrics = crate::metrics::Metrics::new();
+        let metrics = crate::observability::metrics::Metrics::new();
         metrics.register(DroppedLines::new(Some(writer.error_counter()))).expect("registered once");
         let subscriber = subscriber(&LogConfig::default(), tracer(), writer).expect("a valid level");
 
@@ -784,7 +784,7 @@ mod tests {
 
     #[test]
     fn without_a_log_writer_the_dropped_lines_counter_reads_zero() {
-        let metrics = crate::metrics::Metrics::new();
+        let metrics = crate::observability::metrics::Metrics::new();
         metrics.register(DroppedLines::new(None)).expect("registered once");
         assert!(metrics.render().contains("log_lines_dropped_total 0\n"), "{}", metrics.render());
     }

@@ -41,8 +41,8 @@ use connect::Protocol;
 
 use crate::{
     methods::{MethodKind, Methods},
-    metrics::{GrpcMetrics, MethodLabels, Metrics},
-    otel,
+    observability::metrics::{GrpcMetrics, MethodLabels, Metrics},
+    observability::traces,
 };
 
 /// The methods of `descriptor_sets`; none (every call labelled `unknown`) when one does
@@ -124,7 +124,7 @@ where
             enduser.id = Empty,
         );
         // A missing or malformed traceparent starts a new trace; the layer is always there.
-        let _ = span.set_parent(otel::extract(request.headers()));
+        let _ = span.set_parent(traces::extract(request.headers()));
         let mut call = Call::start(Side::Server, span, self.layer.metrics.clone(), labels, protocol);
         let gone = Arc::new(AtomicBool::new(false));
         call.client_gone = Some(gone.clone());
@@ -143,14 +143,16 @@ pub struct ClientLayer {
 }
 
 impl ClientLayer {
-    /// Counts into `metrics`' `grpc_client_*` families; `descriptor_sets` say which
-    /// methods stream; `target` (e.g. `users`) is the `server.address` when the request
-    /// URI has no host (a balanced channel picks the endpoint below this layer).
+    /// As [`ClientLayer::with_methods`], over the methods of `descriptor_sets` (tests).
+    #[cfg(test)]
     pub fn new(metrics: &Metrics, descriptor_sets: &[&[u8]], target: impl Into<String>) -> Self {
         Self::with_methods(metrics, read_methods(descriptor_sets), target)
     }
 
-    /// As [`ClientLayer::new`], over methods already read (the resilient client's).
+    /// Counts into `metrics`' `grpc_client_*` families; `methods` (the resilient
+    /// client's) say which methods stream; `target` (e.g. `users`) is the
+    /// `server.address` when the request URI has no host (a balanced channel picks the
+    /// endpoint below this layer).
     pub fn with_methods(metrics: &Metrics, methods: Methods, target: impl Into<String>) -> Self {
         Self { metrics: metrics.grpc_client(), methods, target: target.into() }
     }
@@ -200,7 +202,7 @@ where
             server.address = host,
             server.port = request.uri().port_u16(),
         );
-        otel::inject(&span.context(), request.headers_mut());
+        traces::inject(&span.context(), request.headers_mut());
         // Our clients speak gRPC only.
         let call = Call::start(Side::Client, span, self.layer.metrics.clone(), labels, Protocol::Grpc);
         let to_box: fn(S::Error) -> BoxError = Into::into;
@@ -427,7 +429,7 @@ impl Call {
         let protocol = self.protocol.as_str();
         // The code as go-grpc-middleware's logs and our metrics' `grpc_code` name it
         // (`OK`, `NotFound`), a static string: no formatting per call.
-        let code_name = crate::metrics::code_name(code);
+        let code_name = crate::observability::metrics::code_name(code);
         // One line, at ERROR for a server fault, else INFO (`event!` takes a constant level).
         macro_rules! rpc_finished {
             ($level:expr) => {
@@ -509,7 +511,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_call_carries_its_trace_to_the_server_and_both_sides_count_it_with_its_code() {
-        crate::telemetry::init_for_tests();
+        crate::observability::logs::init_for_tests();
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let local = listener.local_addr().expect("addr");
         let (server_metrics, client_metrics) = (Metrics::new(), Metrics::new());

@@ -11,7 +11,7 @@ use prometheus::TEXT_FORMAT;
 use serde::{Deserialize, Serialize};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::metrics::Metrics;
+use crate::observability::metrics::Metrics;
 
 /// Where the admin HTTP endpoint (`GET /metrics`) listens.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -101,7 +101,7 @@ fn accepting(listener: TcpListener) -> impl Listener<Io = TcpStream, Addr = Sock
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::MethodLabels;
+    use crate::observability::metrics::MethodLabels;
 
     #[tokio::test]
     async fn the_admin_endpoint_serves_the_registry_as_prometheus_text() {

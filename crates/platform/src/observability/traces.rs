@@ -1,6 +1,6 @@
 //! OpenTelemetry traces: the tracer provider (OTLP over gRPC, parent-based sampling) and W3C propagation.
 //!
-//! Spans are `tracing` spans; `tracing-opentelemetry` (installed by [`crate::telemetry`])
+//! Spans are `tracing` spans; `tracing-opentelemetry` (installed by [`crate::observability::logs`])
 //! turns them into OpenTelemetry spans with this module's tracer. The provider always
 //! exists, so every request gets real trace and span ids for the logs and for
 //! propagation; it exports only when `telemetry.otlp_endpoint` is set.
