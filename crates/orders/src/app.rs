@@ -8,8 +8,8 @@ use api::orders::v1::order_service_server::OrderServiceServer;
 use platform::{
     auth::Authenticator,
     client::{self, ResolverConfig},
-    consul::Consul,
     database::{Backend, Database},
+    discovery::consul::Consul,
     observability::admin::AdminServer,
     observability::logs,
     observability::metrics::Metrics,

@@ -6,11 +6,11 @@ use platform::{
     auth::AuthConfig,
     client::ClientConfig,
     config::{ConfigError, DatabaseConfig, InvalidKey, LogConfig, ServerConfig},
-    consul::ConsulConfig,
+    discovery::consul::ConsulConfig,
+    discovery::registration::RegistrationConfig,
     observability::admin::AdminConfig,
     observability::traces::TelemetryConfig,
-    rate_limit::RateLimitConfig,
-    registration::RegistrationConfig,
+    server::rate_limit::RateLimitConfig,
 };
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
@@ -56,7 +56,7 @@ pub struct Config {
     /// `auth.leeway` (30s), `auth.jwks_refresh` (5s), `auth.reflection` (`open`),
     /// `auth.default_scopes` (`[]`: any valid token), `auth.scopes.<Method>`.
     pub auth: AuthConfig,
-    /// Per-method, per-caller quotas (see [`platform::rate_limit`]): `rate_limit.default`
+    /// Per-method, per-caller quotas (see [`platform::server::rate_limit`]): `rate_limit.default`
     /// and `rate_limit.methods.<Method>` (`"N/s"` or `"N/m"`; unset: off),
     /// `rate_limit.max_callers` (10000).
     pub rate_limit: RateLimitConfig,

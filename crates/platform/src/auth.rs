@@ -35,8 +35,8 @@ use tonic::Status;
 use tower::{Layer, Service};
 
 use crate::{
-    files::FileStamp,
-    gate::{Gate, GateLayer},
+    support::files::FileStamp,
+    support::gate::{Gate, GateLayer},
 };
 
 /// Path prefix of the health service, always open (probes and balancers hold no token).

@@ -18,7 +18,7 @@ use figment::{
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de::DeserializeOwned};
 
-use crate::tls::ServerTls;
+use crate::transport::tls::ServerTls;
 
 /// Loads a service's configuration `T` from three layers, later ones winning:
 /// `T::default()`, then the TOML file at `file` (if given), then environment

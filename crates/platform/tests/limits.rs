@@ -68,7 +68,7 @@ impl UserService for Users {
 /// A serving users server; dropping the sender stops it.
 struct Running {
     address: String,
-    health: platform::health::Health,
+    health: platform::server::health::Health,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 

@@ -13,8 +13,8 @@ use platform::{
     auth::{AuthConfig, Authenticator},
     config::ServerConfig,
     observability::metrics::Metrics,
-    rate_limit::RateLimitConfig,
     server::GrpcServer,
+    server::rate_limit::RateLimitConfig,
 };
 use secrecy::ExposeSecret;
 use testkit::DevIssuer;

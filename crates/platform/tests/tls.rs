@@ -10,7 +10,7 @@ use platform::{
     discovery,
     observability::metrics::Metrics,
     server::GrpcServer,
-    tls::{ClientTls, ServerTls},
+    transport::tls::{ClientTls, ServerTls},
 };
 use testkit::DevCa;
 use tokio::{

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use platform::tls::ClientTls;
+use platform::transport::tls::ClientTls;
 use testkit::DevCa;
 
 use crate::Service;

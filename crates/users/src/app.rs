@@ -6,8 +6,8 @@ use std::future::Future;
 use anyhow::Context;
 use api::users::v1::user_service_server::UserServiceServer;
 use platform::{
-    auth::Authenticator, consul::Consul, database::Database, observability::admin::AdminServer, observability::logs,
-    observability::metrics::Metrics, server::GrpcServer, shutdown,
+    auth::Authenticator, database::Database, discovery::consul::Consul, observability::admin::AdminServer,
+    observability::logs, observability::metrics::Metrics, server::GrpcServer, shutdown,
 };
 
 use crate::{

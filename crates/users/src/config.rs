@@ -5,12 +5,12 @@ use std::path::Path;
 use platform::{
     auth::AuthConfig,
     config::{ConfigError, DatabaseConfig, LogConfig, ServerConfig},
-    consul::ConsulConfig,
-    fault::TestingConfig,
+    discovery::consul::ConsulConfig,
+    discovery::registration::RegistrationConfig,
     observability::admin::AdminConfig,
     observability::traces::TelemetryConfig,
-    rate_limit::RateLimitConfig,
-    registration::RegistrationConfig,
+    server::fault::TestingConfig,
+    server::rate_limit::RateLimitConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -48,7 +48,7 @@ pub struct Config {
     /// `auth.leeway` (30s), `auth.jwks_refresh` (5s), `auth.reflection` (`open`),
     /// `auth.default_scopes` (`[]`: any valid token), `auth.scopes.<Method>`.
     pub auth: AuthConfig,
-    /// Per-method, per-caller quotas (see [`platform::rate_limit`]): `rate_limit.default`
+    /// Per-method, per-caller quotas (see [`platform::server::rate_limit`]): `rate_limit.default`
     /// and `rate_limit.methods.<Method>` (`"N/s"` or `"N/m"`; unset: off),
     /// `rate_limit.max_callers` (10000).
     pub rate_limit: RateLimitConfig,

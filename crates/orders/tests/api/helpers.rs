@@ -10,7 +10,7 @@ use platform::{
     auth::AuthConfig,
     client::ClientConfig,
     config::DatabaseConfig,
-    tls::{ClientTls, ServerTls},
+    transport::tls::{ClientTls, ServerTls},
 };
 use tokio::sync::oneshot;
 use tonic::transport::Channel;

@@ -193,7 +193,7 @@ fn bad_auth_settings_are_config_errors_naming_the_key() {
 
 #[tokio::test]
 async fn the_log_line_of_a_call_names_the_subject_and_never_the_token() {
-    let (logs, _guard) = crate::redact::captured::logs();
+    let (logs, _guard) = crate::support::redact::captured::logs();
     let (issuer, _, auth) = setup();
     let ok = tower::service_fn(|_: Request<crate::observability::layer::ClientGoneBody<()>>| async {
         Ok::<_, Infallible>(Status::ok("").into_http::<String>())

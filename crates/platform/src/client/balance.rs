@@ -50,7 +50,10 @@ use super::{
     outcome::{BoxError, NoHealthyEndpointError},
     outlier::{EndpointOutlier, Outliers},
 };
-use crate::{backoff::Backoff, discovery::Resolver, observability::metrics::Metrics, redact, tls::ClientTls};
+use crate::{
+    discovery::Resolver, observability::metrics::Metrics, support::backoff::Backoff, support::redact,
+    transport::tls::ClientTls,
+};
 
 /// The endpoints the attempts of one call went to, shared by its attempts (the retry
 /// layer puts one in each attempt's extensions); later attempts prefer other endpoints.

@@ -43,11 +43,11 @@ pub use self::{
 };
 use crate::{
     auth::{AttachToken, AttachTokenLayer},
-    consul::Consul,
+    discovery::consul::Consul,
     discovery::{self, Resolver},
-    methods::Methods,
     observability::layer,
     observability::metrics::Metrics,
+    support::methods::Methods,
 };
 
 /// What [`channel`] returns and a generated client runs over: the observing layer

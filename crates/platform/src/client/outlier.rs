@@ -12,7 +12,7 @@ use super::{
     config::OutlierDetection,
     metrics::{ClientMetrics, EjectionReason},
 };
-use crate::redact;
+use crate::support::redact;
 
 /// One endpoint's record (behind [`EndpointOutlier`]'s lock).
 #[derive(Default)]

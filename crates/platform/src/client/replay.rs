@@ -9,7 +9,7 @@ use tonic::{Status, body::Body};
 use tower::retry::budget::TpsBudget;
 
 use super::{config::ClientConfig, metrics::ClientMetrics};
-use crate::methods::Methods;
+use crate::support::methods::Methods;
 
 /// Largest request body buffered for retries and hedges (tonic's default message size limit).
 const MAX_RETRY_BUFFER: usize = 4 * 1024 * 1024;

@@ -25,8 +25,8 @@ use super::{
     replay::{Shared, buffer, rebuild},
 };
 use crate::{
-    backoff::{Backoff, Jitter},
-    methods::Methods,
+    support::backoff::{Backoff, Jitter},
+    support::methods::Methods,
 };
 
 /// Makes each call's attempts: hedged per the method's

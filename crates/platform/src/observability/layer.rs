@@ -40,9 +40,9 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use connect::Protocol;
 
 use crate::{
-    methods::{MethodKind, Methods},
     observability::metrics::{GrpcMetrics, MethodLabels, Metrics},
     observability::traces,
+    support::methods::{MethodKind, Methods},
 };
 
 /// The methods of `descriptor_sets`; none (every call labelled `unknown`) when one does
@@ -576,7 +576,7 @@ mod tests {
 
     #[tokio::test]
     async fn each_call_is_counted_and_logged_under_the_protocol_it_arrived_in() {
-        let (logs, _guard) = crate::redact::captured::logs();
+        let (logs, _guard) = crate::support::redact::captured::logs();
         let metrics = Metrics::new();
         let mut service = observed_handler(&metrics, || Status::not_found("nobody"));
         // As the Connect layer tags them; an untagged request is gRPC.
@@ -608,7 +608,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_thousand_distinct_unknown_paths_leave_one_series_and_no_trace_in_span_names() {
-        let (logs, _guard) = crate::redact::captured::logs();
+        let (logs, _guard) = crate::support::redact::captured::logs();
         let metrics = Metrics::new();
         let mut service = observed_handler(&metrics, || Status::unimplemented("no such method"));
         for n in 0..1000 {

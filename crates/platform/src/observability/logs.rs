@@ -477,7 +477,7 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::redact::captured::Logs;
+    use crate::support::redact::captured::Logs;
 
     /// Runs `log` under the JSON subscriber at `level`; returns what it wrote.
     fn logged(level: &str, log: impl FnOnce()) -> String {

@@ -3,6 +3,9 @@
 //!
 //! A resolver task ends by itself once every receiver is dropped.
 
+pub mod consul;
+pub mod registration;
+
 use std::{
     collections::BTreeSet,
     net::{IpAddr, SocketAddr},
@@ -18,7 +21,7 @@ use hickory_resolver::{
 use http::Uri;
 use tokio::sync::watch;
 
-use crate::{backoff::Backoff, consul::Consul, redact};
+use crate::{discovery::consul::Consul, support::backoff::Backoff, support::redact};
 
 /// The endpoint set of one upstream; the balancer follows its latest value.
 pub type Resolver = watch::Receiver<Vec<Uri>>;

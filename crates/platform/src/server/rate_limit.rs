@@ -15,7 +15,7 @@ use std::{collections::BTreeMap, fmt, net::IpAddr, num::NonZeroU32, str::FromStr
 
 use crate::{
     auth::Caller,
-    gate::{Gate, GateLayer},
+    support::gate::{Gate, GateLayer},
 };
 use governor::{
     DefaultKeyedRateLimiter, Quota, RateLimiter,

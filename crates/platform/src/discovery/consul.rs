@@ -202,7 +202,7 @@ pub struct Consul {
 impl fmt::Debug for Consul {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Consul")
-            .field("address", &crate::redact::address(&self.address).to_string())
+            .field("address", &crate::support::redact::address(&self.address).to_string())
             .finish_non_exhaustive()
     }
 }
@@ -338,7 +338,7 @@ impl Consul {
         timeout: Duration,
         operation: &str,
     ) -> Result<(http::HeaderMap, Bytes), ConsulError> {
-        let address = crate::redact::address(&self.address).to_string();
+        let address = crate::support::redact::address(&self.address).to_string();
         let unreachable = |reason: String| ConsulError::Unreachable { address: address.clone(), reason };
         let mut request = Request::builder().method(method).uri(format!("{}{path_and_query}", self.address));
         if let Some(token) = &self.token {

@@ -1,6 +1,6 @@
 //! The answers the gRPC protocol asks for where tonic gives others: a non-gRPC content type is refused, an undecodable request is INVALID_ARGUMENT, an oversize one RESOURCE_EXHAUSTED.
 
-use crate::gate::{Gate, GateLayer};
+use crate::support::gate::{Gate, GateLayer};
 use http::{HeaderValue, Request, Response, StatusCode, header::CONTENT_TYPE};
 use tonic::{Code, Status, body::Body};
 

@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use tokio::{sync::watch, task::JoinHandle};
 
 use crate::{
-    backoff::Backoff,
-    consul::{AgentCheck, AgentServiceRegistration, CheckStatus, Consul, ConsulError},
+    discovery::consul::{AgentCheck, AgentServiceRegistration, CheckStatus, Consul, ConsulError},
+    support::backoff::Backoff,
 };
 
 /// How this instance appears in Consul.

@@ -48,8 +48,8 @@ use tokio::{
 use tonic::transport::server::Connected;
 
 use crate::{
-    connections::{Connection, ConnectionInfo},
-    files::FileStamp,
+    support::files::FileStamp,
+    transport::incoming::{Connection, ConnectionInfo},
 };
 
 /// How long a client may take to finish its TLS handshake before the connection is closed.

@@ -28,8 +28,8 @@ use std::{
 };
 
 use crate::{
-    gate::{Gate, GateLayer, Pass},
-    methods::{MethodKind, Methods},
+    support::gate::{Gate, GateLayer, Pass},
+    support::methods::{MethodKind, Methods},
 };
 use bytes::Bytes;
 use futures::{Stream, task::AtomicWaker};

@@ -1,5 +1,11 @@
 //! The gRPC server every service runs: one listener, the layer stack, health and reflection.
 
+pub mod fault;
+pub mod health;
+pub(crate) mod protocol;
+pub mod rate_limit;
+pub(crate) mod recover;
+
 use std::{convert::Infallible, future::Future, io, net::SocketAddr, time::Duration};
 
 use axum::error_handling::HandleErrorLayer;
@@ -11,19 +17,20 @@ use tower::{BoxError, ServiceBuilder, limit::GlobalConcurrencyLimitLayer, load_s
 use crate::{
     auth::{self, Authenticator},
     config::{DatabaseConfig, ServerConfig},
-    connections,
-    consul::{AgentServiceRegistration, Consul},
     database::Database,
     deadline,
-    health::{self, Health},
-    methods::Methods,
-    observability::layer,
-    observability::metrics::Metrics,
-    protocol,
+    discovery::{
+        consul::{AgentServiceRegistration, Consul},
+        registration::{Registered, RegistrationConfig},
+    },
+    observability::{layer, metrics::Metrics},
+    support::methods::Methods,
+    transport::{incoming, tls},
+};
+
+use self::{
+    health::Health,
     rate_limit::{RateLimitConfig, RateLimitLayer},
-    recover,
-    registration::{Registered, RegistrationConfig},
-    tls,
 };
 
 /// A bound, not yet serving, gRPC server. When it serves, it also answers
@@ -110,7 +117,7 @@ impl GrpcServer {
         self
     }
 
-    /// Limits calls per method and caller as `config` says (see [`crate::rate_limit`]).
+    /// Limits calls per method and caller as `config` says (see [`crate::server::rate_limit`]).
     pub fn rate_limit(mut self, config: &RateLimitConfig) -> Self {
         self.rate_limit = config.clone();
         self
@@ -279,7 +286,7 @@ fn stack(
                 // Outermost: tell each connection which calls are open on it, so its idle
                 // timeout (`server.idle_timeout`) only runs while it has none; this also
                 // puts the peer's address (tonic's `TcpConnectInfo`) on every request.
-                .layer(connections::TrackCallsLayer::default())
+                .layer(incoming::TrackCallsLayer::default())
                 // Browsers' preflight and CORS headers (`server.cors_allowed_origins`;
                 // none by default); before Connect, so a refused origin costs no translation.
                 .option_layer(cors(&config.cors_allowed_origins))
@@ -318,7 +325,7 @@ fn stack(
                 // health Watch included: each holds memory for as long as its client
                 // keeps it open. Beyond the cap, UNAVAILABLE at once. A stream whose
                 // client stops reading is ended after `server.stream_stall_timeout`.
-                .layer(connections::StreamLimitLayer::new(methods, max_open_streams, config.stream_stall_timeout))
+                .layer(incoming::StreamLimitLayer::new(methods, max_open_streams, config.stream_stall_timeout))
                 // Back to tonic's body type from the boxed one of the panic catcher below.
                 .map_response(|response: http::Response<_>| response.map(tonic::body::Body::new))
                 // Innermost: a handler that panics fails its own call with INTERNAL and
@@ -342,10 +349,10 @@ struct Edge {
 
 /// The connections `listener` accepts: each with TCP_NODELAY set, at most
 /// `server.max_connections` at once, each closed after `server.idle_timeout` without
-/// an open call, with back-off when accepting fails (see [`connections::Incoming`]).
-fn incoming(listener: TcpListener, config: &ServerConfig) -> connections::Incoming<TcpListener> {
+/// an open call, with back-off when accepting fails (see [`incoming::Incoming`]).
+fn incoming(listener: TcpListener, config: &ServerConfig) -> incoming::Incoming<TcpListener> {
     let max_connections = usize::try_from(config.max_connections.get()).unwrap_or(usize::MAX);
-    connections::Incoming::new(listener, max_connections, config.idle_timeout)
+    incoming::Incoming::new(listener, max_connections, config.idle_timeout)
 }
 
 /// CORS for browser clients from `origins` (none: no CORS layer): the Connect and
