@@ -1,11 +1,18 @@
 //! Unit tests of token checks, key rotation, the layer's answers and the client token.
 
-use std::{convert::Infallible, time::SystemTime};
+use std::{
+    convert::Infallible,
+    path::PathBuf,
+    time::{Duration, SystemTime},
+};
 
-use http::HeaderMap;
-use secrecy::ExposeSecret;
+use http::{HeaderMap, HeaderValue, Request, header::AUTHORIZATION};
+use jsonwebtoken::Algorithm;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
 use testkit::DevIssuer;
-use tonic::Code;
+use tonic::{Code, Status};
+use tower::Service;
 
 use super::*;
 
