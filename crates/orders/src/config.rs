@@ -15,7 +15,8 @@ use platform::{
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-/// Everything the orders service can be told. Keys are nested TOML sections; the env
+/// Everything the orders service can be told; every key's default is listed in
+/// `crates/orders/config.defaults.toml`, written from [`Config::default`] and checked by a test. Keys are nested TOML sections; the env
 /// var for `users.endpoints` is `ORDERS_USERS__ENDPOINTS` (a list: `[http://a:1,http://b:2]`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -155,6 +156,21 @@ mod tests {
             Ok(())
         });
         error
+    }
+
+    #[test]
+    fn the_defaults_file_lists_what_config_default_says() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.defaults.toml");
+        testkit::assert_defaults_file(&Config::default(), &path, "orders");
+    }
+
+    #[test]
+    fn the_readme_config_table_gives_the_defaults_of_the_defaults_file() {
+        let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        testkit::assert_readme_defaults_agree(
+            &crate_dir.join("../../README.md"),
+            &crate_dir.join("config.defaults.toml"),
+        );
     }
 
     #[test]

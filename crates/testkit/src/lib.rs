@@ -10,6 +10,8 @@
 //!   databases under `TEST_DATABASE_URL` and a proxy to cut.
 //! - [`ServiceBinary`] (`binary`): a service binary run as an operator would.
 //! - [`ServerSection`] (`config`): a config of one `server` section.
+//! - [`assert_defaults_file`], [`assert_readme_defaults_agree`] (`defaults`): a service's
+//!   generated defaults file, checked against the code and the README.
 //!
 //! Imports point to `platform` only (for [`ServerSection`]); the modules import none of each other.
 
@@ -18,6 +20,7 @@
 mod auth;
 mod binary;
 mod config;
+mod defaults;
 mod dns;
 mod postgres;
 mod tls;
@@ -26,6 +29,7 @@ pub use self::{
     auth::DevIssuer,
     binary::{BinaryExit, ServiceBinary},
     config::ServerSection,
+    defaults::{assert_defaults_file, assert_readme_defaults_agree},
     dns::DnsZone,
     postgres::{TcpProxy, drop_postgres_database, fresh_postgres_database},
     tls::{DevCa, DevCert},

@@ -14,7 +14,8 @@ use platform::{
 };
 use serde::{Deserialize, Serialize};
 
-/// Everything the users service can be told. Keys are nested TOML sections; the env
+/// Everything the users service can be told; every key's default is listed in
+/// `crates/users/config.defaults.toml`, written from [`Config::default`] and checked by a test. Keys are nested TOML sections; the env
 /// var for `database.url` is `USERS_DATABASE__URL`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -85,5 +86,25 @@ impl Config {
     /// One-line [`ConfigError`] naming the bad key and its source.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
         platform::config::load_checked("USERS_", file, |config: &Self| config.auth.check())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_file_lists_what_config_default_says() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.defaults.toml");
+        testkit::assert_defaults_file(&Config::default(), &path, "users");
+    }
+
+    #[test]
+    fn the_readme_config_table_gives_the_defaults_of_the_defaults_file() {
+        let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        testkit::assert_readme_defaults_agree(
+            &crate_dir.join("../../README.md"),
+            &crate_dir.join("config.defaults.toml"),
+        );
     }
 }
