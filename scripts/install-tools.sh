@@ -8,8 +8,11 @@
 #   consul             built from the Go module proxy, under .tools/consul-VERSION
 #   jaeger (v2)        built from the Go module proxy, under .tools/jaeger-VERSION
 #   promtool           built from the Go module proxy, under .tools/promtool-VERSION
+#   prometheus         the server, from the same module, under .tools/prometheus-VERSION (the compose
+#                      test's stand-in image for prom/prometheus: scripts/stand-in-images.sh)
 #   connectconformance the Connect conformance runner (go install), under .tools/connectconformance-VERSION
 #   kustomize, kubernetes-validate, check-jsonschema   `make deploy-lint`: scripts/install-deploy-tools.sh
+#   Docker, debootstrap, Compose v2                     `make compose-test`: scripts/install-docker.sh
 # Re-running is cheap: each step is skipped when its pinned version is present.
 # `--bench`: only what `make bench` needs of these (PostgreSQL with pgbench, buf), and h2load
 # (Debian `nghttp2-client`) and Valgrind, which `make test` does not need; the bench
@@ -24,12 +27,14 @@ CONSUL_VERSION=v1.22.0
 # proto-public submodule, consul-awsauth pseudo-versions), so those alone are taken
 # from the module proxy without that check; every other module is still verified.
 CONSUL_GONOSUMDB=github.com/hashicorp
-# Jaeger v2 ships as the `cmd/jaeger` package; its Go module keeps v1 tags (v1.76.0 is release v2.13).
+# Jaeger v2 ships as the `cmd/jaeger` package; its Go module keeps v1 tags (v1.76.0 is release v2.13,
+# the jaegertracing/jaeger:2.13.0 docker-compose.yml names).
 JAEGER_VERSION=v1.76.0
 # As for Consul: the checksum database answers 404 for the OpenTelemetry Collector
 # modules Jaeger v2 is built from.
 JAEGER_GONOSUMDB=go.opentelemetry.io/collector,github.com/open-telemetry/opentelemetry-collector-contrib
-# Prometheus tags its Go module v0.MINOR.PATCH for release 3.x (v0.310.0 is 3.10.0; v0.316.0 needs module versions the proxy refuses with 403).
+# Prometheus tags its Go module v0.MINOR.PATCH for release 3.x (v0.310.0 is 3.10.0; v0.316.0 needs
+# module versions the proxy refuses with 403). docker-compose.yml names this release (prom/prometheus:v3.10.0).
 PROMETHEUS_VERSION=v0.310.0
 # The Connect conformance runner; crates/conformance vendors the protos of the same version.
 CONNECTCONFORMANCE_VERSION=v1.0.7
@@ -111,5 +116,7 @@ go_build() {
 go_build consul github.com/hashicorp/consul "$CONSUL_VERSION" github.com/hashicorp/consul "$CONSUL_GONOSUMDB"
 go_build jaeger github.com/jaegertracing/jaeger "$JAEGER_VERSION" github.com/jaegertracing/jaeger/cmd/jaeger "$JAEGER_GONOSUMDB"
 go_build promtool github.com/prometheus/prometheus "$PROMETHEUS_VERSION" github.com/prometheus/prometheus/cmd/promtool
+go_build prometheus github.com/prometheus/prometheus "$PROMETHEUS_VERSION" github.com/prometheus/prometheus/cmd/prometheus
 
 scripts/install-deploy-tools.sh
+scripts/install-docker.sh

@@ -223,6 +223,7 @@ impl From<Error> for Status {
             Error::Unavailable(source) => {
                 Failure::DependencyUnavailable { dependency: "database", detail: source.to_string() }
             }
+            Error::Aborted(source) => Failure::DependencyAborted { dependency: "database", detail: source.to_string() },
             Error::Internal(source) => Failure::Internal(format!("{source:#}")),
         };
         Status::from(failure)

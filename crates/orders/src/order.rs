@@ -189,6 +189,10 @@ pub enum Error {
     /// The database could not be reached in time (UNAVAILABLE).
     #[error("database unavailable")]
     Unavailable(#[source] sqlx::Error),
+    /// The database rolled the transaction back for a conflict with a concurrent one
+    /// (ABORTED): nothing was written, and the call may succeed when tried again.
+    #[error("database transaction aborted")]
+    Aborted(#[source] sqlx::Error),
     /// Anything else (INTERNAL); the detail is logged, never sent.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),

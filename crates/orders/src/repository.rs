@@ -3,7 +3,7 @@
 use std::time::SystemTime;
 
 use platform::{
-    database::{Database, InSpan, from_micros, is_unavailable, to_micros},
+    database::{Database, InSpan, StorageFailure, from_micros, to_micros},
     email::Email,
 };
 use sqlx::{Acquire, Any, FromRow, Transaction, any::AnyArguments, query::Query};
@@ -73,7 +73,7 @@ impl OrderRepository {
     /// names an order. Concurrent inserts with one key store exactly one order.
     ///
     /// # Errors
-    /// [`Error::Unavailable`] or [`Error::Internal`].
+    /// [`Error::Unavailable`], [`Error::Aborted`] or [`Error::Internal`].
     pub async fn insert(&self, order: &Order, key: Option<&IdempotencyKey>) -> Result<Inserted, Error> {
         if self.changes.via_postgres() {
             return self.insert_in_one_statement(order, key).await;
@@ -145,7 +145,7 @@ impl OrderRepository {
     /// `None` when the order does not exist or is not in status `from`.
     ///
     /// # Errors
-    /// [`Error::Unavailable`] or [`Error::Internal`].
+    /// [`Error::Unavailable`], [`Error::Aborted`] or [`Error::Internal`].
     pub async fn transition(
         &self,
         id: OrderId,
@@ -184,7 +184,7 @@ impl OrderRepository {
     /// The order with `id`, if any.
     ///
     /// # Errors
-    /// [`Error::Unavailable`] or [`Error::Internal`].
+    /// [`Error::Unavailable`], [`Error::Aborted`] or [`Error::Internal`].
     pub async fn get(&self, id: OrderId) -> Result<Option<Order>, Error> {
         let mut conn = self.db.acquire().await.map_err(storage_error)?;
         let row = sqlx::query_as::<_, OrderRow>(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1"))
@@ -199,7 +199,7 @@ impl OrderRepository {
     /// The order an idempotency key names, if any.
     ///
     /// # Errors
-    /// [`Error::Unavailable`] or [`Error::Internal`].
+    /// [`Error::Unavailable`], [`Error::Aborted`] or [`Error::Internal`].
     pub async fn by_idempotency_key(&self, key: &IdempotencyKey) -> Result<Option<Order>, Error> {
         let mut conn = self.db.acquire().await.map_err(storage_error)?;
         let row =
@@ -216,7 +216,7 @@ impl OrderRepository {
     /// optionally only `customer`'s.
     ///
     /// # Errors
-    /// [`Error::Unavailable`] or [`Error::Internal`].
+    /// [`Error::Unavailable`], [`Error::Aborted`] or [`Error::Internal`].
     pub async fn list(
         &self,
         customer: Option<&Email>,
@@ -250,7 +250,7 @@ impl OrderRepository {
     /// The events of order `id`, in the order they happened; empty when there is no such order.
     ///
     /// # Errors
-    /// [`Error::Unavailable`] or [`Error::Internal`].
+    /// [`Error::Unavailable`], [`Error::Aborted`] or [`Error::Internal`].
     pub async fn events(&self, id: OrderId) -> Result<Vec<OrderEvent>, Error> {
         let mut conn = self.db.acquire().await.map_err(storage_error)?;
         let rows = sqlx::query_as::<_, EventRow>(
@@ -336,9 +336,14 @@ impl TryFrom<EventRow> for OrderEvent {
     }
 }
 
-/// Classifies a sqlx error as UNAVAILABLE (could not reach the database) or INTERNAL.
+/// Classifies a sqlx error ([`StorageFailure::of`]) as UNAVAILABLE (could not reach
+/// the database), ABORTED (a transaction rolled back for a conflict) or INTERNAL.
 fn storage_error(error: sqlx::Error) -> Error {
-    if is_unavailable(&error) { Error::Unavailable(error) } else { Error::Internal(error.into()) }
+    match StorageFailure::of(&error) {
+        StorageFailure::Unavailable => Error::Unavailable(error),
+        StorageFailure::Aborted => Error::Aborted(error),
+        StorageFailure::Other => Error::Internal(error.into()),
+    }
 }
 
 /// For the crate's unit tests: a repository over an in-memory SQLite database, and orders stored in it.

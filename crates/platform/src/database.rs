@@ -104,11 +104,12 @@ pub(crate) struct Breaker {
     /// connection before it wakes the probe (`database.health_check_timeout`).
     /// Without a probe the breaker stays closed and calls never wake anything.
     slow_wait: OnceLock<Duration>,
-    /// When the breaker was made: the epoch of `closed_at`.
+    /// When the breaker was made: the epoch of `distrusted_at`.
     created: Instant,
-    /// When the breaker last closed after being open, in nanoseconds since `created`;
-    /// 0 before it ever did. An atomic: every checkout reads it.
-    closed_at: AtomicU64,
+    /// When pooled connections were last put in doubt (the breaker closed after being
+    /// open, or a query found the database gone: [`Database::noticed`]), in nanoseconds
+    /// since `created`; 0 before that ever happened. An atomic: every checkout reads it.
+    distrusted_at: AtomicU64,
 }
 
 impl Breaker {
@@ -116,16 +117,22 @@ impl Breaker {
     pub(crate) fn set_open(&self, open: bool) -> bool {
         let changed = self.open.send_if_modified(|current| std::mem::replace(current, open) != open);
         if changed && !open {
-            self.closed_at.store(self.nanos_since_created().max(1), Ordering::Relaxed);
+            self.distrust_pooled();
         }
         changed
     }
 
-    /// Whether the breaker closed less than `window` ago: pooled connections released
-    /// before the outage may be dead yet too recently used for the pool's ping.
+    /// Puts the pooled connections in doubt from now: see [`Breaker::recovering`].
+    fn distrust_pooled(&self) {
+        self.distrusted_at.store(self.nanos_since_created().max(1), Ordering::Relaxed);
+    }
+
+    /// Whether the breaker closed, or a query found the database gone, less than
+    /// `window` ago: pooled connections released before the outage, and the one that
+    /// query ran on, may be dead yet too recently used for the pool's ping.
     fn recovering(&self, window: Duration) -> bool {
-        let closed_at = self.closed_at.load(Ordering::Relaxed);
-        closed_at != 0 && u128::from(self.nanos_since_created().saturating_sub(closed_at)) < window.as_nanos()
+        let since = self.distrusted_at.load(Ordering::Relaxed);
+        since != 0 && u128::from(self.nanos_since_created().saturating_sub(since)) < window.as_nanos()
     }
 
     fn nanos_since_created(&self) -> u64 {
@@ -183,8 +190,8 @@ impl Database {
     /// SQLite connections run in WAL mode with foreign keys on, so several processes
     /// (the two users replicas of `make demo`) can share one file.
     ///
-    /// A connect that fails for want of the database (refused, reset, TLS: see
-    /// [`is_unavailable`]) is tried again after a [`Backoff`] from 50 ms, doubling,
+    /// A connect that fails for want of the database (refused, reset, TLS, a server
+    /// still starting or out of connections: see [`is_unavailable`]) is tried again after a [`Backoff`] from 50 ms, doubling,
     /// until `config.acquire_timeout` has passed: a database that comes up just after the
     /// service (a container started alongside it) is still reached.
     ///
@@ -237,7 +244,7 @@ impl Database {
             suspect: Notify::new(),
             slow_wait: OnceLock::new(),
             created: Instant::now(),
-            closed_at: AtomicU64::new(0),
+            distrusted_at: AtomicU64::new(0),
         });
         let connector = Connector {
             options: Arc::new(options),
@@ -359,8 +366,13 @@ impl Database {
     /// database cannot be reached ([`is_unavailable`]), it wakes the health probe as a
     /// failed acquire does, so a connection that died unnoticed (reused within
     /// `database.ping_after_idle`, so not pinged) turns the service NOT_SERVING at once.
+    /// It also has every pooled connection pinged when next handed out, for
+    /// `database.ping_after_idle` from now: the connection the query ran on, and others
+    /// of the same server, may be dead (a terminated backend, a restarted server) and
+    /// would fail the next calls too.
     pub fn noticed(&self, error: sqlx::Error) -> sqlx::Error {
         if is_unavailable(&error) {
+            self.breaker.distrust_pooled();
             self.breaker.suspect();
         }
         error
@@ -495,8 +507,10 @@ impl managed::Manager for Connector {
     /// closed and the next idle one tried, or a new one opened.
     ///
     /// Pinged (one round trip) only when it was last handed out `ping_after_idle` or more
-    /// ago (pgx's rule), or when the breaker closed less than that ago (connections
-    /// released before an outage may be dead yet too recently used for the first rule):
+    /// ago (pgx's rule), or when the breaker closed or a query found the database gone
+    /// ([`Database::noticed`]) less than that ago (connections released before an
+    /// outage, or the one that query ran on, may be dead yet too recently used for the
+    /// first rule):
     /// one that died while idle (a restarted server, a terminated backend, a cut
     /// network) is then replaced before a query uses it. A connection used more recently
     /// skips the ping, a round trip per query (docs/perf.md).
@@ -597,10 +611,75 @@ pub fn from_micros(micros: i64) -> std::time::SystemTime {
     if micros >= 0 { std::time::UNIX_EPOCH + magnitude } else { std::time::UNIX_EPOCH - magnitude }
 }
 
-/// Whether `error` means the database could not be reached in time (a gRPC
-/// UNAVAILABLE, worth retrying elsewhere) rather than a fault in the query or data.
+/// What a failed database call means for its caller: the one classification of sqlx
+/// errors both repositories use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageFailure {
+    /// The database could not be reached in time, or went away under the call (a
+    /// server shutting down, a backend terminated, too many connections): a gRPC
+    /// UNAVAILABLE, worth retrying, possibly on another replica.
+    Unavailable,
+    /// The database rolled the transaction back to resolve a conflict with a concurrent
+    /// one (a serialization failure or a deadlock): a gRPC ABORTED; the whole
+    /// transaction may succeed when tried again.
+    Aborted,
+    /// A fault in the query or the data (INTERNAL).
+    Other,
+}
+
+// SQLSTATE codes, named as the conditions of PostgreSQL's manual, "Appendix A.
+// PostgreSQL Error Codes" (https://www.postgresql.org/docs/current/errcodes-appendix.html).
+/// Class 08, Connection Exception: every code of the class (`connection_failure`
+/// 08006, `connection_does_not_exist` 08003, ...).
+const CONNECTION_EXCEPTION_CLASS: &str = "08";
+/// `too_many_connections` (class 53, Insufficient Resources).
+const TOO_MANY_CONNECTIONS: &str = "53300";
+/// `admin_shutdown` (class 57, Operator Intervention): `pg_ctl stop`/`restart` in fast
+/// mode or `pg_terminate_backend` ended the session ("terminating connection due to
+/// administrator command").
+const ADMIN_SHUTDOWN: &str = "57P01";
+/// `crash_shutdown`: another server process crashed and the server is resetting.
+const CRASH_SHUTDOWN: &str = "57P02";
+/// `cannot_connect_now`: the server is starting up or shutting down.
+const CANNOT_CONNECT_NOW: &str = "57P03";
+/// `serialization_failure` (class 40, Transaction Rollback).
+const SERIALIZATION_FAILURE: &str = "40001";
+/// `deadlock_detected` (class 40, Transaction Rollback).
+const DEADLOCK_DETECTED: &str = "40P01";
+
+impl StorageFailure {
+    /// How `error` fails its caller. Unavailable: no connection in time
+    /// ([`sqlx::Error::PoolTimedOut`], also [`DatabaseDown`]), the pool closed, an I/O
+    /// or TLS error, or a PostgreSQL error with SQLSTATE class 08, 53300, 57P01, 57P02
+    /// or 57P03. Aborted: SQLSTATE 40001 or 40P01. Anything else (other SQLSTATEs, any
+    /// SQLite error, a decode error) is Other.
+    pub fn of(error: &sqlx::Error) -> Self {
+        match error {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+                Self::Unavailable
+            }
+            sqlx::Error::Database(error) => {
+                // SQLSTATEs are PostgreSQL's; SQLite's codes are numbers of another scheme.
+                let Some(error) = error.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() else {
+                    return Self::Other;
+                };
+                match error.code() {
+                    TOO_MANY_CONNECTIONS | ADMIN_SHUTDOWN | CRASH_SHUTDOWN | CANNOT_CONNECT_NOW => Self::Unavailable,
+                    code if code.starts_with(CONNECTION_EXCEPTION_CLASS) => Self::Unavailable,
+                    SERIALIZATION_FAILURE | DEADLOCK_DETECTED => Self::Aborted,
+                    _ => Self::Other,
+                }
+            }
+            _ => Self::Other,
+        }
+    }
+}
+
+/// Whether `error` means the database could not be reached in time or went away
+/// under the call (a gRPC UNAVAILABLE, worth retrying elsewhere) rather than a fault
+/// in the query or data: [`StorageFailure::of`] is [`StorageFailure::Unavailable`].
 pub fn is_unavailable(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_))
+    StorageFailure::of(error) == StorageFailure::Unavailable
 }
 
 #[cfg(test)]

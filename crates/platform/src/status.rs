@@ -136,6 +136,15 @@ pub enum Failure {
         /// The detail, for the log.
         detail: String,
     },
+    /// ABORTED "`dependency` aborted the transaction; try again": a dependency (the
+    /// database) rolled the call's transaction back for a conflict with a concurrent
+    /// one, so nothing of it took effect. The detail is logged at WARN only.
+    DependencyAborted {
+        /// What aborted, e.g. "database".
+        dependency: &'static str,
+        /// The detail, for the log.
+        detail: String,
+    },
     /// INTERNAL "internal error"; the detail is logged at ERROR only.
     Internal(String),
 }
@@ -164,6 +173,7 @@ impl From<Failure> for Status {
             Failure::FailedPrecondition(reason, message) => refusal(Code::FailedPrecondition, reason, message),
             Failure::Unavailable(message) => Status::unavailable(message),
             Failure::DependencyUnavailable { dependency, detail } => unavailable(dependency, detail),
+            Failure::DependencyAborted { dependency, detail } => aborted(dependency, detail),
             Failure::Internal(detail) => internal(detail),
         }
     }
@@ -179,6 +189,14 @@ fn refusal(code: Code, reason: Reason, message: String) -> Status {
 pub fn unavailable(what: &str, error: impl Display) -> Status {
     tracing::warn!(error = %error, dependency = what, "dependency unavailable");
     Status::unavailable(format!("{what} unavailable"))
+}
+
+/// ABORTED for a dependency (`what`, e.g. "database") that rolled the call's work back
+/// for a conflict with concurrent work: worth trying again (gRPC status codes: ABORTED is
+/// a concurrency conflict such as a transaction abort). Logs `error` at WARN.
+pub fn aborted(what: &str, error: impl Display) -> Status {
+    tracing::warn!(error = %error, dependency = what, "dependency aborted the transaction");
+    Status::aborted(format!("{what} aborted the transaction; try again"))
 }
 
 /// INTERNAL with the fixed message "internal error": the detail (SQL text, paths)
@@ -255,10 +273,15 @@ mod tests {
     }
 
     #[test]
-    fn unavailable_and_internal_failures_keep_their_detail_out_of_the_message() {
+    fn unavailable_aborted_and_internal_failures_keep_their_detail_out_of_the_message() {
         let status =
             Status::from(Failure::DependencyUnavailable { dependency: "database", detail: "pool timed out".into() });
         assert_eq!((status.code(), status.message()), (Code::Unavailable, "database unavailable"));
+        let status = Status::from(Failure::DependencyAborted {
+            dependency: "database",
+            detail: "could not serialize access to secret_table".into(),
+        });
+        assert_eq!((status.code(), status.message()), (Code::Aborted, "database aborted the transaction; try again"));
         let status = Status::from(Failure::Internal("SELECT * FROM secret_table".into()));
         assert_eq!((status.code(), status.message()), (Code::Internal, "internal error"));
     }

@@ -75,17 +75,26 @@ impl DevAuth {
     /// An interceptor sending a short-lived token of subject `subject` for `audience`
     /// (`users` or `orders`) with `scopes`, for a generated client's `with_interceptor`.
     pub fn bearer(&self, subject: &str, audience: &str, scopes: &[&str]) -> Bearer {
-        Bearer(self.issuer.token(subject, audience, scopes, LIFETIME))
+        Bearer(Some(self.issuer.token(subject, audience, scopes, LIFETIME)))
     }
 }
 
-/// Adds `authorization: Bearer <token>` to every call (see [`DevAuth::bearer`]).
+/// Adds `authorization: Bearer <token>` to every call (see [`DevAuth::bearer`]), or
+/// nothing ([`Bearer::anonymous`]).
 #[derive(Clone)]
-pub struct Bearer(SecretString);
+pub struct Bearer(Option<SecretString>);
+
+impl Bearer {
+    /// Sends no credentials: for a stack whose services run with `auth.mode = "none"`.
+    pub fn anonymous() -> Self {
+        Self(None)
+    }
+}
 
 impl Interceptor for Bearer {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        let mut value = MetadataValue::try_from(format!("Bearer {}", self.0.expose_secret()))
+        let Some(token) = &self.0 else { return Ok(request) };
+        let mut value = MetadataValue::try_from(format!("Bearer {}", token.expose_secret()))
             .map_err(|_| Status::internal("a minted token is always a header value"))?;
         value.set_sensitive(true);
         request.metadata_mut().insert("authorization", value);

@@ -12,18 +12,19 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use tonic::{Code, Status};
 
-/// Calls one service (`base`, e.g. `http://127.0.0.1:50052`) with a bearer token, per the
+/// Calls one service (`base`, e.g. `http://127.0.0.1:50052`) with a bearer token (or none), per the
 /// Connect protocol spec (connectrpc.com/docs/protocol): `application/json` bodies,
 /// errors read from the spec's JSON error body.
 pub struct ConnectJson {
     client: Client<HttpConnector, Full<Bytes>>,
     base: String,
-    token: SecretString,
+    token: Option<SecretString>,
 }
 
 impl ConnectJson {
-    /// A client of the service at `base`, sending `authorization: Bearer <token>`.
-    pub fn new(base: &str, token: SecretString) -> Self {
+    /// A client of the service at `base`, sending `authorization: Bearer <token>` when
+    /// `token` is given (`None`: a service with `auth.mode = "none"`).
+    pub fn new(base: &str, token: Option<SecretString>) -> Self {
         let client = Client::builder(TokioExecutor::new()).build_http();
         Self { client, base: base.trim_end_matches('/').to_owned(), token }
     }
@@ -59,10 +60,13 @@ impl ConnectJson {
 
     async fn send(&self, request: http::Result<Request<Full<Bytes>>>) -> Result<Value, Status> {
         let mut request = request.map_err(|error| Status::invalid_argument(format!("not a request: {error}")))?;
-        let bearer = format!("Bearer {}", self.token.expose_secret());
-        let mut value = bearer.parse::<http::HeaderValue>().map_err(|_| Status::internal("a token header value"))?;
-        value.set_sensitive(true);
-        request.headers_mut().insert(header::AUTHORIZATION, value);
+        if let Some(token) = &self.token {
+            let bearer = format!("Bearer {}", token.expose_secret());
+            let mut value =
+                bearer.parse::<http::HeaderValue>().map_err(|_| Status::internal("a token header value"))?;
+            value.set_sensitive(true);
+            request.headers_mut().insert(header::AUTHORIZATION, value);
+        }
         let response = self.client.request(request).await.map_err(|error| Status::unavailable(error.to_string()))?;
         let status = response.status();
         let body = response.into_body().collect().await.map_err(|error| Status::unavailable(error.to_string()))?;

@@ -12,6 +12,7 @@ pub mod connect;
 pub mod consul;
 pub mod load;
 pub mod tls;
+pub mod traffic;
 
 use std::{
     path::{Path, PathBuf},

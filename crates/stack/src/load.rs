@@ -11,15 +11,19 @@ use std::{
 
 use api::orders::v1::{CreateOrderRequest, ListOrdersRequest, order_service_client::OrderServiceClient};
 use tokio::{sync::watch, task::JoinHandle};
+use tonic::client::GrpcService;
 
 use crate::Service;
+
+/// What a generated client's channel may fail with.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The deadline of each call the load makes.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// CreateOrder calls from `concurrency` gRPC clients, one call at a time each, every
-/// call with a fresh idempotency key, until [`OrderLoad::stop`]. Failed calls are
-/// kept as `"<code>: <message>"` lines.
+/// CreateOrder calls from several gRPC clients, one call at a time each, every call
+/// with a fresh idempotency key, until [`OrderLoad::stop`]. Failed calls are kept as
+/// `"<code>: <message>"` lines.
 pub struct OrderLoad {
     stop: Arc<AtomicBool>,
     /// Calls that succeeded so far; watched to wait for progress.
@@ -29,29 +33,53 @@ pub struct OrderLoad {
 }
 
 impl OrderLoad {
-    /// Starts the clients against `orders`, ordering for the existing user `customer`.
+    /// Starts the clients against `orders`, ordering for the existing user `customer`,
+    /// each over a connection of its own with no retries: every failure of orders counts.
     ///
     /// # Errors
     /// When a client cannot connect to orders.
     pub async fn start(orders: &Service, customer: &str, concurrency: usize) -> anyhow::Result<Self> {
+        let mut clients = Vec::new();
+        for _ in 0..concurrency {
+            clients.push(OrderServiceClient::connect(orders.address.clone()).await?);
+        }
+        Ok(Self::with_clients(clients, customer))
+    }
+
+    /// Starts one task per generated client of `clients` (e.g. over a
+    /// `platform::client::ResilientChannel` that retries and balances, as a caller of
+    /// several orders replicas would), ordering for the existing user `customer`. Each
+    /// call also sends its idempotency key as the `idempotency-key` header, which tells
+    /// a retrying channel that the call may be retried.
+    pub fn with_clients<T>(clients: Vec<OrderServiceClient<T>>, customer: &str) -> Self
+    where
+        T: GrpcService<tonic::body::Body> + Send + 'static,
+        T::Error: Into<BoxError>,
+        T::ResponseBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+        <T::ResponseBody as http_body::Body>::Error: Into<BoxError> + Send,
+        T::Future: Send,
+    {
         let stop = Arc::new(AtomicBool::new(false));
         let (count, succeeded) = watch::channel(0usize);
         let count = Arc::new(count);
         let failures = Arc::new(Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
-        for _ in 0..concurrency {
-            let mut client = OrderServiceClient::connect(orders.address.clone()).await?;
+        for mut client in clients {
             let (stop, count, failures, customer) =
                 (stop.clone(), count.clone(), failures.clone(), customer.to_owned());
             tasks.push(tokio::spawn(async move {
                 while !stop.load(Ordering::SeqCst) {
+                    let key = uuid::Uuid::new_v4().to_string();
                     let mut request = tonic::Request::new(CreateOrderRequest {
                         customer_email: customer.clone(),
                         total_cents: 100,
                         currency: "USD".to_owned(),
-                        idempotency_key: uuid::Uuid::new_v4().to_string(),
+                        idempotency_key: key.clone(),
                     });
                     request.set_timeout(CALL_TIMEOUT);
+                    if let Ok(value) = key.parse() {
+                        request.metadata_mut().insert("idempotency-key", value);
+                    }
                     match client.create_order(request).await {
                         Ok(_) => count.send_modify(|n| *n += 1),
                         Err(status) => {
@@ -62,7 +90,7 @@ impl OrderLoad {
                 }
             }));
         }
-        Ok(Self { stop, succeeded, failures, tasks })
+        Self { stop, succeeded, failures, tasks }
     }
 
     /// How many calls have succeeded so far.
@@ -109,7 +137,16 @@ impl OrderLoad {
 /// # Errors
 /// When orders cannot be reached or a page fails.
 pub async fn orders_stored(orders: &Service, customer: &str) -> anyhow::Result<usize> {
-    let mut client = OrderServiceClient::connect(orders.address.clone()).await?;
+    orders_stored_at(&orders.address, customer).await
+}
+
+/// As [`orders_stored`], for the orders replica at `address` (`http://HOST:PORT`); an
+/// empty `customer` counts every order.
+///
+/// # Errors
+/// When orders cannot be reached or a page fails.
+pub async fn orders_stored_at(address: &str, customer: &str) -> anyhow::Result<usize> {
+    let mut client = OrderServiceClient::connect(address.to_owned()).await?;
     let mut count = 0;
     let mut page_token = String::new();
     loop {

@@ -3,7 +3,7 @@
 use std::time::SystemTime;
 
 use platform::{
-    database::{Database, InSpan, from_micros, is_unavailable, to_micros},
+    database::{Database, InSpan, StorageFailure, from_micros, to_micros},
     email::Email,
 };
 use sqlx::{FromRow, error::ErrorKind};
@@ -49,7 +49,7 @@ impl UserRepository {
     /// Inserts `user`.
     ///
     /// # Errors
-    /// [`Error::EmailTaken`] when the email is taken; [`Error::Unavailable`] or [`Error::Internal`].
+    /// [`Error::EmailTaken`] when the email is taken; [`Error::Unavailable`], [`Error::Aborted`] or [`Error::Internal`].
     pub async fn insert(&self, user: &User) -> Result<(), Error> {
         let mut conn = self.db.acquire().await.map_err(storage_error)?;
         sqlx::query("INSERT INTO users (id, email, name, created_at) VALUES ($1, $2, $3, $4)")
@@ -72,7 +72,7 @@ impl UserRepository {
     /// The user with `id`, if any.
     ///
     /// # Errors
-    /// [`Error::Unavailable`] or [`Error::Internal`].
+    /// [`Error::Unavailable`], [`Error::Aborted`] or [`Error::Internal`].
     pub async fn get(&self, id: UserId) -> Result<Option<User>, Error> {
         let mut conn = self.db.acquire().await.map_err(storage_error)?;
         let row = sqlx::query_as::<_, UserRow>("SELECT id, email, name, created_at FROM users WHERE id = $1")
@@ -87,7 +87,7 @@ impl UserRepository {
     /// The user whose email is `email`, if any.
     ///
     /// # Errors
-    /// [`Error::Unavailable`] or [`Error::Internal`].
+    /// [`Error::Unavailable`], [`Error::Aborted`] or [`Error::Internal`].
     pub async fn by_email(&self, email: &Email) -> Result<Option<User>, Error> {
         let mut conn = self.db.acquire().await.map_err(storage_error)?;
         let row = sqlx::query_as::<_, UserRow>("SELECT id, email, name, created_at FROM users WHERE email = $1")
@@ -114,8 +114,13 @@ impl TryFrom<UserRow> for User {
     }
 }
 
-/// Classifies a sqlx error: could-not-reach-the-database is UNAVAILABLE (worth a
-/// retry elsewhere), everything else INTERNAL.
+/// Classifies a sqlx error ([`StorageFailure::of`]): could-not-reach-the-database is
+/// UNAVAILABLE (worth a retry elsewhere), a transaction rolled back for a conflict
+/// ABORTED, everything else INTERNAL.
 fn storage_error(error: sqlx::Error) -> Error {
-    if is_unavailable(&error) { Error::Unavailable(error) } else { Error::Internal(error.into()) }
+    match StorageFailure::of(&error) {
+        StorageFailure::Unavailable => Error::Unavailable(error),
+        StorageFailure::Aborted => Error::Aborted(error),
+        StorageFailure::Other => Error::Internal(error.into()),
+    }
 }

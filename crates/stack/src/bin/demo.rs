@@ -6,27 +6,18 @@
 //! cacheable `GET`) on the same port, and the summary shows the calls per protocol as
 //! the services' own metrics count them.
 
-use std::{
-    collections::BTreeMap,
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+use std::{path::PathBuf, time::Duration};
 
 use anyhow::{Context, ensure};
-use api::{
-    orders::v1::{
-        CreateOrderRequest, DeliverOrderRequest, ListOrdersRequest, OrderEventKind, ShipOrderRequest,
-        WatchOrderRequest, order_service_client::OrderServiceClient,
-    },
-    users::v1::{CreateUserRequest, user_service_client::UserServiceClient},
-};
 use clap::Parser;
-use serde_json::json;
 use stack::{
-    Service, auth::DevAuth, connect::ConnectJson, new_traceparent, orders_env, sample, scrape, tls::DevTls,
-    traced_request, users_env,
+    Service,
+    auth::DevAuth,
+    orders_env, sample, scrape,
+    tls::DevTls,
+    traffic::{Caller, PROTOCOLS, Recorder, drive},
+    users_env,
 };
-use tonic::{Code, Status, transport::Channel};
 
 /// Command line of the demo.
 #[derive(Parser)]
@@ -38,33 +29,6 @@ struct Args {
     /// Orders to place.
     #[arg(long, default_value_t = 40)]
     orders: usize,
-}
-
-/// Every call the demo made: method, code, latency.
-#[derive(Default)]
-struct Recorder {
-    calls: Vec<(&'static str, Code, Duration)>,
-}
-
-impl Recorder {
-    async fn call<T>(
-        &mut self,
-        method: &'static str,
-        call: impl Future<Output = Result<T, Status>>,
-    ) -> Result<T, Status> {
-        let start = Instant::now();
-        let result = call.await;
-        let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
-        self.calls.push((method, code, start.elapsed()));
-        result
-    }
-
-    fn percentile(&self, p: f64) -> Duration {
-        let mut latencies: Vec<_> = self.calls.iter().map(|(_, _, d)| *d).collect();
-        latencies.sort();
-        let rank = ((p / 100.0) * latencies.len() as f64).ceil() as usize;
-        latencies.get(rank.saturating_sub(1)).copied().unwrap_or_default()
-    }
 }
 
 #[tokio::main]
@@ -92,7 +56,8 @@ async fn main() -> anyhow::Result<()> {
 
     let mut recorder = Recorder::default();
     let users_channel = tls.channel(&users_a).await?;
-    let outcome = drive(&mut recorder, &auth, users_channel, &orders.address, args.orders).await;
+    let outcome =
+        drive(&mut recorder, Caller::Authenticated(&auth), users_channel, &orders.address, args.orders, "demo").await;
 
     // Calls per protocol as each service counts them (its `rpc_protocol` metric label).
     let mut per_protocol = Vec::new();
@@ -113,13 +78,15 @@ async fn main() -> anyhow::Result<()> {
         (users_b.name.clone(), users_b.rpcs_finished("GetUserByEmail")?),
     ];
 
-    let mut by_code: BTreeMap<String, usize> = BTreeMap::new();
-    for (_, code, _) in &recorder.calls {
-        if *code != Code::Ok {
-            *by_code.entry(format!("{code:?}")).or_default() += 1;
-        }
-    }
-    let (story, trace_id) = outcome?;
+    let by_code = recorder.errors_by_code();
+    let traffic = outcome?;
+    ensure!(
+        traffic.listed == traffic.orders.len(),
+        "paging lists exactly the orders placed: {} of {}",
+        traffic.listed,
+        traffic.orders.len()
+    );
+    let (story, trace_id) = (traffic.story, traffic.trace_id);
     let traced_lines = [&orders, &users_a, &users_b]
         .iter()
         .map(|service| service.log_lines())
@@ -173,141 +140,6 @@ async fn main() -> anyhow::Result<()> {
     ensure!(unexpected == 0, "calls failed unexpectedly: {by_code:?}");
     println!("demo ok");
     Ok(())
-}
-
-/// The traffic: users, orders (one retried with its idempotency key), one invalid
-/// request, paging, and a watched order going through its life; every fourth order
-/// over Connect JSON and one GetOrder as a Connect `GET` (orders' port is plaintext;
-/// users' takes mTLS clients), the rest over gRPC. Returns what it saw and the trace id the first CreateOrder was sent with.
-async fn drive(
-    recorder: &mut Recorder,
-    auth: &DevAuth,
-    users_channel: Channel,
-    orders_url: &str,
-    order_count: usize,
-) -> anyhow::Result<(Vec<String>, String)> {
-    let orders_channel = Channel::from_shared(orders_url.to_owned())?.connect().await?;
-    // An unauthenticated call is refused before any work is done.
-    let anonymous = UserServiceClient::new(users_channel.clone())
-        .create_user(CreateUserRequest { email: "anonymous@example.com".to_owned(), name: "Anon".to_owned() })
-        .await
-        .expect_err("a call without a token");
-    ensure!(anonymous.code() == Code::Unauthenticated, "a call without a token is UNAUTHENTICATED: {anonymous:?}");
-    let mut users = UserServiceClient::with_interceptor(users_channel, auth.bearer("demo", "users", &[]));
-    let mut orders = OrderServiceClient::with_interceptor(orders_channel, auth.bearer("demo", "orders", &[]));
-    let orders_connect = ConnectJson::new(orders_url, auth.token("demo", "orders", &[]));
-    let mut story = vec![format!("no token: {:?} \"{}\"", anonymous.code(), anonymous.message())];
-
-    let customers: Vec<String> = (1..=5).map(|i| format!("customer{i}@example.com")).collect();
-    for (i, email) in customers.iter().enumerate() {
-        let request = CreateUserRequest { email: email.clone(), name: format!("Customer {}", i + 1) };
-        recorder.call("CreateUser", users.create_user(request)).await?;
-    }
-
-    let (mut placed, mut over_connect): (Vec<String>, usize) = (Vec::new(), 0);
-    // The first order is sent with a traceparent, as a traced client would: its trace
-    // id is known before the call and printed in the summary.
-    let (trace_id, traceparent) = new_traceparent();
-    for i in 0..order_count {
-        let request = CreateOrderRequest {
-            customer_email: customers[i % customers.len()].clone(),
-            total_cents: 500 + 137 * i as i64,
-            currency: ["USD", "EUR", "GBP"][i % 3].to_owned(),
-            idempotency_key: format!("demo-order-{i}"),
-        };
-        if i % 4 == 3 {
-            // Every fourth order over Connect JSON: the same handler, proto3 JSON field names.
-            let message = json!({
-                "customerEmail": request.customer_email,
-                "totalCents": request.total_cents.to_string(),
-                "currency": request.currency,
-                "idempotencyKey": request.idempotency_key,
-            });
-            let answer = recorder
-                .call("CreateOrder", orders_connect.post("orders.v1.OrderService/CreateOrder", &message))
-                .await?;
-            placed.push(order_id(&answer)?);
-            over_connect += 1;
-            continue;
-        }
-        let request = if i == 0 { traced_request(request, &traceparent)? } else { tonic::Request::new(request) };
-        let order = recorder.call("CreateOrder", orders.create_order(request)).await?.into_inner().order;
-        placed.push(order.context("CreateOrder returns the order")?.id);
-    }
-    let first_id = placed.first().context("at least one order (--orders)")?.clone();
-    let first = recorder
-        .call("GetOrder", orders_connect.get("orders.v1.OrderService/GetOrder", &json!({"id": first_id})))
-        .await?;
-    ensure!(order_id(&first)? == first_id, "GetOrder over GET returns the order: {first}");
-    story.push(format!(
-        "Connect JSON: {over_connect} of {} orders placed by POST; GetOrder {first_id} by GET ({} {})",
-        placed.len(),
-        first["order"]["totalCents"],
-        first["order"]["currency"]
-    ));
-
-    // A client retry: the same request with the same idempotency key.
-    let retry = CreateOrderRequest {
-        customer_email: customers[0].clone(),
-        total_cents: 500,
-        currency: "USD".to_owned(),
-        idempotency_key: "demo-order-0".to_owned(),
-    };
-    let replayed = recorder.call("CreateOrder", orders.create_order(retry)).await?.into_inner().order;
-    ensure!(replayed.as_ref().map(|o| &o.id) == Some(&first_id), "a retried CreateOrder returns the first order");
-    story.push(format!("idempotent retry: same key returned order {} again", first_id));
-
-    let invalid = CreateOrderRequest {
-        customer_email: customers[1].clone(),
-        total_cents: 100,
-        currency: "ZZZ".to_owned(),
-        idempotency_key: String::new(),
-    };
-    let status = recorder.call("CreateOrder", orders.create_order(invalid)).await.expect_err("an invalid request");
-    ensure!(status.code() == Code::InvalidArgument, "an invalid request is InvalidArgument, got {status:?}");
-    story.push(format!("invalid request: {:?} \"{}\"", status.code(), status.message()));
-
-    let (mut listed, mut pages, mut token) = (0, 0, String::new());
-    loop {
-        let request = ListOrdersRequest { page_size: 15, page_token: token.clone(), ..Default::default() };
-        let mut stream = recorder.call("ListOrders", orders.list_orders(request)).await?.into_inner();
-        pages += 1;
-        token.clear();
-        while let Some(message) = stream.message().await? {
-            listed += 1;
-            token = message.next_page_token;
-        }
-        if token.is_empty() {
-            break;
-        }
-    }
-    ensure!(listed == placed.len(), "paging lists every order once: {listed} of {}", placed.len());
-    story.push(format!("paging: {listed} orders in {pages} pages of up to 15"));
-
-    let watched = placed[placed.len() / 2].clone();
-    let mut events = recorder
-        .call("WatchOrder", orders.watch_order(WatchOrderRequest { order_id: watched.clone() }))
-        .await?
-        .into_inner();
-    let first = events.message().await?.and_then(|m| m.event).context("the created event")?;
-    recorder.call("ShipOrder", orders.ship_order(ShipOrderRequest { id: watched.clone() })).await?;
-    recorder.call("DeliverOrder", orders.deliver_order(DeliverOrderRequest { id: watched.clone() })).await?;
-    let mut kinds = vec![first.kind()];
-    while let Some(message) = events.message().await? {
-        kinds.push(message.event.context("an event")?.kind());
-    }
-    let expected = [OrderEventKind::Created, OrderEventKind::Shipped, OrderEventKind::Delivered];
-    ensure!(kinds == expected, "WatchOrder sees created, shipped, delivered; saw {kinds:?}");
-    story.push(format!("watch {watched}: {}", kinds.iter().map(|k| k.as_str_name()).collect::<Vec<_>>().join(" -> ")));
-    Ok((story, trace_id))
-}
-
-/// The `rpc_protocol` label values, in the order the summary prints them.
-const PROTOCOLS: [&str; 3] = ["grpc", "connect", "grpc_web"];
-
-/// The `order.id` of a Connect JSON answer holding an order.
-fn order_id(answer: &serde_json::Value) -> anyhow::Result<String> {
-    answer["order"]["id"].as_str().map(str::to_owned).context("the answer has order.id")
 }
 
 fn ms(duration: Duration) -> f64 {

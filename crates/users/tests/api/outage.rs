@@ -1,10 +1,12 @@
 //! A database outage: health notices within a second, calls fail fast while it lasts,
-//! and the service recovers as soon as the database is back.
+//! and the service recovers as soon as the database is back; a call whose session the
+//! database ends (a server restart) answers UNAVAILABLE, not INTERNAL.
 
 use std::time::{Duration, Instant};
 
 use api::users::v1::{CreateUserRequest, GetUserByEmailRequest, GetUserRequest};
 use platform::config::DatabaseConfig;
+use sqlx::{Connection, PgConnection};
 use testkit::TcpProxy;
 use tonic::Code;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
@@ -106,4 +108,35 @@ async fn a_call_that_meets_an_outage_before_the_probe_does_makes_health_report_i
     assert!(took < Duration::from_secs(1), "the call took {took:?}, not its 2s acquire timeout");
     assert_eq!(update.expect("the watch stays open").expect("the stream is open").status(), ServingStatus::NotServing);
     assert!(noticed < Duration::from_secs(1), "NOT_SERVING only {noticed:?} after the cut");
+}
+
+#[tokio::test]
+async fn a_call_whose_connection_the_database_terminated_is_unavailable_not_internal_and_the_next_is_served() {
+    // Pooled connections are not pinged again within the hour: the call's query meets
+    // the terminated backend, as a call in flight during a server restart does.
+    let app = spawn_app_with(|config| config.database.ping_after_idle = Duration::from_secs(3600)).await;
+    let request = CreateUserRequest { email: "terminated@example.com".into(), name: "Terminated".into() };
+    let created = app.client.clone().create_user(request).await.expect("created").into_inner();
+    let id = created.user.expect("the user").id;
+
+    // What `pg_ctl restart -m fast` does to each of the service's sessions (its pool's and
+    // its health probe's): SQLSTATE 57P01, "terminating connection due to administrator command".
+    let mut admin = PgConnection::connect(&app.database_url).await.expect("an admin connection");
+    let terminated: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .expect("terminate the service's backends");
+    assert!(!terminated.is_empty() && terminated.iter().all(|&done| done), "terminated: {terminated:?}");
+
+    let get = GetUserRequest { id: id.clone() };
+    let status = app.client.clone().get_user(get.clone()).await.expect_err("its connection is gone");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(status.message(), "database unavailable");
+    // The dead connection went back into the pool, but is pinged and replaced before
+    // the next call uses it, not an hour later.
+    let found = app.client.clone().get_user(get).await.expect("served on a new connection").into_inner();
+    assert_eq!(found.user.expect("the user").id, id);
 }
