@@ -39,12 +39,6 @@
 
 #![warn(missing_docs)]
 
-// Until database.rs moves into the tree (after the database-error work lands), it names
-// `crate::backoff`, and its tests `crate::metrics`.
-#[cfg(test)]
-use observability::metrics;
-use support::backoff;
-
 pub mod auth;
 pub mod cli;
 pub mod client;

@@ -3,6 +3,12 @@
 //!
 //! The pool is deadpool's, over sqlx connections (docs/adr/0004-deadpool-over-sqlx-connections.md):
 //! sqlx's own pool pings every connection it takes back, one round trip per query.
+//!
+//! Beside this file: `errors` (sqlx errors classified by SQLSTATE: [`StorageFailure`]) and
+//! `metrics` (the pool's metrics, [`Database::collector`]); neither imports the other.
+
+mod errors;
+pub mod metrics;
 
 use std::{
     future::Future,
@@ -17,11 +23,7 @@ use std::{
 };
 
 use deadpool::managed::{self, Metrics, Object, PoolError, RecycleError, RecycleResult};
-use prometheus::{
-    Histogram, HistogramOpts, IntGaugeVec, Opts,
-    core::{Collector, Desc},
-    proto::MetricFamily,
-};
+use prometheus::{Histogram, HistogramOpts};
 use sqlx::{
     AnyConnection, ConnectOptions, Connection,
     any::AnyConnectOptions,
@@ -29,8 +31,9 @@ use sqlx::{
 };
 use tokio::sync::{Notify, watch};
 
+pub use self::errors::{StorageFailure, is_unavailable};
 pub use crate::config::Backend;
-use crate::{backoff::Backoff, config::DatabaseConfig};
+use crate::{config::DatabaseConfig, support::backoff::Backoff};
 
 /// The name of the span [`Database::span`] makes for each query (OpenTelemetry's
 /// database client span; it is named `"{operation} {table}"` in traces).
@@ -87,7 +90,7 @@ pub struct Database {
 }
 
 /// The circuit breaker in front of the pool, shared by every clone of a [`Database`].
-/// Only the health probe ([`crate::health::watch_database`]) opens and closes it, so
+/// Only the health probe ([`crate::server::health::watch_database`]) opens and closes it, so
 /// "open" and "NOT_SERVING" are one state; calls feed it by waking the probe.
 ///
 /// - closed (the database answered the probe last): calls take a connection from the pool;
@@ -393,67 +396,6 @@ impl Database {
             db.sql.table = table,
         )
     }
-
-    /// The pool's metric families, read at scrape time, to register in the service's
-    /// registry (`metrics.register(database.collector())`): OpenTelemetry's database connection-pool metrics as semantic
-    /// conventions 1.24 name them (`db.client.connections.usage`, `.max`, `.wait_time`,
-    /// attributes `state` and `pool.name`), in Prometheus form:
-    /// `db_client_connections_usage{state="idle"|"used"}` and
-    /// `db_client_connections_max` (gauges, connections) and
-    /// `db_client_connections_wait_time_seconds` (histogram, seconds), each labelled
-    /// `pool_name`. (Later conventions renamed the first `db.client.connection.count`,
-    /// whose `_count` suffix Prometheus reserves for histograms: `promtool check
-    /// metrics` rejects it.)
-    pub fn collector(&self) -> PoolCollector {
-        let families = PoolCollector::gauges(&self.name, [0, 0, 0]);
-        let collectors = families.iter().map(|g| g as &dyn Collector).chain([&self.wait_time as &dyn Collector]);
-        let descs = collectors.flat_map(Collector::desc).cloned().collect();
-        PoolCollector { database: self.clone(), descs }
-    }
-}
-
-/// The [`Collector`] of a [`Database`]'s pool metrics; see [`Database::collector`].
-#[derive(Clone)]
-pub struct PoolCollector {
-    database: Database,
-    descs: Vec<Desc>,
-}
-
-impl PoolCollector {
-    /// Fresh gauges holding `[idle, used, max]` connections.
-    fn gauges(name: &str, [idle, used, max]: [u32; 3]) -> [IntGaugeVec; 2] {
-        let pool = "pool_name";
-        // Fixed, valid names and labels: creating these cannot fail.
-        let count = IntGaugeVec::new(
-            Opts::new("db_client_connections_usage", "The number of connections in each state."),
-            &[pool, "state"],
-        )
-        .expect("valid gauge");
-        count.with_label_values(&[name, "idle"]).set(i64::from(idle));
-        count.with_label_values(&[name, "used"]).set(i64::from(used));
-        let most = IntGaugeVec::new(
-            Opts::new("db_client_connections_max", "The maximum number of open connections allowed."),
-            &[pool],
-        )
-        .expect("valid gauge");
-        most.with_label_values(&[name]).set(i64::from(max));
-        [count, most]
-    }
-}
-
-impl Collector for PoolCollector {
-    fn desc(&self) -> Vec<&Desc> {
-        self.descs.iter().collect()
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
-        let status = self.database.pool.status();
-        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-        let (size, idle) = (count(status.size), count(status.available));
-        let gauges =
-            Self::gauges(&self.database.name, [idle.min(size), size.saturating_sub(idle), count(status.max_size)]);
-        gauges.iter().flat_map(Collector::collect).chain(self.database.wait_time.collect()).collect()
-    }
 }
 
 /// Closes the pool's connections not handed out for `idle_timeout`
@@ -611,77 +553,6 @@ pub fn from_micros(micros: i64) -> std::time::SystemTime {
     if micros >= 0 { std::time::UNIX_EPOCH + magnitude } else { std::time::UNIX_EPOCH - magnitude }
 }
 
-/// What a failed database call means for its caller: the one classification of sqlx
-/// errors both repositories use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StorageFailure {
-    /// The database could not be reached in time, or went away under the call (a
-    /// server shutting down, a backend terminated, too many connections): a gRPC
-    /// UNAVAILABLE, worth retrying, possibly on another replica.
-    Unavailable,
-    /// The database rolled the transaction back to resolve a conflict with a concurrent
-    /// one (a serialization failure or a deadlock): a gRPC ABORTED; the whole
-    /// transaction may succeed when tried again.
-    Aborted,
-    /// A fault in the query or the data (INTERNAL).
-    Other,
-}
-
-// SQLSTATE codes, named as the conditions of PostgreSQL's manual, "Appendix A.
-// PostgreSQL Error Codes" (https://www.postgresql.org/docs/current/errcodes-appendix.html).
-/// Class 08, Connection Exception: every code of the class (`connection_failure`
-/// 08006, `connection_does_not_exist` 08003, ...).
-const CONNECTION_EXCEPTION_CLASS: &str = "08";
-/// `too_many_connections` (class 53, Insufficient Resources).
-const TOO_MANY_CONNECTIONS: &str = "53300";
-/// `admin_shutdown` (class 57, Operator Intervention): `pg_ctl stop`/`restart` in fast
-/// mode or `pg_terminate_backend` ended the session ("terminating connection due to
-/// administrator command").
-const ADMIN_SHUTDOWN: &str = "57P01";
-/// `crash_shutdown`: another server process crashed and the server is resetting.
-const CRASH_SHUTDOWN: &str = "57P02";
-/// `cannot_connect_now`: the server is starting up or shutting down.
-const CANNOT_CONNECT_NOW: &str = "57P03";
-/// `serialization_failure` (class 40, Transaction Rollback).
-const SERIALIZATION_FAILURE: &str = "40001";
-/// `deadlock_detected` (class 40, Transaction Rollback).
-const DEADLOCK_DETECTED: &str = "40P01";
-
-impl StorageFailure {
-    /// How `error` fails its caller. Unavailable: no connection in time
-    /// ([`sqlx::Error::PoolTimedOut`], also [`DatabaseDown`]), the pool closed, an I/O
-    /// or TLS error, or a PostgreSQL error with SQLSTATE class 08, 53300, 57P01, 57P02
-    /// or 57P03. Aborted: SQLSTATE 40001 or 40P01. Anything else (other SQLSTATEs, any
-    /// SQLite error, a decode error) is Other.
-    pub fn of(error: &sqlx::Error) -> Self {
-        match error {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
-                Self::Unavailable
-            }
-            sqlx::Error::Database(error) => {
-                // SQLSTATEs are PostgreSQL's; SQLite's codes are numbers of another scheme.
-                let Some(error) = error.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() else {
-                    return Self::Other;
-                };
-                match error.code() {
-                    TOO_MANY_CONNECTIONS | ADMIN_SHUTDOWN | CRASH_SHUTDOWN | CANNOT_CONNECT_NOW => Self::Unavailable,
-                    code if code.starts_with(CONNECTION_EXCEPTION_CLASS) => Self::Unavailable,
-                    SERIALIZATION_FAILURE | DEADLOCK_DETECTED => Self::Aborted,
-                    _ => Self::Other,
-                }
-            }
-            _ => Self::Other,
-        }
-    }
-}
-
-/// Whether `error` means the database could not be reached in time or went away
-/// under the call (a gRPC UNAVAILABLE, worth retrying elsewhere) rather than a fault
-/// in the query or data: [`StorageFailure::of`] is [`StorageFailure::Unavailable`].
-pub fn is_unavailable(error: &sqlx::Error) -> bool {
-    StorageFailure::of(error) == StorageFailure::Unavailable
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -709,7 +580,7 @@ mod tests {
         config.max_connections = std::num::NonZeroU32::MIN;
         config.acquire_timeout = std::time::Duration::from_millis(50);
         let db = Database::connect(&config, "test").await.expect("in-memory SQLite");
-        let metrics = crate::metrics::Metrics::new();
+        let metrics = crate::observability::metrics::Metrics::new();
         metrics.register(db.collector()).expect("registered once");
 
         let held = db.acquire().await.expect("the one connection");
