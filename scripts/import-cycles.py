@@ -66,6 +66,23 @@ def strip_comments(text):
     return "".join(out)
 
 
+def item_end(text, j, stop_at_semicolon=False):
+    """Where the item from text[j] ends: just past the `}` closing its first `{` (or
+    past its first `;` outside braces, with `stop_at_semicolon`); the text's end if never."""
+    depth = 0
+    while j < len(text):
+        if text[j] == "{":
+            depth += 1
+        elif text[j] == "}":
+            depth -= 1
+            if depth == 0:
+                return j + 1
+        elif text[j] == ";" and depth == 0 and stop_at_semicolon:
+            return j + 1
+        j += 1
+    return j
+
+
 def without_tests(text):
     """The code without the item that follows each `#[cfg(test)]` (a `mod tests { .. }` or `use ..;`)."""
     out, i = [], 0
@@ -73,22 +90,8 @@ def without_tests(text):
         if match.start() < i:
             continue
         out.append(text[i : match.start()])
-        j = match.end()
         # The item ends at its first `;` at depth 0 or at the `}` closing its first `{`.
-        depth = 0
-        while j < len(text):
-            if text[j] == "{":
-                depth += 1
-            elif text[j] == "}":
-                depth -= 1
-                if depth == 0:
-                    j += 1
-                    break
-            elif text[j] == ";" and depth == 0:
-                j += 1
-                break
-            j += 1
-        i = j
+        i = item_end(text, match.end(), stop_at_semicolon=True)
     out.append(text[i:])
     return "".join(out)
 
@@ -132,16 +135,7 @@ def inline_mod_spans(text):
     """(start, end) of each inline `mod x { .. }` body."""
     spans = []
     for match in INLINE_MOD.finditer(text):
-        depth, j = 0, match.end() - 1
-        while j < len(text):
-            if text[j] == "{":
-                depth += 1
-            elif text[j] == "}":
-                depth -= 1
-                if depth == 0:
-                    break
-            j += 1
-        spans.append((match.end(), j))
+        spans.append((match.end(), item_end(text, match.end() - 1) - 1))
     return spans
 
 

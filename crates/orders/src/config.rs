@@ -159,18 +159,8 @@ mod tests {
     }
 
     #[test]
-    fn the_defaults_file_lists_what_config_default_says() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.defaults.toml");
-        testkit::assert_defaults_file(&Config::default(), &path, "orders");
-    }
-
-    #[test]
-    fn the_readme_config_table_gives_the_defaults_of_the_defaults_file() {
-        let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-        testkit::assert_readme_defaults_agree(
-            &crate_dir.join("../../README.md"),
-            &crate_dir.join("config.defaults.toml"),
-        );
+    fn the_defaults_file_and_the_readme_table_give_what_config_default_says() {
+        testkit::assert_defaults_documented(&Config::default(), env!("CARGO_MANIFEST_DIR"), "orders");
     }
 
     #[test]

@@ -6,6 +6,20 @@ use std::{collections::BTreeMap, path::Path};
 
 use serde::Serialize;
 
+/// Asserts that the service crate at `crate_dir` (its `CARGO_MANIFEST_DIR`) has a
+/// `config.defaults.toml` holding `defaults` (see [`assert_defaults_file`]), and that
+/// the workspace README's configuration table agrees with it (see
+/// [`assert_readme_defaults_agree`]). `package` is the crate's name.
+///
+/// # Panics
+/// When either differs.
+pub fn assert_defaults_documented<T: Serialize>(defaults: &T, crate_dir: &str, package: &str) {
+    let crate_dir = Path::new(crate_dir);
+    let file = crate_dir.join("config.defaults.toml");
+    assert_defaults_file(defaults, &file, package);
+    assert_readme_defaults_agree(&crate_dir.join("../../README.md"), &file);
+}
+
 /// Asserts that the file at `path` holds `defaults` as TOML, under a header saying it
 /// is generated; with `UPDATE_DEFAULTS=1` in the environment it writes the file instead.
 /// `package` names the crate whose test regenerates it (for the header).
@@ -13,7 +27,7 @@ use serde::Serialize;
 /// # Panics
 /// When the file differs from `defaults` (or cannot be read or written), or `defaults`
 /// does not serialize as TOML.
-pub fn assert_defaults_file<T: Serialize>(defaults: &T, path: &Path, package: &str) {
+fn assert_defaults_file<T: Serialize>(defaults: &T, path: &Path, package: &str) {
     let body = toml::to_string(defaults).expect("a config serializes as TOML");
     let expected = format!(
         "# Every config key with its default, written from `Config::default()`: do not edit.\n\
@@ -40,7 +54,7 @@ pub fn assert_defaults_file<T: Serialize>(defaults: &T, path: &Path, package: &s
 ///
 /// # Panics
 /// When a listed default differs, naming the key, or a file cannot be read.
-pub fn assert_readme_defaults_agree(readme: &Path, defaults: &Path) {
+fn assert_readme_defaults_agree(readme: &Path, defaults: &Path) {
     let text = std::fs::read_to_string(defaults).expect("the defaults file is readable");
     let table: toml::Table = text.parse().expect("the defaults file is TOML");
     let mut values = BTreeMap::new();

@@ -10,8 +10,8 @@
 //!   databases under `TEST_DATABASE_URL` and a proxy to cut.
 //! - [`ServiceBinary`] (`binary`): a service binary run as an operator would.
 //! - [`ServerSection`] (`config`): a config of one `server` section.
-//! - [`assert_defaults_file`], [`assert_readme_defaults_agree`] (`defaults`): a service's
-//!   generated defaults file, checked against the code and the README.
+//! - [`assert_defaults_documented`] (`defaults`): a service's generated defaults file,
+//!   checked against the code and the README.
 //!
 //! Imports point to `platform` only (for [`ServerSection`]); the modules import none of each other.
 
@@ -29,7 +29,7 @@ pub use self::{
     auth::DevIssuer,
     binary::{BinaryExit, ServiceBinary},
     config::ServerSection,
-    defaults::{assert_defaults_file, assert_readme_defaults_agree},
+    defaults::assert_defaults_documented,
     dns::DnsZone,
     postgres::{TcpProxy, drop_postgres_database, fresh_postgres_database},
     tls::{DevCa, DevCert},
