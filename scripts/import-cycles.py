@@ -1,14 +1,19 @@
 #!/usr/bin/env python3
-"""Fails when a crate's top-level modules import each other in a loop.
+"""Fails when a crate's modules import each other in a loop.
 
-For each crate (default: crates/orders, crates/users, crates/platform), every module
-under src/ is one node: `src/x.rs` is `x`, and a directory module `src/x/` (with
-`src/x.rs` or `src/x/mod.rs`) is also the single node `x`. `lib.rs` (the root that
-declares the modules) and binaries (`main.rs`, `src/bin/`) are not nodes. An edge
-x -> y is any `crate::y` path in x's code, whether written `use crate::y::..`,
-`use crate::{y, ..}` or inline; comments are ignored. Test code counts too, unless
-`--ignore-tests` is given (then items under `#[cfg(test)]` and files named `tests.rs`
-are skipped).
+For each crate (default: every crate under crates/ with a src/ directory), every
+module file under src/ is one node, nested ones included: `src/x.rs` and
+`src/x/mod.rs` are `x`, `src/x/y.rs` is `x::y`. `lib.rs` (the root that declares the
+modules) and binaries (`main.rs`, `src/bin/`) are not nodes; a module declared inline
+(`mod tests { .. }`) belongs to its file's node. An edge a -> b is any path in a's code
+that names b or an item of b: `crate::..`, `super::..` and `self::..` paths, and paths
+that start with one of a's own child modules, whether written in a `use` (groups such
+as `use super::{b::X, c}` included) or inline; the path goes to the deepest module it
+names, so `crate::client::Channel` is an edge to `client` (the file that re-exports it)
+and `crate::client::retry::Retry` one to `client::retry`. Declaring a child module
+(`mod b;`) is not an edge. Comments and string literals are ignored. Test code counts
+too, unless `--ignore-tests` is given (then items under `#[cfg(test)]` and files named
+`tests.rs` are skipped).
 
 Usage: scripts/import-cycles.py [--ignore-tests] [CRATE_DIR ...]
 Exit status 0 when no crate has a cycle, 1 (printing each cycle) otherwise.
@@ -18,8 +23,11 @@ import re
 import sys
 from pathlib import Path
 
-DEFAULT_CRATES = ["crates/orders", "crates/users", "crates/platform"]
 IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+IDENT_CHAR = re.compile(r"[A-Za-z0-9_]")
+RAW_STRING = re.compile(r'b?r(#*)"')
+KEYWORD_PATH = re.compile(r"(?<![A-Za-z0-9_:$])(crate|self|super)\s*::\s*")
+INLINE_MOD = re.compile(r"\bmod\s+[A-Za-z_][A-Za-z0-9_]*\s*\{")
 
 
 def strip_comments(text):
@@ -28,7 +36,13 @@ def strip_comments(text):
     out, i, n = [], 0, len(text)
     while i < n:
         c = text[i]
-        if c == '"':
+        raw = RAW_STRING.match(text, i) if c in "br" and (i == 0 or not IDENT_CHAR.match(text[i - 1])) else None
+        if raw:
+            # r"..", r#".."#, br#".."#: no escapes, ends at the quote and as many #.
+            end = text.find('"' + raw.group(1), raw.end())
+            out.append('""')
+            i = n if end < 0 else end + 1 + len(raw.group(1))
+        elif c == '"':
             # Skip to the closing quote, honouring escapes; keep an empty literal.
             i += 1
             while i < n and text[i] != '"':
@@ -52,6 +66,23 @@ def strip_comments(text):
     return "".join(out)
 
 
+def item_end(text, j, stop_at_semicolon=False):
+    """Where the item from text[j] ends: just past the `}` closing its first `{` (or
+    past its first `;` outside braces, with `stop_at_semicolon`); the text's end if never."""
+    depth = 0
+    while j < len(text):
+        if text[j] == "{":
+            depth += 1
+        elif text[j] == "}":
+            depth -= 1
+            if depth == 0:
+                return j + 1
+        elif text[j] == ";" and depth == 0 and stop_at_semicolon:
+            return j + 1
+        j += 1
+    return j
+
+
 def without_tests(text):
     """The code without the item that follows each `#[cfg(test)]` (a `mod tests { .. }` or `use ..;`)."""
     out, i = [], 0
@@ -59,84 +90,125 @@ def without_tests(text):
         if match.start() < i:
             continue
         out.append(text[i : match.start()])
-        j = match.end()
         # The item ends at its first `;` at depth 0 or at the `}` closing its first `{`.
-        depth = 0
-        while j < len(text):
-            if text[j] == "{":
-                depth += 1
-            elif text[j] == "}":
-                depth -= 1
-                if depth == 0:
-                    j += 1
-                    break
-            elif text[j] == ";" and depth == 0:
-                j += 1
-                break
-            j += 1
-        i = j
+        i = item_end(text, match.end(), stop_at_semicolon=True)
     out.append(text[i:])
     return "".join(out)
 
 
-def group_heads(text, start):
-    """The first path segment of each item in the `{...}` group opening at text[start]."""
-    heads, depth, expect_head, i = [], 0, True, start
-    while i < len(text):
-        c = text[i]
-        if c == "{":
-            depth += 1
-            expect_head = depth == 1
-        elif c == "}":
-            depth -= 1
-            if depth == 0:
-                break
-        elif c == "," and depth == 1:
-            expect_head = True
-        elif expect_head and depth == 1:
-            match = IDENT.match(text, i)
-            if match:
-                heads.append(match.group())
-                expect_head = False
-                i = match.end()
-                continue
+def skip_space(text, i):
+    while i < len(text) and text[i].isspace():
         i += 1
-    return heads
+    return i
 
 
-def referenced_modules(text):
-    """Every top-level module named after `crate::` in `text`."""
-    names = set()
-    for match in re.finditer(r"\bcrate\s*::\s*", text):
-        rest = match.end()
-        if text.startswith("{", rest):
-            names.update(group_heads(text, rest))
+def path_tree(text, i):
+    """The paths of the use tree (or plain path) starting at text[i], as segment lists:
+    `a::{b::C, d}` is [[a, b, C], [a, d]], `*` and `self` end a path."""
+    i = skip_space(text, i)
+    if text.startswith("{", i):
+        paths, i = [], i + 1
+        while True:
+            i = skip_space(text, i)
+            if i >= len(text) or text[i] == "}":
+                return paths, i + 1
+            if text[i] == ",":
+                i += 1
+                continue
+            inner, j = path_tree(text, i)
+            paths.extend(inner)
+            if j <= i:  # not a path: skip a character so the loop ends
+                j = i + 1
+            i = j
+    ident = IDENT.match(text, i)
+    if not ident:
+        return [[]], i
+    head, i = ident.group(), ident.end()
+    j = skip_space(text, i)
+    if head != "self" and text.startswith("::", j):
+        rest, i = path_tree(text, j + 2)
+        return [[head] + r for r in rest], i
+    return [[] if head == "self" else [head]], i
+
+
+def inline_mod_spans(text):
+    """(start, end) of each inline `mod x { .. }` body."""
+    spans = []
+    for match in INLINE_MOD.finditer(text):
+        spans.append((match.end(), item_end(text, match.end() - 1) - 1))
+    return spans
+
+
+def referenced_modules(text, module, modules):
+    """Every module of `modules` (tuples of segments) that a path in `text`, the code of
+    the file of `module`, names: the deepest one each path reaches."""
+    spans = inline_mod_spans(text)
+    children = {m[-1] for m in modules if len(m) == len(module) + 1 and m[: len(module)] == module}
+    starts = [(m.start(), m.end(), m.group(1)) for m in KEYWORD_PATH.finditer(text)]
+    if children:
+        bare = re.compile(r"(?<![A-Za-z0-9_:$.])(" + "|".join(sorted(children)) + r")\s*::")
+        starts += [(m.start(), m.start(), None) for m in bare.finditer(text)]
+    found = set()
+    for start, rest, keyword in starts:
+        depth = sum(1 for s, e in spans if s <= start < e)
+        if keyword is None:
+            if depth:
+                continue  # an inline module does not see its file's children by bare name
+            base = module
+        elif keyword == "crate":
+            base = ()
+        elif keyword == "self":
+            base = module
         else:
-            ident = IDENT.match(text, rest)
-            if ident:
-                names.add(ident.group())
-    return names
+            ups, j = 1, rest
+            while True:
+                more = re.compile(r"super\s*::\s*").match(text, j)
+                if not more:
+                    break
+                ups, j = ups + 1, more.end()
+            rest = j
+            ups -= depth
+            base = module if ups <= 0 else module[: max(len(module) - ups, 0)]
+        paths, _ = path_tree(text, rest)
+        for path in paths:
+            full = base + tuple(path)
+            for n in range(len(full), 0, -1):
+                if full[:n] in modules:
+                    if full[:n] != module:
+                        found.add(full[:n])
+                    break
+    return found
+
+
+def module_of(relative):
+    """The module path of a file under src/: `x.rs` and `x/mod.rs` are (x,), `x/y.rs` is (x, y)."""
+    parts = list(relative.parts)
+    parts[-1] = parts[-1].removesuffix(".rs")
+    if parts[-1] == "mod":
+        parts.pop()
+    return tuple(parts)
 
 
 def module_graph(crate, ignore_tests=False):
-    """{module: set of modules it references} for the crate at `crate`."""
+    """{module name (`a::b`): set of module names it references} for the crate at `crate`."""
     src = Path(crate) / "src"
     files = {}
     for path in sorted(src.rglob("*.rs")):
         relative = path.relative_to(src)
         if relative.parts[0] == "bin" or relative.as_posix() in ("lib.rs", "main.rs"):
             continue
-        node = relative.parts[0].removesuffix(".rs")
-        if ignore_tests and path.stem == "tests":
-            files.setdefault(node, [])  # `#[cfg(test)] mod tests;` in a file of its own
-            continue
-        files.setdefault(node, []).append(path)
+        files[module_of(relative)] = path
+    modules = set(files)
     graph = {}
-    for node, paths in files.items():
-        code = "".join(strip_comments(p.read_text(encoding="utf-8")) for p in paths)
+    for module, path in files.items():
+        name = "::".join(module)
+        if ignore_tests and path.stem == "tests":
+            graph[name] = set()  # `#[cfg(test)] mod tests;` in a file of its own
+            continue
+        code = strip_comments(path.read_text(encoding="utf-8"))
         if ignore_tests:
             code = without_tests(code)
-        graph[node] = {m for m in referenced_modules(code) if m in files and m != node}
+        graph[name] = {"::".join(m) for m in referenced_modules(code, module, modules)}
     return graph
 
 
@@ -194,7 +266,9 @@ def cycles(graph):
 def main(argv):
     args = argv[1:]
     ignore_tests = "--ignore-tests" in args
-    crates = [a for a in args if a != "--ignore-tests"] or DEFAULT_CRATES
+    crates = [a for a in args if a != "--ignore-tests"] or sorted(
+        str(path.parent) for path in Path("crates").glob("*/src")
+    )
     failed = False
     for crate in crates:
         if not (Path(crate) / "src").is_dir():

@@ -75,7 +75,7 @@ fn request_info<T>(request: &Request<T>, message: prost_types::Any) -> RequestIn
     let timeout_ms = platform::deadline::incoming().map(|deadline| {
         i64::try_from(deadline.saturating_duration_since(tokio::time::Instant::now()).as_millis()).unwrap_or(i64::MAX)
     });
-    let connect_get_info = request.extensions().get::<platform::connect::ConnectGet>().map(|get| ConnectGetInfo {
+    let connect_get_info = request.extensions().get::<connect::ConnectGet>().map(|get| ConnectGetInfo {
         query_params: get
             .query
             .split('&')

@@ -8,7 +8,7 @@ use conformance::{Conformance, FILE_DESCRIPTOR_SET, WithTrailers, pb};
 use platform::{
     auth::{AuthConfig, Authenticator},
     config::ServerConfig,
-    metrics::Metrics,
+    observability::metrics::Metrics,
     server::GrpcServer,
 };
 use prost::Message;

@@ -6,14 +6,15 @@ use std::future::Future;
 use anyhow::Context;
 use api::orders::v1::order_service_server::OrderServiceServer;
 use platform::{
-    admin::AdminServer,
     auth::Authenticator,
     client::{self, ResolverConfig},
-    consul::Consul,
     database::{Backend, Database},
-    metrics::Metrics,
+    discovery::consul::Consul,
+    observability::admin::AdminServer,
+    observability::logs,
+    observability::metrics::Metrics,
     server::GrpcServer,
-    shutdown, telemetry,
+    shutdown,
 };
 use secrecy::ExposeSecret;
 use tokio::task::JoinHandle;
@@ -52,7 +53,7 @@ impl App {
         database.migrate(&MIGRATOR).await.context("apply database migrations")?;
         let metrics = Metrics::new();
         metrics.register(database.collector()).context("register the pool metrics")?;
-        metrics.register(telemetry::collector()).context("register the log metrics")?;
+        metrics.register(logs::collector()).context("register the log metrics")?;
         let (changes, listener) = match config.database.url.backend() {
             Backend::Postgres => {
                 let (changes, task) = Changes::listen(config.database.url.expose_secret())

@@ -3,19 +3,20 @@
 use std::path::Path;
 
 use platform::{
-    admin::AdminConfig,
     auth::AuthConfig,
     client::ClientConfig,
     config::{ConfigError, DatabaseConfig, InvalidKey, LogConfig, ServerConfig},
-    consul::ConsulConfig,
-    otel::TelemetryConfig,
-    rate_limit::RateLimitConfig,
-    registration::RegistrationConfig,
+    discovery::consul::ConsulConfig,
+    discovery::registration::RegistrationConfig,
+    observability::admin::AdminConfig,
+    observability::traces::TelemetryConfig,
+    server::rate_limit::RateLimitConfig,
 };
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-/// Everything the orders service can be told. Keys are nested TOML sections; the env
+/// Everything the orders service can be told; every key's default is listed in
+/// `crates/orders/config.defaults.toml`, written from [`Config::default`] and checked by a test. Keys are nested TOML sections; the env
 /// var for `users.endpoints` is `ORDERS_USERS__ENDPOINTS` (a list: `[http://a:1,http://b:2]`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,7 +57,7 @@ pub struct Config {
     /// `auth.leeway` (30s), `auth.jwks_refresh` (5s), `auth.reflection` (`open`),
     /// `auth.default_scopes` (`[]`: any valid token), `auth.scopes.<Method>`.
     pub auth: AuthConfig,
-    /// Per-method, per-caller quotas (see [`platform::rate_limit`]): `rate_limit.default`
+    /// Per-method, per-caller quotas (see [`platform::server::rate_limit`]): `rate_limit.default`
     /// and `rate_limit.methods.<Method>` (`"N/s"` or `"N/m"`; unset: off),
     /// `rate_limit.max_callers` (10000).
     pub rate_limit: RateLimitConfig,
@@ -155,6 +156,11 @@ mod tests {
             Ok(())
         });
         error
+    }
+
+    #[test]
+    fn the_defaults_file_and_the_readme_table_give_what_config_default_says() {
+        testkit::assert_defaults_documented(&Config::default(), env!("CARGO_MANIFEST_DIR"), "orders");
     }
 
     #[test]

@@ -223,7 +223,7 @@ mod tests {
 
     use platform::{
         client::{self, ClientConfig},
-        metrics::Metrics,
+        observability::metrics::Metrics,
     };
     use tokio_stream::StreamExt;
 

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use orders::{App, Config, repository::MIGRATOR};
 use platform::{
     cli::{self, Cli, Command},
-    telemetry,
+    observability::logs,
 };
 
 // mimalloc rather than glibc's malloc: measured in docs/perf.md.
@@ -22,7 +22,7 @@ async fn main() -> ExitCode {
     };
     match cli.subcommand() {
         Command::Serve => {
-            let telemetry = telemetry::start(&config.log, &config.telemetry);
+            let telemetry = logs::start(&config.log, &config.telemetry);
             cli::serve("orders", telemetry, async { App::build(config).await?.run_until_stopped().await }).await
         }
         Command::HealthCheck => cli::health_check("orders", &config.server).await,

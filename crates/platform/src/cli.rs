@@ -10,7 +10,7 @@ use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus,
 use crate::{
     config::{DatabaseConfig, ServerConfig},
     database::Database,
-    telemetry::Telemetry,
+    observability::logs::Telemetry,
 };
 
 /// Exit code of a bad configuration: `EX_CONFIG` from BSD `sysexits.h`.

@@ -18,7 +18,7 @@ use figment::{
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de::DeserializeOwned};
 
-use crate::tls::ServerTls;
+use crate::transport::tls::ServerTls;
 
 /// Loads a service's configuration `T` from three layers, later ones winning:
 /// `T::default()`, then the TOML file at `file` (if given), then environment
@@ -712,22 +712,25 @@ where
     error
 }
 
+/// Tests: a config of one `server` section (port 7000 by default), as both services' configs have.
+#[cfg(test)]
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Sample {
+    pub(crate) server: ServerConfig,
+}
+
+#[cfg(test)]
+impl Default for Sample {
+    fn default() -> Self {
+        Self { server: ServerConfig::on_port(7000) }
+    }
+}
+
 #[cfg(test)]
 // figment::Jail's closures return figment::Error, which is large; that is its API.
 #[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
-
-    #[derive(Debug, Serialize, Deserialize)]
-    struct Sample {
-        server: ServerConfig,
-    }
-
-    impl Default for Sample {
-        fn default() -> Self {
-            Self { server: ServerConfig::on_port(7000) }
-        }
-    }
 
     #[test]
     fn env_overrides_defaults_with_double_underscore_nesting() {

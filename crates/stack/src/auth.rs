@@ -3,8 +3,8 @@
 use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context;
-use platform::auth::DevIssuer;
 use secrecy::{ExposeSecret, SecretString};
+use testkit::DevIssuer;
 use tonic::{Request, Status, metadata::MetadataValue, service::Interceptor};
 
 /// The issuer every token of a stack run names.

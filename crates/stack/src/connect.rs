@@ -75,7 +75,7 @@ impl ConnectJson {
         if status == StatusCode::OK {
             return Ok(body);
         }
-        let code = body["code"].as_str().map_or(Code::Unknown, platform::connect::code_of);
+        let code = body["code"].as_str().map_or(Code::Unknown, ::connect::code_of);
         Err(Status::new(code, body["message"].as_str().unwrap_or_default()))
     }
 }

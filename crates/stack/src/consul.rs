@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use platform::consul::{Consul, ConsulConfig, Instance};
+use platform::discovery::consul::{Consul, ConsulConfig, Instance};
 use tokio::process::{Child, Command};
 
 use crate::free_port;

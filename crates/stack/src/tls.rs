@@ -3,7 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use platform::tls::{ClientTls, DevCa};
+use platform::transport::tls::ClientTls;
+use testkit::DevCa;
 
 use crate::Service;
 

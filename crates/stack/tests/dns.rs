@@ -17,12 +17,13 @@ use std::{
 };
 
 use api::users::v1::{CreateUserRequest, user_service_client::UserServiceClient};
-use platform::{client::ResolverConfig, test_support::dns::DnsZone};
+use platform::client::ResolverConfig;
 use stack::{
     Service,
     load::{OrderLoad, orders_stored},
     orders_env, temp_dir, users_env,
 };
+use testkit::DnsZone;
 
 /// Bound on any awaited state change: a guard against a hung test, not a wait.
 const PATIENCE: Duration = Duration::from_secs(60);

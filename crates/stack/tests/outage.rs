@@ -9,8 +9,8 @@ use api::{
     orders::v1::{CreateOrderRequest, GetOrderRequest, order_service_client::OrderServiceClient},
     users::v1::{CreateUserRequest, user_service_client::UserServiceClient},
 };
-use platform::test_support::{TcpProxy, drop_postgres_database, fresh_postgres_database};
 use stack::{Service, orders_env, temp_dir, users_env};
+use testkit::{TcpProxy, drop_postgres_database, fresh_postgres_database};
 use tonic::{Code, Streaming, transport::Channel};
 use tonic_health::pb::{
     HealthCheckRequest, HealthCheckResponse, health_check_response::ServingStatus, health_client::HealthClient,

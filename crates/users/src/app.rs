@@ -6,8 +6,8 @@ use std::future::Future;
 use anyhow::Context;
 use api::users::v1::user_service_server::UserServiceServer;
 use platform::{
-    admin::AdminServer, auth::Authenticator, consul::Consul, database::Database, metrics::Metrics, server::GrpcServer,
-    shutdown, telemetry,
+    auth::Authenticator, database::Database, discovery::consul::Consul, observability::admin::AdminServer,
+    observability::logs, observability::metrics::Metrics, server::GrpcServer, shutdown,
 };
 
 use crate::{
@@ -40,7 +40,7 @@ impl App {
         database.migrate(&MIGRATOR).await.context("apply database migrations")?;
         let metrics = Metrics::new();
         metrics.register(database.collector()).context("register the pool metrics")?;
-        metrics.register(telemetry::collector()).context("register the log metrics")?;
+        metrics.register(logs::collector()).context("register the log metrics")?;
         let users = Users::new(UserRepository::new(database.clone()));
         let mut server = GrpcServer::bind(&config.server, api::FILE_DESCRIPTOR_SET, &metrics)
             .await

@@ -3,18 +3,19 @@
 use std::path::Path;
 
 use platform::{
-    admin::AdminConfig,
     auth::AuthConfig,
     config::{ConfigError, DatabaseConfig, LogConfig, ServerConfig},
-    consul::ConsulConfig,
-    fault::TestingConfig,
-    otel::TelemetryConfig,
-    rate_limit::RateLimitConfig,
-    registration::RegistrationConfig,
+    discovery::consul::ConsulConfig,
+    discovery::registration::RegistrationConfig,
+    observability::admin::AdminConfig,
+    observability::traces::TelemetryConfig,
+    server::fault::TestingConfig,
+    server::rate_limit::RateLimitConfig,
 };
 use serde::{Deserialize, Serialize};
 
-/// Everything the users service can be told. Keys are nested TOML sections; the env
+/// Everything the users service can be told; every key's default is listed in
+/// `crates/users/config.defaults.toml`, written from [`Config::default`] and checked by a test. Keys are nested TOML sections; the env
 /// var for `database.url` is `USERS_DATABASE__URL`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,7 +49,7 @@ pub struct Config {
     /// `auth.leeway` (30s), `auth.jwks_refresh` (5s), `auth.reflection` (`open`),
     /// `auth.default_scopes` (`[]`: any valid token), `auth.scopes.<Method>`.
     pub auth: AuthConfig,
-    /// Per-method, per-caller quotas (see [`platform::rate_limit`]): `rate_limit.default`
+    /// Per-method, per-caller quotas (see [`platform::server::rate_limit`]): `rate_limit.default`
     /// and `rate_limit.methods.<Method>` (`"N/s"` or `"N/m"`; unset: off),
     /// `rate_limit.max_callers` (10000).
     pub rate_limit: RateLimitConfig,
@@ -85,5 +86,15 @@ impl Config {
     /// One-line [`ConfigError`] naming the bad key and its source.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
         platform::config::load_checked("USERS_", file, |config: &Self| config.auth.check())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_file_and_the_readme_table_give_what_config_default_says() {
+        testkit::assert_defaults_documented(&Config::default(), env!("CARGO_MANIFEST_DIR"), "users");
     }
 }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use platform::{
     cli::{self, Cli, Command},
-    telemetry,
+    observability::logs,
 };
 use users::{App, Config, repository::MIGRATOR};
 
@@ -22,7 +22,7 @@ async fn main() -> ExitCode {
     };
     match cli.subcommand() {
         Command::Serve => {
-            let telemetry = telemetry::start(&config.log, &config.telemetry);
+            let telemetry = logs::start(&config.log, &config.telemetry);
             cli::serve("users", telemetry, async { App::build(config).await?.run_until_stopped().await }).await
         }
         Command::HealthCheck => cli::health_check("users", &config.server).await,

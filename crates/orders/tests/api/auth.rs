@@ -10,12 +10,12 @@ use api::{
     users::v1::{CreateUserRequest, user_service_client::UserServiceClient},
 };
 use platform::{
-    auth::{AuthConfig, CallerToken, DevIssuer},
+    auth::{AuthConfig, CallerToken},
     client::ClientConfig,
     config::DatabaseConfig,
-    test_support,
 };
 use secrecy::ExposeSecret;
+use testkit::DevIssuer;
 use tokio::sync::oneshot;
 use tonic::{Code, Request};
 
@@ -33,13 +33,13 @@ fn with_token<T>(message: T, token: &str) -> Request<T> {
 /// `issuer`; orders calls users with `orders_token`. Returns both addresses and
 /// the senders that stop them.
 async fn spawn_secured(issuer: &DevIssuer, orders_token: Option<&str>) -> (String, String, Vec<oneshot::Sender<()>>) {
-    platform::telemetry::init_for_tests();
+    platform::observability::logs::init_for_tests();
     let jwks = std::env::temp_dir().join(format!("orders-api-jwks-{}.json", uuid::Uuid::new_v4().simple()));
     issuer.write_jwks(&jwks).expect("written");
 
     let mut users = users::Config::default();
     (users.server.port, users.admin.port, users.server.drain_period) = (0, 0, Duration::ZERO);
-    let url = test_support::fresh_postgres_database("users_test").await;
+    let url = testkit::fresh_postgres_database("users_test").await;
     users.database = DatabaseConfig::at(url.parse().expect("a database URL"));
     users.auth = AuthConfig::jwt(&jwks, ISSUER, "users");
     users.auth.scopes.insert("GetUserByEmail".to_owned(), vec!["users.read".to_owned()]);
@@ -48,7 +48,7 @@ async fn spawn_secured(issuer: &DevIssuer, orders_token: Option<&str>) -> (Strin
 
     let mut orders = orders::Config::default();
     (orders.server.port, orders.admin.port, orders.server.drain_period) = (0, 0, Duration::ZERO);
-    let url = test_support::fresh_postgres_database("orders_test").await;
+    let url = testkit::fresh_postgres_database("orders_test").await;
     orders.database = DatabaseConfig::at(url.parse().expect("a database URL"));
     orders.users = ClientConfig::with_endpoints(vec![users_address.parse().expect("an endpoint")]);
     orders.users.timeout = Duration::from_secs(5);

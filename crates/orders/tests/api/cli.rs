@@ -2,13 +2,10 @@
 //! Kubernetes' service-link variables are ignored, and the `health-check` and `migrate`
 //! subcommands.
 
-use platform::test_support;
-
 use crate::helpers::spawn_stack;
 
 /// The orders binary, run with `ORDERS_*` variables.
-const BINARY: test_support::ServiceBinary =
-    test_support::ServiceBinary { path: env!("CARGO_BIN_EXE_orders"), prefix: "ORDERS_" };
+const BINARY: testkit::ServiceBinary = testkit::ServiceBinary { path: env!("CARGO_BIN_EXE_orders"), prefix: "ORDERS_" };
 
 #[tokio::test]
 async fn each_bad_config_value_exits_78_naming_the_key_but_no_password() {

@@ -10,8 +10,7 @@ use platform::{
     auth::AuthConfig,
     client::ClientConfig,
     config::DatabaseConfig,
-    test_support,
-    tls::{ClientTls, ServerTls},
+    transport::tls::{ClientTls, ServerTls},
 };
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
@@ -70,10 +69,10 @@ pub async fn spawn_stack() -> TestStack {
 /// One users service requiring client certificates (`server`) and one orders service
 /// calling it over mTLS as `client` says; the test's own users client as `test_client` says.
 pub async fn spawn_stack_over_mtls(server: ServerTls, client: ClientTls, test_client: ClientTls) -> TestStack {
-    platform::telemetry::init_for_tests();
+    platform::observability::logs::init_for_tests();
     let (users_address, users_stop) = start_users_with(Some(server)).await;
     let users_address = users_address.replace("http://", "https://");
-    let orders_database_url = test_support::fresh_postgres_database("orders_test").await;
+    let orders_database_url = testkit::fresh_postgres_database("orders_test").await;
     let (orders_address, orders_stop) =
         start_orders_with(&orders_database_url, vec![users_address.clone()], None, Some(client)).await;
     TestStack {
@@ -93,9 +92,9 @@ pub async fn spawn_orders_with_users_at(users_endpoint: String, timeout: Duratio
 
 /// A users service, and an orders service calling it (or `users_endpoint`, if given).
 async fn spawn(users_endpoint: Option<String>, timeout: Option<Duration>) -> TestStack {
-    platform::telemetry::init_for_tests();
+    platform::observability::logs::init_for_tests();
     let (users_address, users_stop) = start_users().await;
-    let orders_database_url = test_support::fresh_postgres_database("orders_test").await;
+    let orders_database_url = testkit::fresh_postgres_database("orders_test").await;
     let endpoint = users_endpoint.unwrap_or_else(|| users_address.clone());
     let (orders_address, orders_stop) = start_orders(&orders_database_url, vec![endpoint], timeout).await;
     TestStack {
@@ -117,7 +116,7 @@ async fn start_users_with(tls: Option<ServerTls>) -> (String, oneshot::Sender<()
     config.server.tls = tls;
     config.server.port = 0;
     config.admin.port = 0;
-    let database_url = test_support::fresh_postgres_database("users_test").await;
+    let database_url = testkit::fresh_postgres_database("users_test").await;
     config.database = DatabaseConfig::at(database_url.parse().expect("a database URL"));
     config.server.drain_period = Duration::ZERO;
     config.auth = AuthConfig::none();

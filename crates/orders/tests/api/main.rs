@@ -10,4 +10,5 @@ mod errors;
 mod helpers;
 mod lifecycle;
 mod list;
+mod properties;
 mod tls;

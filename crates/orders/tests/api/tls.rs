@@ -3,7 +3,8 @@
 
 use std::path::PathBuf;
 
-use platform::tls::{ClientTls, DevCa, ServerTls};
+use platform::transport::tls::{ClientTls, ServerTls};
+use testkit::DevCa;
 
 use crate::helpers::{order_request, spawn_stack_over_mtls};
 

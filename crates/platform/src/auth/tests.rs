@@ -1,10 +1,18 @@
 //! Unit tests of token checks, key rotation, the layer's answers and the client token.
 
-use std::convert::Infallible;
+use std::{
+    convert::Infallible,
+    path::PathBuf,
+    time::{Duration, SystemTime},
+};
 
-use http::HeaderMap;
-use secrecy::ExposeSecret;
-use tonic::Code;
+use http::{HeaderMap, HeaderValue, Request, header::AUTHORIZATION};
+use jsonwebtoken::Algorithm;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use testkit::DevIssuer;
+use tonic::{Code, Status};
+use tower::Service;
 
 use super::*;
 
@@ -192,15 +200,15 @@ fn bad_auth_settings_are_config_errors_naming_the_key() {
 
 #[tokio::test]
 async fn the_log_line_of_a_call_names_the_subject_and_never_the_token() {
-    let (logs, _guard) = crate::redact::captured::logs();
+    let (logs, _guard) = crate::support::redact::captured::logs();
     let (issuer, _, auth) = setup();
-    let ok = tower::service_fn(|_: Request<crate::observe::ClientGoneBody<()>>| async {
+    let ok = tower::service_fn(|_: Request<crate::observability::layer::ClientGoneBody<()>>| async {
         Ok::<_, Infallible>(Status::ok("").into_http::<String>())
     });
     let local = "127.0.0.1:1".parse().expect("address");
-    let metrics = crate::metrics::Metrics::new();
+    let metrics = crate::observability::metrics::Metrics::new();
     let mut service = tower::ServiceBuilder::new()
-        .layer(crate::observe::ServerLayer::new(&metrics, &[api::FILE_DESCRIPTOR_SET], local))
+        .layer(crate::observability::layer::ServerLayer::new(&metrics, &[api::FILE_DESCRIPTOR_SET], local))
         .layer(AuthLayer::new(auth))
         .service(ok);
     let token = issuer.token("orders-service", AUDIENCE, &["users.read"], Duration::from_secs(60));

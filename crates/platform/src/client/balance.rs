@@ -38,12 +38,22 @@ use tower::{
     load::{CompleteOnResponse, Load, PeakEwma},
 };
 
-use super::{
-    BoxError, ClientMetrics,
-    config::{BalancerKind, OutlierDetection},
-    metrics::EjectionReason,
+use prometheus::{
+    IntGauge, Opts,
+    core::{Collector, Desc},
+    proto::MetricFamily,
 };
-use crate::{backoff::Backoff, discovery::Resolver, redact, tls::ClientTls};
+
+use super::{
+    config::{BalancerKind, OutlierDetection},
+    metrics::ClientMetrics,
+    outcome::{BoxError, NoHealthyEndpointError},
+    outlier::{EndpointOutlier, Outliers},
+};
+use crate::{
+    discovery::Resolver, observability::metrics::Metrics, support::backoff::Backoff, support::redact,
+    transport::tls::ClientTls,
+};
 
 /// The endpoints the attempts of one call went to, shared by its attempts (the retry
 /// layer puts one in each attempt's extensions); later attempts prefer other endpoints.
@@ -60,22 +70,6 @@ impl Tried {
     }
 }
 
-/// Why the balancer did not send an attempt: not worth retrying, since nothing changes
-/// until an ejection expires or the resolver publishes.
-#[derive(Debug, thiserror::Error)]
-#[error("no healthy endpoint for {target}: {known} known, {ejected} ejected")]
-pub struct NoHealthyEndpointError {
-    target: String,
-    known: usize,
-    ejected: usize,
-}
-
-impl From<NoHealthyEndpointError> for Status {
-    fn from(error: NoHealthyEndpointError) -> Self {
-        Status::unavailable(error.to_string())
-    }
-}
-
 /// Round-robin or p2c balancer over the endpoints a [`Resolver`] publishes.
 #[derive(Clone)]
 pub(super) struct Balancer {
@@ -87,7 +81,7 @@ struct Shared {
     /// `<upstream>.tls`: every endpoint is dialled with TLS when set.
     tls: Option<ClientTls>,
     kind: BalancerKind,
-    outlier: OutlierDetection,
+    outliers: Outliers,
     metrics: ClientMetrics,
     endpoints: Mutex<Vec<Arc<EndpointState>>>,
     /// Endpoints making their first connection attempt.
@@ -103,28 +97,7 @@ struct EndpointState {
     uri: Uri,
     /// tower's peak-EWMA load tracker around the channel (its `Service` needs `&mut`).
     channel: Mutex<PeakEwma<ChannelCall>>,
-    outlier: Mutex<OutlierState>,
-}
-
-#[derive(Default)]
-struct OutlierState {
-    consecutive_failures: u32,
-    /// Consecutive-failure ejections since the last success; each doubles the next one's length.
-    ejections: u32,
-    ejected_until: Option<Instant>,
-    /// What the current (or last) ejection was for.
-    ejected_for: Option<EjectionReason>,
-    /// Attempts that succeeded and failed in the current interval (gRFC A50's call counter).
-    successes: u64,
-    failures: u64,
-    /// gRFC A50's ejection multiplier: +1 per statistical ejection, -1 per interval spent in rotation.
-    multiplier: u32,
-}
-
-impl OutlierState {
-    fn ejected(&self, now: Instant) -> bool {
-        self.ejected_until.is_some_and(|until| until > now)
-    }
+    outlier: EndpointOutlier,
 }
 
 /// One call on a tonic channel: readiness is awaited inside the call, so the wrapper
@@ -171,7 +144,7 @@ impl Balancer {
             target: target.to_owned(),
             tls,
             kind,
-            outlier,
+            outliers: Outliers::new(target, outlier, metrics.clone()),
             metrics,
             endpoints: Mutex::new(Vec::new()),
             first_connects: AtomicUsize::new(0),
@@ -184,7 +157,7 @@ impl Balancer {
         let initial = resolver.borrow_and_update().clone();
         reconcile(&shared, &initial, &mut connecting, connect_timeout);
         tokio::spawn(maintain(Arc::downgrade(&shared), resolver, connecting, connect_timeout, stopped));
-        if shared.outlier.statistical() {
+        if shared.outliers.config().statistical() {
             tokio::spawn(sweep_every_interval(Arc::downgrade(&shared)));
         }
         Self { shared }
@@ -196,6 +169,17 @@ impl Balancer {
         let endpoints = lock(&self.shared.endpoints);
         let ejected = endpoints.iter().filter(|endpoint| !endpoint.available(now)).count();
         (endpoints.len(), ejected)
+    }
+
+    /// Registers the gauges `grpc_client_endpoints` and `grpc_client_ejected_endpoints`
+    /// of `upstream`, read from this balancer at scrape time (an ejection ends by the
+    /// clock, not by an event a gauge could follow).
+    ///
+    /// # Errors
+    /// When this upstream's gauges are already registered in `metrics`.
+    pub(super) fn register_gauges(&self, metrics: &Metrics, upstream: &str) -> prometheus::Result<()> {
+        metrics.register(EndpointGauges::new(upstream, self.clone())?)?;
+        Ok(())
     }
 }
 
@@ -233,154 +217,21 @@ impl Shared {
 
     /// Records the outcome of an attempt on `endpoint` for outlier ejection.
     fn record(&self, endpoint: &EndpointState, failed: bool) {
-        let mut state = lock(&endpoint.outlier);
-        if failed {
-            state.failures += 1;
-        } else {
-            state.successes += 1;
-        }
-        if !failed {
-            // One success clears the consecutive-failure record, and ends an ejection
-            // for consecutive failures; a statistical ejection runs its course (gRFC A50).
-            state.consecutive_failures = 0;
-            state.ejections = 0;
-            if state.ejected_for == Some(EjectionReason::ConsecutiveFailures) {
-                state.ejected_until = None;
-            }
-            return;
-        }
-        state.consecutive_failures += 1;
-        let threshold = self.outlier.consecutive_failures;
-        let now = Instant::now();
-        if threshold == 0 || state.consecutive_failures < threshold || state.ejected(now) {
-            return;
-        }
-        let factor = 2u32.saturating_pow(state.ejections.min(16));
-        let length = self.outlier.base_ejection_time.saturating_mul(factor).min(self.outlier.max_ejection_time);
-        state.ejections += 1;
-        state.ejected_until = Some(now + length);
-        state.ejected_for = Some(EjectionReason::ConsecutiveFailures);
-        self.metrics.ejected(EjectionReason::ConsecutiveFailures);
-        tracing::warn!(
-            upstream = self.target,
-            endpoint = %redact::uri(&endpoint.uri),
-            reason = EjectionReason::ConsecutiveFailures.label(),
-            consecutive_failures = state.consecutive_failures,
-            ejected_ms = length.as_millis() as u64,
-            "endpoint ejected"
-        );
+        self.outliers.record(&endpoint.uri, &endpoint.outlier, failed);
     }
 
-    /// One run of gRFC A50's interval timer: takes each endpoint's counts for the
-    /// interval that ended, runs success-rate then failure-percentage ejection on them,
-    /// and moves the multiplier of endpoints in rotation back down.
+    /// One run of gRFC A50's interval timer over the endpoints connected now (see [`Outliers::sweep`]).
     fn sweep(&self) {
-        let now = Instant::now();
         let endpoints: Vec<Arc<EndpointState>> = lock(&self.endpoints).clone();
-        // (endpoint, successes, failures) of the interval that just ended.
-        let counts: Vec<(&Arc<EndpointState>, u64, u64)> = endpoints
-            .iter()
-            .map(|endpoint| {
-                let mut state = lock(&endpoint.outlier);
-                let counts = (state.successes, state.failures);
-                (state.successes, state.failures) = (0, 0);
-                (endpoint, counts.0, counts.1)
-            })
-            .collect();
-        let mut ejected = endpoints.iter().filter(|endpoint| lock(&endpoint.outlier).ejected(now)).count();
-        let total = endpoints.len();
-        let outlier = &self.outlier;
-        // grpc-go: stop once ejected / total * 100 >= maxEjectionPercent.
-        let room = |ejected: usize| (ejected as u64) * 100 < u64::from(outlier.max_ejection_percent) * total as u64;
-
-        if let Some(config) = &outlier.success_rate_ejection {
-            let judged: Vec<(&Arc<EndpointState>, f64)> = counts
-                .iter()
-                .filter(|(_, ok, failed)| ok + failed >= u64::from(config.request_volume) && ok + failed > 0)
-                .map(|(endpoint, ok, failed)| (*endpoint, *ok as f64 / (ok + failed) as f64))
-                .collect();
-            if judged.len() >= config.minimum_hosts.max(1) as usize {
-                let n = judged.len() as f64;
-                let mean = judged.iter().map(|(_, rate)| rate).sum::<f64>() / n;
-                let variance = judged.iter().map(|(_, rate)| (rate - mean).powi(2)).sum::<f64>() / n;
-                let required = mean - variance.sqrt() * f64::from(config.stdev_factor) / 1000.0;
-                for (endpoint, rate) in judged {
-                    if !room(ejected) {
-                        break;
-                    }
-                    if rate < required && enforced(config.enforcement_percentage) {
-                        let detail = format!("success rate {rate:.3} below {required:.3}");
-                        if self.eject(endpoint, now, EjectionReason::SuccessRate, &detail) {
-                            ejected += 1;
-                        }
-                    }
-                }
-            }
-        }
-
-        if let Some(config) = &outlier.failure_percentage_ejection {
-            let judged: Vec<(&Arc<EndpointState>, u64)> = counts
-                .iter()
-                .filter(|(_, ok, failed)| ok + failed >= u64::from(config.request_volume) && ok + failed > 0)
-                .map(|(endpoint, ok, failed)| (*endpoint, failed * 100 / (ok + failed)))
-                .collect();
-            if judged.len() >= config.minimum_hosts.max(1) as usize {
-                for (endpoint, percent) in judged {
-                    if !room(ejected) {
-                        break;
-                    }
-                    if percent > u64::from(config.threshold) && enforced(config.enforcement_percentage) {
-                        let detail = format!("{percent}% of attempts failed, above {}%", config.threshold);
-                        if self.eject(endpoint, now, EjectionReason::FailurePercentage, &detail) {
-                            ejected += 1;
-                        }
-                    }
-                }
-            }
-        }
-
-        // Endpoints in rotation (not those just ejected) move their multiplier back down.
-        for endpoint in &endpoints {
-            let mut state = lock(&endpoint.outlier);
-            if !state.ejected(now) {
-                state.multiplier = state.multiplier.saturating_sub(1);
-            }
-        }
+        let records: Vec<(&Uri, &EndpointOutlier)> =
+            endpoints.iter().map(|endpoint| (&endpoint.uri, &endpoint.outlier)).collect();
+        self.outliers.sweep(&records);
     }
-
-    /// Ejects `endpoint` for a statistical `reason` unless it is ejected already;
-    /// whether it did.
-    fn eject(&self, endpoint: &EndpointState, now: Instant, reason: EjectionReason, detail: &str) -> bool {
-        let mut state = lock(&endpoint.outlier);
-        if state.ejected(now) {
-            return false;
-        }
-        state.multiplier = state.multiplier.saturating_add(1);
-        let longest = self.outlier.base_ejection_time.max(self.outlier.max_ejection_time);
-        let length = self.outlier.base_ejection_time.saturating_mul(state.multiplier).min(longest);
-        state.ejected_until = Some(now + length);
-        state.ejected_for = Some(reason);
-        self.metrics.ejected(reason);
-        tracing::warn!(
-            upstream = self.target,
-            endpoint = %redact::uri(&endpoint.uri),
-            reason = reason.label(),
-            detail,
-            ejected_ms = length.as_millis() as u64,
-            "endpoint ejected"
-        );
-        true
-    }
-}
-
-/// Whether a candidate is ejected, given gRFC A50's `enforcementPercentage`.
-fn enforced(percentage: u32) -> bool {
-    percentage >= 100 || rand::rng().random_range(0..100) < percentage
 }
 
 /// Runs [`Shared::sweep`] every `interval` until the balancer is dropped.
 async fn sweep_every_interval(shared: Weak<Shared>) {
-    let Some(period) = shared.upgrade().map(|shared| shared.outlier.interval) else { return };
+    let Some(period) = shared.upgrade().map(|shared| shared.outliers.config().interval) else { return };
     let mut ticks = tokio::time::interval_at(Instant::now() + period, period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -392,7 +243,7 @@ async fn sweep_every_interval(shared: Weak<Shared>) {
 
 impl EndpointState {
     fn available(&self, now: Instant) -> bool {
-        !lock(&self.outlier).ejected(now)
+        !self.outlier.ejected(now)
     }
 }
 
@@ -459,6 +310,39 @@ impl Service<http::Request<Body>> for Balancer {
             shared.record(&endpoint, is_endpoint_failure(&result));
             result.map_err(Into::into)
         })
+    }
+}
+
+/// Connected and ejected endpoints of one upstream, read at each scrape.
+#[derive(Clone)]
+struct EndpointGauges {
+    balancer: Balancer,
+    endpoints: IntGauge,
+    ejected: IntGauge,
+}
+
+impl EndpointGauges {
+    fn new(upstream: &str, balancer: Balancer) -> prometheus::Result<Self> {
+        let gauge =
+            |name: &str, help: &str| IntGauge::with_opts(Opts::new(name, help).const_label("upstream", upstream));
+        Ok(Self {
+            balancer,
+            endpoints: gauge("grpc_client_endpoints", "Connected endpoints of the upstream.")?,
+            ejected: gauge("grpc_client_ejected_endpoints", "Connected endpoints of the upstream ejected right now.")?,
+        })
+    }
+}
+
+impl Collector for EndpointGauges {
+    fn desc(&self) -> Vec<&Desc> {
+        self.endpoints.desc().into_iter().chain(self.ejected.desc()).collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let (endpoints, ejected) = self.balancer.endpoint_counts();
+        self.endpoints.set(i64::try_from(endpoints).unwrap_or(i64::MAX));
+        self.ejected.set(i64::try_from(ejected).unwrap_or(i64::MAX));
+        self.endpoints.collect().into_iter().chain(self.ejected.collect()).collect()
     }
 }
 
@@ -587,7 +471,10 @@ mod tests {
     //! gRFC A50's statistical ejection on a paused clock, over endpoints that are never dialled.
 
     use super::*;
-    use crate::client::config::{FailurePercentageEjection, SuccessRateEjection};
+    use crate::client::{
+        config::{FailurePercentageEjection, SuccessRateEjection},
+        metrics::EjectionReason,
+    };
 
     /// A balancer's shared state over `n` lazily connected endpoints (nothing is dialled).
     fn shared(outlier: OutlierDetection, n: usize) -> Arc<Shared> {
@@ -599,12 +486,13 @@ mod tests {
                 Arc::new(EndpointState { uri, channel: Mutex::new(channel), outlier: Default::default() })
             })
             .collect();
+        let metrics = ClientMetrics::new("users");
         Arc::new(Shared {
             target: "users".to_owned(),
             tls: None,
             kind: BalancerKind::RoundRobin,
-            outlier,
-            metrics: ClientMetrics::new("users"),
+            outliers: Outliers::new("users", outlier, metrics.clone()),
+            metrics,
             endpoints: Mutex::new(endpoints),
             first_connects: AtomicUsize::new(0),
             changed: Notify::new(),

@@ -9,7 +9,7 @@ use http::Uri;
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de::Error as _};
 use tonic::Code;
 
-use crate::{auth::CallerToken, redact, tls::ClientTls};
+use crate::{auth::CallerToken, support::redact, transport::tls::ClientTls};
 
 /// How a service reaches one of its upstreams. TOML keys are the field names of
 /// the flat section (`resolver`, `endpoints`, `consul_service`, `consul_wait`,

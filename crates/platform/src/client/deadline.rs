@@ -12,7 +12,10 @@ use tokio::time::{Instant, Timeout};
 use tonic::{Code, Status, body::Body};
 use tower::{Layer, Service, layer::layer_fn};
 
-use super::{BoxError, config::ClientConfig, outcome};
+use super::{
+    config::ClientConfig,
+    outcome::{BoxError, outcome},
+};
 use crate::deadline;
 
 /// How close to its deadline a CANCELLED answer counts as the upstream giving up at

@@ -7,13 +7,11 @@ use tonic::{Code, body::Body};
 use tower::{Service, ServiceExt, retry::budget::Budget};
 
 use super::{
-    BoxError,
-    balance::{NoHealthyEndpointError, Tried},
+    balance::Tried,
     config::HedgingPolicy,
     deadline::with_remaining_timeout,
-    grpc_status, into_status,
-    retry::{Shared, buffer, rebuild},
-    status_code,
+    outcome::{BoxError, NoHealthyEndpointError, grpc_status, into_status, status_code},
+    replay::{Shared, buffer, rebuild},
 };
 
 /// Makes the attempts of a call to a method with a hedging `policy` (gRFC A6

@@ -1,16 +1,12 @@
-//! The resilient client's own metrics: counters it increments as it goes and endpoint gauges, registered by [`ClientMetrics::register`].
+//! The resilient client's own counters, incremented as it goes and registered by [`ClientMetrics::register`]
+//! (the balancer exports its endpoint gauges itself).
 //!
 //! Names, help and the `upstream` label are fixed: the tests and the Grafana dashboard
 //! read them.
 
-use prometheus::{
-    IntCounter, IntCounterVec, IntGauge, Opts,
-    core::{Collector, Desc},
-    proto::MetricFamily,
-};
+use prometheus::{IntCounter, IntCounterVec, Opts};
 
-use super::balance::Balancer;
-use crate::metrics::Metrics;
+use crate::observability::metrics::Metrics;
 
 /// The counters of one upstream's channel, each labelled `upstream`. Cloning is
 /// cheap; clones count into the same counters.
@@ -97,51 +93,16 @@ impl ClientMetrics {
     }
 
     /// Registers the counters (`grpc_client_ejections_total` with a `reason` label:
-    /// `consecutive_failures`, `success_rate`, `failure_percentage`), and the gauges `grpc_client_endpoints` and
-    /// `grpc_client_ejected_endpoints` read from `balancer` at scrape time (an ejection
-    /// ends by the clock, not by an event a gauge could follow).
+    /// `consecutive_failures`, `success_rate`, `failure_percentage`); the balancer
+    /// registers its endpoint gauges itself (`Balancer::register_gauges`).
     ///
     /// # Errors
     /// When this upstream's families are already registered in `metrics`.
-    pub(super) fn register(&self, metrics: &Metrics, upstream: &str, balancer: Balancer) -> prometheus::Result<()> {
+    pub(super) fn register(&self, metrics: &Metrics) -> prometheus::Result<()> {
         for counter in [&self.attempts, &self.retries, &self.budget_exhausted, &self.hedges] {
             metrics.register(counter.clone())?;
         }
         metrics.register(self.ejections.clone())?;
-        metrics.register(EndpointGauges::new(upstream, balancer)?)?;
         Ok(())
-    }
-}
-
-/// Connected and ejected endpoints of one upstream, read at each scrape.
-#[derive(Clone)]
-struct EndpointGauges {
-    balancer: Balancer,
-    endpoints: IntGauge,
-    ejected: IntGauge,
-}
-
-impl EndpointGauges {
-    fn new(upstream: &str, balancer: Balancer) -> prometheus::Result<Self> {
-        let gauge =
-            |name: &str, help: &str| IntGauge::with_opts(Opts::new(name, help).const_label("upstream", upstream));
-        Ok(Self {
-            balancer,
-            endpoints: gauge("grpc_client_endpoints", "Connected endpoints of the upstream.")?,
-            ejected: gauge("grpc_client_ejected_endpoints", "Connected endpoints of the upstream ejected right now.")?,
-        })
-    }
-}
-
-impl Collector for EndpointGauges {
-    fn desc(&self) -> Vec<&Desc> {
-        self.endpoints.desc().into_iter().chain(self.ejected.desc()).collect()
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
-        let (endpoints, ejected) = self.balancer.endpoint_counts();
-        self.endpoints.set(i64::try_from(endpoints).unwrap_or(i64::MAX));
-        self.ejected.set(i64::try_from(ejected).unwrap_or(i64::MAX));
-        self.endpoints.collect().into_iter().chain(self.ejected.collect()).collect()
     }
 }

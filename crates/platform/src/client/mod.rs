@@ -3,8 +3,11 @@
 //! and gives every call a deadline that holds across hops.
 //!
 //! One step per module, composed here in [`ResilientChannel::new`]: `deadline`
-//! (`Deadline::layer`), `retry` (`Retry::layer`: retries, or hedges through `hedge`),
-//! `balance` (the balancer, one attempt on one endpoint); the counters they keep live in `metrics`. Most callers
+//! (`Deadline::layer`), `retry` (`Retry::layer`: retries, or hedges through `hedge`,
+//! both resending the body `replay` buffered), `balance` (the balancer, one attempt on
+//! one endpoint, skipping those `outlier` ejected). Imports point down that list and
+//! never back to this file: `metrics` (the counters), `outcome` (how an attempt ended)
+//! and `config` sit below every step. Most callers
 //! want [`channel`]: the resilient channel under the observing layer (span,
 //! `traceparent`, `grpc_client_*` metrics), its metrics registered:
 //! `UserServiceClient::new(client::channel("users", &config.users, consul, &metrics, api::FILE_DESCRIPTOR_SET)?)`.
@@ -14,16 +17,15 @@ pub mod config;
 mod deadline;
 mod hedge;
 mod metrics;
+mod outcome;
+mod outlier;
+mod replay;
 mod retry;
 
-use std::{
-    error::Error as StdError,
-    task::{Context, Poll},
-};
+use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
-use http::HeaderValue;
-use tonic::{Code, Status, body::Body};
+use tonic::body::Body;
 use tower::{Service, ServiceBuilder, retry::budget::TpsBudget};
 
 use self::{
@@ -32,29 +34,25 @@ use self::{
     retry::Retry,
 };
 pub use self::{
-    balance::NoHealthyEndpointError,
     config::{
         BalancerKind, ClientConfig, FailurePercentageEjection, HedgingPolicy, OutlierDetection, ResolverConfig,
         RetryBudget, RetryPolicy, StatusCodeName, SuccessRateEjection,
     },
     metrics::ClientMetrics,
+    outcome::{BoxError, NoHealthyEndpointError},
 };
 use crate::{
     auth::{AttachToken, AttachTokenLayer},
-    consul::Consul,
+    discovery::consul::Consul,
     discovery::{self, Resolver},
-    methods::Methods,
-    metrics::Metrics,
-    observe,
+    observability::layer,
+    observability::metrics::Metrics,
+    support::methods::Methods,
 };
-
-/// The error type of [`ResilientChannel`]: always a boxed [`Status`], which tonic's
-/// generated clients hand back as is.
-pub type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// What [`channel`] returns and a generated client runs over: the observing layer
 /// (span, `traceparent`, `grpc_client_*` call metrics) over a [`ResilientChannel`].
-pub type Channel = observe::Client<ResilientChannel>;
+pub type Channel = layer::Client<ResilientChannel>;
 
 /// A snapshot of a channel's counters and endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,7 +129,7 @@ pub fn channel(
     channel
         .register_metrics(metrics)
         .map_err(|source| ChannelError::Metrics { upstream: upstream.to_owned(), source })?;
-    let observe = observe::ClientLayer::with_methods(metrics, methods, upstream);
+    let observe = layer::ClientLayer::with_methods(metrics, methods, upstream);
     Ok(tower::Layer::layer(&observe, channel))
 }
 
@@ -216,7 +214,8 @@ impl ResilientChannel {
     /// # Errors
     /// When a channel to the same upstream is already registered there.
     pub fn register_metrics(&self, metrics: &Metrics) -> prometheus::Result<()> {
-        self.metrics.register(metrics, &self.target, self.balancer.clone())
+        self.metrics.register(metrics)?;
+        self.balancer.register_gauges(metrics, &self.target)
     }
 
     /// The counters and endpoint counts right now.
@@ -244,33 +243,6 @@ impl Service<http::Request<Body>> for ResilientChannel {
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         self.service.call(request)
-    }
-}
-
-fn grpc_status(headers: &http::HeaderMap) -> Option<Code> {
-    headers.get("grpc-status").map(HeaderValue::as_bytes).map(Code::from_bytes)
-}
-
-/// The status code a result stands for: OK for a response still streaming.
-fn outcome(result: &Result<http::Response<Body>, BoxError>) -> Code {
-    match result {
-        Ok(response) => grpc_status(response.headers()).unwrap_or(Code::Ok),
-        Err(error) => status_code(error),
-    }
-}
-
-fn status_code(error: &BoxError) -> Code {
-    error.downcast_ref::<Status>().map_or(Code::Unavailable, Status::code)
-}
-
-/// Every error leaves this channel as a [`Status`]; transport errors are UNAVAILABLE.
-fn into_status(error: BoxError) -> Status {
-    match error.downcast::<Status>() {
-        Ok(status) => *status,
-        Err(error) => match error.downcast::<NoHealthyEndpointError>() {
-            Ok(error) => Status::from(*error),
-            Err(error) => Status::unavailable(error.to_string()),
-        },
     }
 }
 

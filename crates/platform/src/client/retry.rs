@@ -6,11 +6,9 @@ use std::{
     time::Duration,
 };
 
-use bytes::Bytes;
 use futures::future::BoxFuture;
-use http_body_util::{BodyExt, Full, Limited};
 use tokio::time::Instant;
-use tonic::{Code, Status, body::Body};
+use tonic::{Code, body::Body};
 use tower::{
     Layer, Service, ServiceExt,
     layer::layer_fn,
@@ -18,18 +16,18 @@ use tower::{
 };
 
 use super::{
-    BoxError, ClientConfig, ClientMetrics,
-    balance::{NoHealthyEndpointError, Tried},
+    balance::Tried,
+    config::ClientConfig,
     deadline::{CallDeadline, with_remaining_timeout},
-    grpc_status, hedge, into_status, status_code,
+    hedge,
+    metrics::ClientMetrics,
+    outcome::{BoxError, NoHealthyEndpointError, grpc_status, into_status, status_code},
+    replay::{Shared, buffer, rebuild},
 };
 use crate::{
-    backoff::{Backoff, Jitter},
-    methods::Methods,
+    support::backoff::{Backoff, Jitter},
+    support::methods::Methods,
 };
-
-/// Largest request body buffered for retries and hedges (tonic's default message size limit).
-const MAX_RETRY_BUFFER: usize = 4 * 1024 * 1024;
 
 /// Makes each call's attempts: hedged per the method's
 /// [`HedgingPolicy`](super::config::HedgingPolicy) when it has one (see `hedge`),
@@ -41,16 +39,6 @@ const MAX_RETRY_BUFFER: usize = 4 * 1024 * 1024;
 pub(super) struct Retry<S> {
     inner: S,
     shared: Arc<Shared>,
-}
-
-/// What every call through one [`Retry`] shares.
-pub(super) struct Shared {
-    /// The upstream's name, in errors and logs.
-    pub(super) target: String,
-    pub(super) config: ClientConfig,
-    pub(super) budget: Arc<TpsBudget>,
-    methods: Methods,
-    pub(super) metrics: ClientMetrics,
 }
 
 impl<S> Retry<S> {
@@ -182,25 +170,4 @@ fn pushback(headers: &http::HeaderMap) -> Pushback {
             None => Pushback::Stop,
         },
     }
-}
-
-/// `body`, read whole so that each attempt can resend it: RESOURCE_EXHAUSTED naming
-/// `target` and `purpose` when it is over [`MAX_RETRY_BUFFER`] (4 MiB).
-pub(super) async fn buffer(body: Body, target: &str, purpose: &str) -> Result<Bytes, Status> {
-    let body = Limited::new(body, MAX_RETRY_BUFFER).collect().await;
-    let body = body.map_err(|error| {
-        Status::resource_exhausted(format!("request to {target} not buffered for {purpose}: {error}"))
-    })?;
-    Ok(body.to_bytes())
-}
-
-/// A copy of the buffered request for one attempt.
-pub(super) fn rebuild(parts: &http::request::Parts, body: Bytes) -> http::Request<Body> {
-    let mut request = http::Request::new(Body::new(Full::new(body)));
-    *request.method_mut() = parts.method.clone();
-    *request.uri_mut() = parts.uri.clone();
-    *request.version_mut() = parts.version;
-    *request.headers_mut() = parts.headers.clone();
-    *request.extensions_mut() = parts.extensions.clone();
-    request
 }

@@ -14,7 +14,7 @@ use api::users::v1::{
     user_service_client::UserServiceClient,
     user_service_server::{UserService, UserServiceServer},
 };
-use http::Uri;
+use http::{HeaderValue, Uri};
 use tokio::{net::TcpListener, sync::watch, time::Instant};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Code, Request, Response, Status};
@@ -473,7 +473,7 @@ async fn work_a_handler_spawns_with_deadline_spawn_still_sends_the_served_calls_
 
 #[tokio::test]
 async fn a_password_in_an_endpoint_never_reaches_the_logs() {
-    let (logs, _guard) = crate::redact::captured::logs();
+    let (logs, _guard) = crate::support::redact::captured::logs();
     let (uri, fake) = serve(Behaviour::Answer).await;
     let with_password: Uri =
         format!("http://admin:s3cret@{}", uri.authority().expect("host and port")).parse().expect("uri");

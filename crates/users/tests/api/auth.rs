@@ -3,8 +3,9 @@
 use std::time::Duration;
 
 use api::users::v1::{CreateUserRequest, GetUserByEmailRequest, GetUserRequest};
-use platform::auth::{AuthConfig, DevIssuer};
+use platform::auth::AuthConfig;
 use secrecy::ExposeSecret;
+use testkit::DevIssuer;
 use tonic::{Code, Request};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 

@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use platform::test_support;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
 use crate::helpers::spawn_app;
@@ -13,8 +12,7 @@ use crate::helpers::spawn_app;
 const PATIENCE: Duration = Duration::from_secs(60);
 
 /// The users binary, run with `USERS_*` variables.
-const BINARY: test_support::ServiceBinary =
-    test_support::ServiceBinary { path: env!("CARGO_BIN_EXE_users"), prefix: "USERS_" };
+const BINARY: testkit::ServiceBinary = testkit::ServiceBinary { path: env!("CARGO_BIN_EXE_users"), prefix: "USERS_" };
 
 #[tokio::test]
 async fn each_bad_config_value_exits_78_naming_the_key_but_no_password() {
@@ -51,7 +49,7 @@ async fn health_check_exits_1_when_the_instance_is_not_serving() {
         .await
         .expect("watch starts")
         .into_inner();
-    test_support::drop_postgres_database(&app.database_url).await;
+    testkit::drop_postgres_database(&app.database_url).await;
     tokio::time::timeout(PATIENCE, async {
         while let Some(update) = updates.message().await.expect("the watch stays open") {
             if update.status() == ServingStatus::NotServing {

@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use api::users::v1::{CreateUserRequest, user_service_client::UserServiceClient};
-use platform::test_support;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
 use crate::helpers::{spawn_app, spawn_app_with};
@@ -33,7 +32,7 @@ async fn health_turns_not_serving_when_the_database_goes_away() {
     let first = updates.message().await.expect("a status").expect("the stream is open");
     assert_eq!(first.status(), ServingStatus::Serving);
 
-    test_support::drop_postgres_database(&app.database_url).await;
+    testkit::drop_postgres_database(&app.database_url).await;
 
     let not_serving = tokio::time::timeout(PATIENCE, async {
         while let Some(update) = updates.message().await.expect("the watch stays open") {

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use api::users::v1::user_service_client::UserServiceClient;
-use platform::{auth::AuthConfig, config::DatabaseConfig, test_support};
+use platform::{auth::AuthConfig, config::DatabaseConfig};
 use tokio::sync::oneshot;
 use tonic::transport::Channel;
 use users::{App, Config};
@@ -44,8 +44,8 @@ pub async fn spawn_app() -> TestApp {
 
 /// As [`spawn_app`], with `customise` applied to the config last.
 pub async fn spawn_app_with(customise: impl FnOnce(&mut Config)) -> TestApp {
-    platform::telemetry::init_for_tests();
-    let database_url = test_support::fresh_postgres_database("users_test").await;
+    platform::observability::logs::init_for_tests();
+    let database_url = testkit::fresh_postgres_database("users_test").await;
     let mut config = Config::default();
     config.server.port = 0;
     config.admin.port = 0;

@@ -5,8 +5,9 @@
 use std::time::{Duration, Instant};
 
 use api::users::v1::{CreateUserRequest, GetUserByEmailRequest, GetUserRequest};
-use platform::{config::DatabaseConfig, test_support::TcpProxy};
+use platform::config::DatabaseConfig;
 use sqlx::{Connection, PgConnection};
+use testkit::TcpProxy;
 use tonic::Code;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
