@@ -429,3 +429,49 @@ fn compose_initialises_its_database_with_the_kubernetes_dev_overlay_s_script() {
         "compose's postgres mounts {script}, the one init script both stacks share"
     );
 }
+
+/// The repository paths a document names (`crates/...`, `scripts/...`, `deploy/...`,
+/// `docs/...`, `proto/...`, `bench/...`), without globs or placeholders, a trailing `:line`
+/// or punctuation.
+fn paths_named_in(text: &str) -> Vec<String> {
+    let roots = ["crates/", "scripts/", "deploy/", "docs/", "proto/", "bench/"];
+    text.split(|c: char| c.is_whitespace() || "`()[]\"'|,;".contains(c))
+        .map(|word| word.trim_start_matches("./").trim_end_matches(['.', ':']))
+        .map(|word| word.split(':').next().unwrap_or(word))
+        .filter(|word| roots.iter().any(|root| word.starts_with(root)))
+        .filter(|word| !word.contains(['*', '{', '<', '$', '=', '#', '%']))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn every_repository_path_the_readme_docs_and_deploy_files_name_exists() {
+    let mut documents: Vec<PathBuf> =
+        ["README.md", "docker-compose.yml", "Makefile", "deploy/Dockerfile"].iter().map(PathBuf::from).collect();
+    documents.extend(files_under("docs", "md"));
+    // What a build or a test makes where git ignores it (`/bench/go/gen`, ...) is not looked for.
+    let gitignore = fs::read_to_string(root().join(".gitignore")).expect(".gitignore");
+    let generated: Vec<&str> = gitignore.lines().filter_map(|line| line.strip_prefix('/')).collect();
+    // A path may name files by their common stem (`bench/results/2026-12-06T1252Z` for its .md, .json, .svg).
+    let exists = |path: &str| {
+        let path = root().join(path);
+        let stem = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+        path.exists()
+            || fs::read_dir(path.parent().expect("a parent")).is_ok_and(|mut entries| {
+                entries.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with(&stem)))
+            })
+    };
+    let mut named = 0;
+    let mut missing = Vec::new();
+    for document in &documents {
+        let text = fs::read_to_string(root().join(document)).expect("a document");
+        for path in paths_named_in(&text) {
+            named += 1;
+            if !generated.iter().any(|dir| path.starts_with(dir)) && !exists(&path) {
+                missing.push(format!("{}: {path}", document.display()));
+            }
+        }
+    }
+    assert!(named >= 50, "the scan found only {named} paths");
+    assert!(missing.is_empty(), "named but not in the repository:\n{}", missing.join("\n"));
+}
