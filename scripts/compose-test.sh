@@ -20,5 +20,6 @@ exec scripts/with-docker.sh bash -euo pipefail -c '
     compressed=$(docker save "$image" | gzip -6 | wc -c)
     echo "compose-test: $image $(( size / 1000000 )) MB, $(( compressed / 1000000 )) MB compressed (docker save | gzip)"
   done
-  cargo test -p stack --test compose -- --ignored --nocapture
+  # --workspace, not -p stack: the same features as `cargo test --workspace`, so its build is reused.
+  cargo test --workspace --test compose -- --ignored --nocapture
 '
